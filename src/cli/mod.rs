@@ -1,0 +1,40 @@
+//! The `maskscape` command line: parse flags, call the library, print results.
+//! No mathematics lives here.
+
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use progress::BarProgress;
+
+/// Exit status for every user error (bad flag, bad file), as clap uses for usage errors.
+const EXIT_USER_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "maskscape",
+    version,
+    about = "The loss landscape of randomly masked fine-tuning: theory lab, exact Hessian probes of OPT models, and reproduction of the paper's figures."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+/// Runs the command line and maps every error to one line on stderr and exit code 2.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<()> = match cli.command {};
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_USER_ERROR)
+        }
+    }
+}

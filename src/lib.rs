@@ -1,0 +1,19 @@
+//! maskscape: a workbench for the loss landscape of randomly masked fine-tuning.
+//!
+//! - [`theory`]: the overparameterized linear-regression lab of Xu & Zhang (2024).
+//! - [`spectral`]: eigenvalues, spectral densities and traces of any linear operator.
+//! - [`mask`]: random parameter masks as data.
+//! - [`model`]: OPT checkpoints and their exact Hessian-vector products.
+//! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
+//! - [`report`]: tables, figures and run manifests.
+//! - [`cli`]: the `maskscape` command line.
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod model;
+pub mod progress;
+pub mod report;
+pub mod rng;
+
+pub use error::{Error, Result};

@@ -1,0 +1,10 @@
+//! Reporting: tables (polars), figures (plotters), run manifests, and atomic output.
+
+pub mod atomic;
+pub mod manifest;
+pub mod plot;
+pub mod table;
+
+pub use manifest::Manifest;
+pub use plot::{Axis, Chart, ErrorPoint, Scale, SeriesData};
+pub use table::{Column, Table};
