@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod layout;
+pub mod presets;
 
 pub use config::OptConfig;
 pub use layout::{LayerTensor, ParamEntry, ParamLayout, ParamRole};
