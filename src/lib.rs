@@ -15,5 +15,6 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod spectral;
 
 pub use error::{Error, Result};
