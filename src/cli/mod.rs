@@ -1,7 +1,9 @@
 //! The `maskscape` command line: parse flags, call the library, print results.
 //! No mathematics lives here.
 
+mod bench;
 mod progress;
+mod spectrum;
 
 use std::process::ExitCode;
 
@@ -24,12 +26,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Eigenvalues, spectral density or trace of a dense symmetric matrix.
+    Spectrum(spectrum::SpectrumArgs),
+    /// Speed measurements.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Spectrum(args) => spectrum::run(args),
+        Command::Bench(command) => bench::run(command),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
