@@ -1,6 +1,7 @@
 //! maskscape: a workbench for the loss landscape of randomly masked fine-tuning.
 //!
 //! - [`theory`]: the overparameterized linear-regression lab of Xu & Zhang (2024).
+//! - [`experiment`]: experiment specs and `reproduce`, which reruns them all.
 //! - [`spectral`]: eigenvalues, spectral densities and traces of any linear operator.
 //! - [`mask`]: random parameter masks as data.
 //! - [`model`]: OPT checkpoints and their exact Hessian-vector products.
@@ -11,9 +12,11 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod experiment;
 pub mod model;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod theory;
 
 pub use error::{Error, Result};

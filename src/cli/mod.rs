@@ -1,7 +1,10 @@
 //! The `maskscape` command line: parse flags, call the library, print results.
 //! No mathematics lives here.
 
+mod bench;
 mod progress;
+mod reproduce;
+mod theory;
 
 use std::process::ExitCode;
 
@@ -24,12 +27,25 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// The linear-regression theory lab: masked spectra, stable learning rates,
+    /// solution distances (tables, figures, manifest).
+    Theory(theory::TheoryArgs),
+    /// Rerun every experiment in experiments/ and rewrite figures/ and analysis/.
+    Reproduce(reproduce::ReproduceArgs),
+    /// Timed benchmarks, one group per area.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Theory(args) => theory::run(args),
+        Command::Reproduce(args) => reproduce::run(args),
+        Command::Bench(command) => bench::run(command),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
