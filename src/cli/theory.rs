@@ -22,13 +22,13 @@ pub struct TheoryArgs {
     #[arg(long, value_delimiter = ',')]
     d: Vec<usize>,
     /// Entry ranges r of U[0, r] data (comma-separated for a sweep).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     r: Vec<f64>,
     /// Noise levels sigma of y = X w* + sigma eps (comma-separated for a sweep).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     sigma: Vec<f64>,
     /// Keep ratios p in (0, 1]: a list `1,0.1,0.01` or a log grid `log:1:0.01:10`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     ratios: Option<String>,
     /// Masks (and noise draws) per ratio.
     #[arg(long)]
@@ -46,10 +46,10 @@ pub struct TheoryArgs {
     #[arg(long, value_enum)]
     mask: Option<MaskKind>,
     /// Failure probability of the concentration bound.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     delta: Option<f64>,
     /// Ratios whose GD loss curves are drawn (lr part).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     curve_ratios: Vec<f64>,
     /// Worker threads (default: all cores); results do not depend on it.
     #[arg(long)]
