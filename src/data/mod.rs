@@ -55,6 +55,14 @@ impl DataSpec {
         }
     }
 
+    /// Checks the flags that need no file: fails fast, before a large file is read.
+    fn check(&self) -> Result<()> {
+        if self.max_examples == Some(0) {
+            return Err(Error::arg("--max-examples", "must be at least 1"));
+        }
+        Ok(())
+    }
+
     /// Whether the file is already tokenized (a `.safetensors` file).
     pub fn is_pretokenized(&self) -> bool {
         is_safetensors(&self.path)
@@ -80,6 +88,19 @@ impl TextDataset {
     /// Whether there are no examples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many examples have each candidate as gold (classification only).
+    pub fn gold_counts(&self) -> Option<Vec<usize>> {
+        let TextDataset::Classification(examples) = self else {
+            return None;
+        };
+        let classes = examples.first().map_or(0, |e| e.candidates.len());
+        let mut counts = vec![0; classes];
+        for example in examples {
+            counts[example.gold] += 1;
+        }
+        Some(counts)
     }
 
     /// Tokenizes every example into sequences of at most `max_len` tokens (see
@@ -193,6 +214,7 @@ pub fn load(
 /// field's column is the one given in `spec.columns`, else the first of the task's
 /// defaults present in the file (e.g. SST-2's text is `sentence`, else `text`).
 pub fn load_text(spec: &DataSpec) -> Result<TextData> {
+    spec.check()?;
     let path = spec.path.as_path();
     if is_safetensors(path) {
         return Err(Error::file(

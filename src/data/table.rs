@@ -4,6 +4,7 @@
 //! (`Vec<Option<String>>`) and label columns (`Vec<Option<LabelValue>>`).
 
 use std::fs::File;
+use std::io::Cursor;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -231,20 +232,24 @@ impl RawTable {
 }
 
 fn read_json(path: &Path, format: Format) -> Result<DataFrame> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // Polars refuses an empty JSON-lines file; to us it is an empty dataset.
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DataFrame::empty());
+    }
     let json_format = if format == Format::JsonArray {
         JsonFormat::Json
     } else {
         JsonFormat::JsonLines
     };
     let all_rows: Option<NonZeroUsize> = None;
-    JsonReader::new(file)
+    JsonReader::new(Cursor::new(&bytes))
         .with_json_format(json_format)
         .infer_schema_len(all_rows)
         .finish()
         .map_err(|e| {
             if format == Format::JsonLines
-                && let Some(message) = first_bad_json_line(path)
+                && let Some(message) = first_bad_json_line(&bytes)
             {
                 return Error::file(path, message);
             }
@@ -254,8 +259,8 @@ fn read_json(path: &Path, format: Format) -> Result<DataFrame> {
 
 /// Polars' JSON-lines errors do not say where the problem is; this finds the first
 /// line that is not a JSON object and describes it with its 1-based line number.
-fn first_bad_json_line(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+fn first_bad_json_line(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     text.lines().enumerate().find_map(|(i, line)| {
         if line.trim().is_empty() {

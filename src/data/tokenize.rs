@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::Path;
 
 use crate::data::task::{ClassificationText, LmText};
 use crate::error::{Error, Result};
@@ -34,6 +35,20 @@ impl TextEncoder for tokenizers::Tokenizer {
             .map_err(|e| Error::Unsupported(format!("cannot tokenize {text:?}: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }
+}
+
+/// Reads a HuggingFace `tokenizer.json` (`path` is the file or a folder holding it).
+pub fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let file = if path.is_dir() {
+        path.join("tokenizer.json")
+    } else {
+        path.to_path_buf()
+    };
+    if !file.is_file() {
+        return Err(Error::file(&file, "no such tokenizer file"));
+    }
+    tokenizers::Tokenizer::from_file(&file)
+        .map_err(|e| Error::file(&file, format!("not a tokenizer.json: {e}")))
 }
 
 /// A classification example in token ids.

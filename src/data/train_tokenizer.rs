@@ -185,12 +185,20 @@ mod tests {
         assert_eq!(vocab["<unk>"], 3);
         let merges = std::fs::read_to_string(dir.path().join("a/merges.txt")).unwrap();
         assert!(merges.starts_with("#version: 0.2\n"));
+        // Both ways a loader may read the files give the trained ids: tokenizer.json,
+        // and vocab.json + merges.txt under a byte-level pre-tokenizer (as OPT ships).
+        let text = "A lovely plot, never quiet";
+        let expected = a.token_ids(text).unwrap();
         let reloaded = Tokenizer::from_file(dir.path().join("a/tokenizer.json")).unwrap();
-        let text = "A lovely plot";
-        assert_eq!(
-            reloaded.token_ids(text).unwrap(),
-            a.token_ids(text).unwrap()
-        );
+        assert_eq!(reloaded.token_ids(text).unwrap(), expected);
+        let vocab = dir.path().join("a/vocab.json");
+        let merges = dir.path().join("a/merges.txt");
+        let bpe = BPE::from_file(vocab.to_str().unwrap(), merges.to_str().unwrap())
+            .build()
+            .unwrap();
+        let mut from_files = Tokenizer::new(bpe);
+        from_files.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        assert_eq!(from_files.token_ids(text).unwrap(), expected);
     }
 
     #[test]
