@@ -257,17 +257,12 @@ pub fn load_text(spec: &DataSpec) -> Result<TextData> {
     let mut empty_rows_skipped = 0;
     for row in 0..table.rows() {
         let mut values = Vec::with_capacity(texts.len());
-        for (field, column) in task.text_fields().iter().zip(&texts) {
+        // `columns` starts with the text fields, in the order of `texts`.
+        for ((_, name), column) in columns.iter().zip(&texts) {
             match &column[row] {
                 Some(text) => values.push(text.as_str()),
                 None if !task.is_classification() => values.push(""),
-                None => {
-                    let name = &columns
-                        .iter()
-                        .find(|(f, _)| *f == field.role)
-                        .map_or("", |c| &c.1);
-                    return Err(row_error(row, format!("column `{name}` is null")));
-                }
+                None => return Err(row_error(row, format!("column `{name}` is null"))),
             }
         }
         let label = labels.as_ref().and_then(|l| l[row].as_ref());
@@ -496,6 +491,20 @@ mod tests {
             "--column: `premise` is not a field of task sst2 (fields: sentence, label)"
         );
         assert!(parse_column_flag("sentence").is_err());
+    }
+
+    #[test]
+    fn null_text_is_named_by_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "d.jsonl",
+            "{\"sentence\": \"Fine.\", \"label\": 1}\n{\"sentence\": null, \"label\": 0}\n",
+        );
+        let err = load_text(&DataSpec::new(&path, Task::new("sst2", None, None).unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("d.jsonl: row 2: column `sentence` is null"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! (`Vec<Option<String>>`) and label columns (`Vec<Option<LabelValue>>`).
 
 use std::fs::File;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -41,8 +41,12 @@ impl Format {
         match extension.as_str() {
             "jsonl" | "ndjson" => Ok(Format::JsonLines),
             "json" => {
-                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+                // The first non-blank byte decides; a short prefix is enough to see it.
+                let mut head = Vec::new();
+                File::open(path)
+                    .and_then(|f| f.take(4096).read_to_end(&mut head))
+                    .map_err(|e| Error::io(path, e))?;
+                let first = head.iter().find(|b| !b.is_ascii_whitespace());
                 Ok(if first == Some(&b'[') {
                     Format::JsonArray
                 } else {
