@@ -1,6 +1,7 @@
 //! The `maskscape` command line: parse flags, call the library, print results.
 //! No mathematics lives here.
 
+mod init;
 mod progress;
 
 use std::process::ExitCode;
@@ -24,12 +25,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
+    Init(init::InitArgs),
+}
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Init(args) => init::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

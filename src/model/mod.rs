@@ -5,7 +5,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod layout;
 pub mod presets;
+pub mod tokenizer;
 
 pub use checkpoint::{Checkpoint, StoredDtype};
 pub use config::OptConfig;
 pub use layout::{LayerTensor, ParamEntry, ParamLayout, ParamRole};
+pub use tokenizer::OptTokenizer;
