@@ -2,6 +2,7 @@
 //! No mathematics lives here.
 
 mod data;
+mod init;
 mod progress;
 mod tokenizer;
 
@@ -28,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
+    Init(init::InitArgs),
     /// Inspect datasets as the probes read them.
     Data(data::DataCommandArgs),
     /// Train tokenizers for models built from scratch.
@@ -38,6 +41,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Data(args) => data::run(args),
         Command::Tokenizer(args) => tokenizer::run(args),
     };
