@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use maskscape::data::{
-    self, DataSpec, Dataset, LmExample, Task, TextDataset, TextEncoder,
-    tokenize::read_tokenizer_json,
-};
-use maskscape::model::{OptConfig, ParamLayout};
+use maskscape::data::{self, DataSpec, Dataset, LmExample, Task, TextDataset, TextEncoder};
+use maskscape::model::OptConfig;
+use maskscape::model::ParamLayout;
+use maskscape::model::checkpoint::Checkpoint;
+use maskscape::model::tokenizer::OptTokenizer;
 use maskscape::report::table::Table;
 
 fn repo(path: &str) -> PathBuf {
@@ -201,7 +201,7 @@ fn each_task_renders_the_papers_prompt() {
 
 #[test]
 fn tokenized_classification_marks_exactly_the_candidate_tokens() {
-    let tokenizer = read_tokenizer_json(&repo("bundled/opt-bundled")).unwrap();
+    let tokenizer = OptTokenizer::from_dir(&repo("bundled/opt-bundled")).unwrap();
     let mut spec = DataSpec::new(repo("bundled/sst2-mini/dev.jsonl"), task("sst2"));
     spec.max_examples = Some(16);
     let text = classification(data::load_text(&spec).unwrap().examples);
@@ -297,11 +297,25 @@ fn tokenized_safetensors_reads_the_reference_fixture() {
     let err = data::load(&wrong_task, None, 16).unwrap_err().to_string();
     assert!(err.starts_with("--task: sst2 needs text data"), "{err}");
 
+    // With the fixture's model: positions and vocabulary are checked, and text data
+    // is refused for want of a tokenizer.
+    let model_dir = repo("tests/fixtures/opt-tiny-preln");
+    let config = OptConfig::from_file(&model_dir.join("config.json")).unwrap();
+    let for_model = data::load_for_model(&spec, &model_dir, &config).unwrap();
+    assert_eq!(for_model.dataset, loaded.dataset);
+    let text = DataSpec::new(repo("bundled/sst2-mini/dev.jsonl"), task("sst2"));
+    let err = data::load_for_model(&text, &model_dir, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tokenizer found"), "{err}");
+
     let (code, stdout, stderr) = maskscape(&[
         "data",
         "inspect",
         "--data",
         "tests/fixtures/opt-tiny-preln/reference.safetensors",
+        "--model",
+        "tests/fixtures/opt-tiny-preln",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("tokenized, 3 rows, 3 kept"), "{stdout}");
@@ -430,8 +444,8 @@ fn inspect_prints_columns_balance_and_token_lengths() {
         "20",
         "--seed",
         "5",
-        "--tokenizer",
-        "bundled/opt-bundled/tokenizer.json",
+        "--model",
+        "bundled/opt-bundled",
         "--show",
         "1",
     ]);
@@ -475,15 +489,16 @@ fn bundled_default_is_consistent() {
         assert_eq!(std::fs::read(out.join(name)).unwrap(), committed, "{name}");
     }
 
-    let config = OptConfig::from_file(&repo("bundled/opt-bundled/config.json")).unwrap();
-    let tokenizer = read_tokenizer_json(&repo("bundled/opt-bundled")).unwrap();
-    assert_eq!(config.vocab_size, tokenizer.get_vocab_size(true));
+    // The bundled weights are `maskscape init --seed 0` of the bundled config.
+    let model_dir = repo("bundled/opt-bundled");
+    let checkpoint = Checkpoint::<f32>::load(&model_dir).unwrap();
+    let config = checkpoint.config.clone();
+    assert!(checkpoint.params == Checkpoint::<f32>::random(config.clone(), 0).params);
+    let tokenizer = OptTokenizer::from_dir(&model_dir).unwrap();
+    assert_eq!(config.vocab_size, tokenizer.vocab_size());
     assert!(config.do_layer_norm_before);
     let params = ParamLayout::new(&config).total();
-    assert!(
-        (100_000..=3_000_000).contains(&params),
-        "{params} parameters"
-    );
+    assert_eq!(params, 272_384);
 
     for split in ["train", "dev"] {
         let spec = DataSpec::new(
@@ -493,12 +508,9 @@ fn bundled_default_is_consistent() {
         let text = data::load_text(&spec).unwrap();
         let counts = text.examples.gold_counts().unwrap();
         assert_eq!(counts[0], counts[1], "{split} is balanced");
-        let tokenized = text
-            .examples
-            .tokenize(&tokenizer, config.max_position_embeddings)
-            .unwrap();
-        assert_eq!(tokenized.truncated, 0, "{split} fits the positions");
-        tokenized.dataset.check_vocab(config.vocab_size).unwrap();
+        let loaded = data::load_for_model(&spec, &model_dir, &config).unwrap();
+        assert_eq!(loaded.dataset.len(), counts[0] + counts[1]);
+        assert_eq!(loaded.truncated, 0, "{split} fits the positions");
     }
     let (code, _, stderr) = maskscape(&[
         "tokenizer",

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::data::tokenize::read_tokenizer_json;
 use crate::data::{self, DataSpec, Dataset, Task, TextDataset, parse_column_flag};
 use crate::error::Result;
+use crate::model::OptConfig;
 
 /// Where the examples come from and how rows become examples.
 #[derive(Args, Clone, Debug)]
@@ -84,12 +84,10 @@ enum DataCommand {
 struct InspectArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// A tokenizer.json (or a folder holding one): also tokenize and report lengths.
-    #[arg(long, value_name = "PATH")]
-    tokenizer: Option<PathBuf>,
-    /// Longest sequence when tokenizing (the model's max_position_embeddings).
-    #[arg(long, default_value_t = 2048)]
-    max_len: usize,
+    /// A model folder (config.json and its tokenizer): also tokenize as a probe of
+    /// this model would, and report token lengths and truncation.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
     /// How many examples to print.
     #[arg(long, default_value_t = 3)]
     show: usize,
@@ -104,25 +102,21 @@ pub fn run(args: DataCommandArgs) -> anyhow::Result<()> {
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let spec = args.data.spec()?;
+    let tokenized = match &args.model {
+        Some(dir) => {
+            let config = OptConfig::from_file(&dir.join("config.json"))?;
+            Some((data::load_for_model(&spec, dir, &config)?, config))
+        }
+        None if spec.is_pretokenized() => {
+            let loaded = data::load(&spec, None, usize::MAX)?;
+            print_tokenized(&spec, &loaded, args.show);
+            return Ok(());
+        }
+        None => None,
+    };
     if spec.is_pretokenized() {
-        let loaded = data::load(&spec, None, args.max_len)?;
-        let Dataset::Lm(rows) = &loaded.dataset else {
-            // invariant: data::load reads tokenized files as language-modelling rows.
-            unreachable!("tokenized files load as language-modelling rows");
-        };
-        println!(
-            "{}: tokenized, {} rows, {} kept",
-            spec.path.display(),
-            loaded.rows_in_file,
-            rows.len()
-        );
-        let scored: usize = rows.iter().map(|r| r.scored_tokens()).sum();
-        println!(
-            "tokens per row {}; {scored} scored targets in all",
-            length_summary(rows.iter().map(|r| r.ids.len()))
-        );
-        for (i, row) in rows.iter().take(args.show).enumerate() {
-            println!("example {}: {:?}", i + 1, row.ids);
+        if let Some((loaded, _)) = &tokenized {
+            print_tokenized(&spec, loaded, args.show);
         }
         return Ok(());
     }
@@ -173,21 +167,40 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(path) = &args.tokenizer {
-        let tokenizer = read_tokenizer_json(path)?;
-        let tokenized = text.examples.tokenize(&tokenizer, args.max_len)?;
-        let lengths: Vec<usize> = match &tokenized.dataset {
+    if let Some((loaded, config)) = &tokenized {
+        let lengths: Vec<usize> = match &loaded.dataset {
             Dataset::Classification(v) => v.iter().map(|e| e.max_len()).collect(),
             Dataset::Lm(v) => v.iter().map(|e| e.ids.len()).collect(),
         };
         println!(
-            "tokens per sequence {} (max {}); {} truncated",
+            "tokens per sequence {} (model positions {}); {} truncated",
             length_summary(lengths.into_iter()),
-            args.max_len,
-            tokenized.truncated
+            config.max_position_embeddings,
+            loaded.truncated
         );
     }
     Ok(())
+}
+
+fn print_tokenized(spec: &DataSpec, loaded: &data::LoadedData, show: usize) {
+    let Dataset::Lm(rows) = &loaded.dataset else {
+        // invariant: data::load reads tokenized files as language-modelling rows.
+        unreachable!("tokenized files load as language-modelling rows");
+    };
+    println!(
+        "{}: tokenized, {} rows, {} kept",
+        spec.path.display(),
+        loaded.rows_in_file,
+        rows.len()
+    );
+    let scored: usize = rows.iter().map(|r| r.scored_tokens()).sum();
+    println!(
+        "tokens per row {}; {scored} scored targets in all",
+        length_summary(rows.iter().map(|r| r.ids.len()))
+    );
+    for (i, row) in rows.iter().take(show).enumerate() {
+        println!("example {}: {:?}", i + 1, row.ids);
+    }
 }
 
 /// "min to max, mean m" of a list of lengths.

@@ -7,7 +7,8 @@
 //! - [`pretokenized`]: safetensors with `input_ids`, `attention_mask`, `labels`.
 //! - [`train_tokenizer`]: byte-level BPE training for small bundled models.
 //!
-//! [`load`] is the one call a probe needs: file, task and sampling in, token ids out.
+//! [`load_for_model`] is the one call a probe needs: file, task, sampling and model
+//! folder in, token ids that fit the model out.
 
 pub mod pretokenized;
 pub mod table;
@@ -28,6 +29,8 @@ pub use tokenize::{
 };
 
 use crate::error::{Error, Result};
+use crate::model::OptConfig;
+use crate::model::tokenizer::OptTokenizer;
 use crate::rng;
 
 /// What to load: a file, how to read its rows, and which of them to keep.
@@ -188,13 +191,10 @@ pub fn load(
         });
     }
     let encoder = encoder.ok_or_else(|| {
-        Error::arg(
-            "--tokenizer",
-            format!(
-                "{} is text: tokenizing it needs the model's tokenizer (vocab.json + merges.txt \
-                 or tokenizer.json)",
-                spec.path.display()
-            ),
+        Error::file(
+            &spec.path,
+            "is text: tokenizing it needs the model's tokenizer (vocab.json + merges.txt or \
+             tokenizer.json)",
         )
     })?;
     let text = load_text(spec)?;
@@ -205,6 +205,26 @@ pub fn load(
         rows_in_file: text.rows_in_file,
         columns: text.columns,
     })
+}
+
+/// Loads `spec` for the OPT model in `model_dir` (with its `config`): text is
+/// tokenized by the model's tokenizer (`tokenizer.json`, or `vocab.json` +
+/// `merges.txt`, in `model_dir`) into sequences that fit `max_position_embeddings`;
+/// tokenized `.safetensors` data needs no tokenizer. Every token id is checked
+/// against the model's `vocab_size`.
+pub fn load_for_model(spec: &DataSpec, model_dir: &Path, config: &OptConfig) -> Result<LoadedData> {
+    spec.check()?;
+    let tokenizer = if spec.is_pretokenized() {
+        None
+    } else {
+        let tokenizer = OptTokenizer::from_dir(model_dir)?;
+        tokenizer.check_against(config)?;
+        Some(tokenizer)
+    };
+    let encoder = tokenizer.as_ref().map(|t| t as &dyn TextEncoder);
+    let loaded = load(spec, encoder, config.max_position_embeddings)?;
+    loaded.dataset.check_vocab(config.vocab_size)?;
+    Ok(loaded)
 }
 
 /// Reads a text dataset (JSON lines, JSON, CSV, TSV or Parquet) and renders its rows
@@ -501,10 +521,16 @@ mod tests {
             "d.jsonl",
             "{\"sentence\": \"Fine.\", \"label\": 1}\n{\"sentence\": null, \"label\": 0}\n",
         );
-        let err = load_text(&DataSpec::new(&path, Task::new("sst2", None, None).unwrap()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.ends_with("d.jsonl: row 2: column `sentence` is null"), "{err}");
+        let err = load_text(&DataSpec::new(
+            &path,
+            Task::new("sst2", None, None).unwrap(),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("d.jsonl: row 2: column `sentence` is null"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
 
 use crate::data::task::{ClassificationText, LmText};
 use crate::error::{Error, Result};
+use crate::model::tokenizer::OptTokenizer;
 
 /// OPT's beginning-of-sequence token, `</s>`.
 pub const OPT_BOS_ID: u32 = 2;
@@ -28,27 +28,14 @@ pub trait TextEncoder {
     }
 }
 
-impl TextEncoder for tokenizers::Tokenizer {
+impl TextEncoder for OptTokenizer {
     fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .encode(text, false)
-            .map_err(|e| Error::Unsupported(format!("cannot tokenize {text:?}: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        self.encode(text, false)
     }
-}
 
-/// Reads a HuggingFace `tokenizer.json` (`path` is the file or a folder holding it).
-pub fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
-    let file = if path.is_dir() {
-        path.join("tokenizer.json")
-    } else {
-        path.to_path_buf()
-    };
-    if !file.is_file() {
-        return Err(Error::file(&file, "no such tokenizer file"));
+    fn bos_id(&self) -> u32 {
+        OptTokenizer::bos_id(self)
     }
-    tokenizers::Tokenizer::from_file(&file)
-        .map_err(|e| Error::file(&file, format!("not a tokenizer.json: {e}")))
 }
 
 /// A classification example in token ids.

@@ -132,7 +132,11 @@ pub fn save_tokenizer(tokenizer: &Tokenizer, dir: &Path) -> Result<Vec<PathBuf>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::tokenize::TextEncoder;
+    use crate::model::tokenizer::OptTokenizer;
+
+    fn ids(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
+        tokenizer.encode(text, false).unwrap().get_ids().to_vec()
+    }
 
     fn corpus() -> Vec<String> {
         [
@@ -152,16 +156,16 @@ mod tests {
         // The tiny corpus runs out of pairs seen twice before 300 tokens.
         let size = tokenizer.get_vocab_size(true);
         assert!((MIN_VOCAB_SIZE + 10..=300).contains(&size), "{size}");
-        let joint = tokenizer.token_ids("The plot was lovely").unwrap();
-        let mut split = tokenizer.token_ids("The plot was").unwrap();
-        split.extend(tokenizer.token_ids(" lovely").unwrap());
+        let joint = ids(&tokenizer, "The plot was lovely");
+        let mut split = ids(&tokenizer, "The plot was");
+        split.extend(ids(&tokenizer, " lovely"));
         assert_eq!(joint, split, "a candidate encodes as a continuation");
         let with_bos = tokenizer.encode("The plot", true).unwrap();
         assert_eq!(with_bos.get_ids()[0], 2);
         let decoded = tokenizer.decode(&joint, false).unwrap();
         assert_eq!(decoded, "The plot was lovely");
         // Unseen bytes still encode (byte-level: no unknown token).
-        assert!(!tokenizer.token_ids("Ωmega").unwrap().is_empty());
+        assert!(!ids(&tokenizer, "Ωmega").is_empty());
     }
 
     #[test]
@@ -185,20 +189,17 @@ mod tests {
         assert_eq!(vocab["<unk>"], 3);
         let merges = std::fs::read_to_string(dir.path().join("a/merges.txt")).unwrap();
         assert!(merges.starts_with("#version: 0.2\n"));
-        // Both ways a loader may read the files give the trained ids: tokenizer.json,
-        // and vocab.json + merges.txt under a byte-level pre-tokenizer (as OPT ships).
+        // The OPT loader reads the files both ways a hub checkpoint ships them and
+        // gets the trained ids: tokenizer.json, then vocab.json + merges.txt.
         let text = "A lovely plot, never quiet";
-        let expected = a.token_ids(text).unwrap();
-        let reloaded = Tokenizer::from_file(dir.path().join("a/tokenizer.json")).unwrap();
-        assert_eq!(reloaded.token_ids(text).unwrap(), expected);
-        let vocab = dir.path().join("a/vocab.json");
-        let merges = dir.path().join("a/merges.txt");
-        let bpe = BPE::from_file(vocab.to_str().unwrap(), merges.to_str().unwrap())
-            .build()
-            .unwrap();
-        let mut from_files = Tokenizer::new(bpe);
-        from_files.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-        assert_eq!(from_files.token_ids(text).unwrap(), expected);
+        let mut expected = vec![2];
+        expected.extend(ids(&a, text));
+        let from_json = OptTokenizer::from_dir(&dir.path().join("a")).unwrap();
+        assert_eq!(from_json.encode(text, true).unwrap(), expected);
+        std::fs::remove_file(dir.path().join("a/tokenizer.json")).unwrap();
+        let from_pair = OptTokenizer::from_dir(&dir.path().join("a")).unwrap();
+        assert_eq!(from_pair.encode(text, true).unwrap(), expected);
+        assert_eq!(from_pair.vocab_size(), a.get_vocab_size(true));
     }
 
     #[test]
