@@ -292,6 +292,14 @@ fn tokenized_safetensors_reads_the_reference_fixture() {
         err.contains("example 1: 12 tokens exceed the model's 10 positions"),
         "{err}"
     );
+    let mut sampled = spec.clone();
+    sampled.max_examples = Some(2);
+    let two = data::load(&sampled, None, 16).unwrap();
+    assert_eq!(two.dataset.len(), 2);
+    assert_eq!(two.rows_in_file, 3);
+    sampled.max_examples = Some(0);
+    let err = data::load(&sampled, None, 16).unwrap_err().to_string();
+    assert_eq!(err, "--max-examples: must be at least 1");
     let mut wrong_task = spec.clone();
     wrong_task.task = Some(task("sst2"));
     let err = data::load(&wrong_task, None, 16).unwrap_err().to_string();

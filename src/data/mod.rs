@@ -150,6 +150,7 @@ pub fn load(
     encoder: Option<&dyn TextEncoder>,
     max_len: usize,
 ) -> Result<LoadedData> {
+    spec.check()?;
     if spec.is_pretokenized() {
         if let Some(task) = &spec.task
             && task.is_classification()
