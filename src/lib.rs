@@ -4,6 +4,7 @@
 //! - [`experiment`]: experiment specs and `reproduce`, which reruns them all.
 //! - [`spectral`]: eigenvalues, spectral densities and traces of any linear operator.
 //! - [`mask`]: random parameter masks as data.
+//! - [`data`]: datasets, the paper's prompts, and tokenization into id-level examples.
 //! - [`model`]: OPT checkpoints and their exact Hessian-vector products.
 //! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
 //! - [`report`]: tables, figures and run manifests.
@@ -11,6 +12,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod experiment;
 pub mod model;

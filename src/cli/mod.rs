@@ -2,14 +2,18 @@
 //! No mathematics lives here.
 
 mod bench;
+mod data;
+mod init;
 mod progress;
 mod reproduce;
 mod theory;
+mod tokenizer;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use data::DataArgs;
 pub use progress::BarProgress;
 
 /// Exit status for every user error (bad flag, bad file), as clap uses for usage errors.
@@ -28,6 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
+    Init(init::InitArgs),
+    /// Inspect datasets as the probes read them.
+    Data(data::DataCommandArgs),
+    /// Train tokenizers for models built from scratch.
+    Tokenizer(tokenizer::TokenizerArgs),
     /// The linear-regression theory lab: masked spectra, stable learning rates,
     /// solution distances (tables, figures, manifest).
     Theory(theory::TheoryArgs),
@@ -42,6 +52,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Tokenizer(args) => tokenizer::run(args),
         Command::Theory(args) => theory::run(args),
         Command::Reproduce(args) => reproduce::run(args),
         Command::Bench(command) => bench::run(command),
