@@ -58,7 +58,8 @@ fn parse(spec: &Spec) -> Result<Params> {
             return Err(Error::file(
                 &spec.path,
                 format!(
-                    "figure `{}` needs a sweep part that computes it (part = \"all\" has every figure)",
+                    "figure `{}` needs a sweep part that computes it (part = \"all\" has \
+                    every figure)",
                     figure.name()
                 ),
             ));
@@ -113,8 +114,12 @@ fn run(spec: &Spec, context: &Context<'_>) -> Result<Section> {
             format!("{}-{}", spec.name, figure.name())
         }
     };
-    let figure_files = write_figures(&result, &figures, context.figures_dir, stem)?;
-    outputs.extend(figure_files.iter().cloned());
+    outputs.extend(write_figures(
+        &result,
+        &figures,
+        context.figures_dir,
+        &stem,
+    )?);
 
     let mut manifest = Manifest::new(
         &format!("reproduce {}", spec.name),
@@ -130,8 +135,8 @@ fn run(spec: &Spec, context: &Context<'_>) -> Result<Section> {
     outputs.push(tables_dir.join("manifest.json"));
 
     let mut markdown = String::new();
-    for (&figure, file) in figures.iter().zip(figure_files.iter().step_by(2)) {
-        let png = file.with_extension("png");
+    for &figure in &figures {
+        let png = context.figures_dir.join(format!("{}.png", stem(figure)));
         let _ = writeln!(
             markdown,
             "![{}]({})\n",
@@ -171,13 +176,18 @@ fn capitalise(text: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `x` rounded to `digits` significant digits, for standard errors.
-fn significant(x: f64, digits: i32) -> String {
+/// `x` with two significant digits, for standard errors.
+fn two_digits(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return format_float(x);
     }
-    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
-    format_float((x * scale).round() / scale)
+    let exponent = x.abs().log10().floor() as i32;
+    if (-3..5).contains(&exponent) {
+        let decimals = (1 - exponent).max(0) as usize;
+        format!("{x:.decimals$}")
+    } else {
+        format!("{x:.1e}")
+    }
 }
 
 fn percent(x: f64) -> String {
@@ -214,7 +224,11 @@ fn read_spectra(config: &ConfigResult) -> Vec<String> {
         .iter()
         .map(|cell| {
             let mean = cell.mean_spectrum();
-            let predicted: Vec<f64> = config.full_spectrum.iter().map(|l| cell.keep_fraction * l).collect();
+            let predicted: Vec<f64> = config
+                .full_spectrum
+                .iter()
+                .map(|l| cell.keep_fraction * l)
+                .collect();
             let worst = cell
                 .trials
                 .iter()
@@ -229,7 +243,9 @@ fn read_spectra(config: &ConfigResult) -> Vec<String> {
             bulk.sort_by(f64::total_cmp);
             let median = bulk.get(bulk.len() / 2).copied().unwrap_or(f64::NAN);
             format!(
-                "p = {}: mean λ₁ = {} against p·λ₁(XᵀX) = {} ({}); over i ≥ 2 the mean λᵢ sit a median {:.1}% from p·λᵢ(XᵀX); the largest |λᵢ − p·λᵢ(XᵀX)| in any trial is {} = {:.1}% of the bound {}.",
+                "p = {}: mean λ₁ = {} against p·λ₁(XᵀX) = {} ({}); over i ≥ 2 the mean λᵢ \
+                sit a median {:.1}% from p·λᵢ(XᵀX); the largest |λᵢ − p·λᵢ(XᵀX)| in any \
+                trial is {} = {:.1}% of the bound {}.",
                 format_float(cell.p),
                 format_float(mean[0]),
                 format_float(predicted[0]),
@@ -260,9 +276,8 @@ fn read_lambda1(config: &ConfigResult) -> Vec<String> {
                 s.mean / (c.keep_fraction * config.full_spectrum[0]) - 1.0,
             )
         })
-        .fold((f64::NAN, 0.0f64), |acc, (p, d)| {
-            if d.abs() >= acc.1.abs() { (p, d) } else { acc }
-        });
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .unwrap_or((f64::NAN, f64::NAN));
     let trials: Vec<_> = config.cells.iter().flat_map(|c| &c.trials).collect();
     let within = trials
         .iter()
@@ -286,9 +301,8 @@ fn read_lambda1(config: &ConfigResult) -> Vec<String> {
             };
             (c.p, z)
         })
-        .fold((f64::NAN, 0.0f64), |acc, (p, z)| {
-            if z.abs() >= acc.1.abs() { (p, z) } else { acc }
-        });
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .unwrap_or((f64::NAN, f64::NAN));
     vec![
         format!("Fitted slope of log λ₁ against log p: {slope:.4} (p·λ₁(XᵀX) has slope 1)."),
         format!(
@@ -297,14 +311,17 @@ fn read_lambda1(config: &ConfigResult) -> Vec<String> {
             format_float(worst_p)
         ),
         format!(
-            "Concentration error within the bound √(8 n r² λ₁(XᵀX) log(2n/δ)) = {} in {within} of {} trials; the largest error, {}, is {:.1}% of it (the bound is loose by design: it holds for every X with entries in [0, r]).",
+            "Concentration error within the bound √(8 n r² λ₁(XᵀX) log(2n/δ)) = {} in \
+            {within} of {} trials; the largest error, {}, is {:.1}% of it (the bound is \
+            loose by design: it holds for every X with entries in [0, r]).",
             format_float(config.bound),
             trials.len(),
             format_float(largest),
             100.0 * largest / config.bound
         ),
         format!(
-            "Trace identity E[trace(M XᵀX M)] = p‖X‖²_F: the largest gap between the trial mean and p‖X‖²_F is {trace_z:.2} standard errors (p = {}).",
+            "Trace identity E[trace(M XᵀX M)] = p‖X‖²_F: the largest gap between the trial \
+            mean and p‖X‖²_F is {trace_z:.2} standard errors (p = {}).",
             format_float(trace_p)
         ),
     ]
@@ -317,26 +334,15 @@ fn read_stable_lr(result: &SweepResult, config: &ConfigResult) -> Vec<String> {
         .flat_map(|c| c.threshold_ratios().into_iter().map(move |r| (c.p, r)))
         .collect();
     let total: usize = config.cells.iter().map(|c| c.trials.len()).sum();
-    let (min_p, min) =
-        ratios.iter().copied().fold(
-            (f64::NAN, f64::INFINITY),
-            |a, b| if b.1 < a.1 { b } else { a },
-        );
-    let (max_p, max) =
-        ratios.iter().copied().fold(
-            (f64::NAN, f64::NEG_INFINITY),
-            |a, b| if b.1 > a.1 { b } else { a },
-        );
+    let by_ratio = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
+    let none = (f64::NAN, f64::NAN);
+    let (min_p, min) = ratios.iter().min_by(by_ratio).copied().unwrap_or(none);
+    let (max_p, max) = ratios.iter().max_by(by_ratio).copied().unwrap_or(none);
     let within = config
         .cells
         .iter()
         .flat_map(|c| &c.trials)
-        .filter(|t| {
-            t.threshold.is_some_and(|b| {
-                (b.stable / t.lr_theory - 1.0).abs() <= 0.01
-                    && (b.diverged / t.lr_theory - 1.0).abs() <= 0.01
-            })
-        })
+        .filter(|t| t.threshold_within(0.01) == Some(true))
         .count();
     let slope = log_log_slope(config.cells.iter().map(|c| {
         (
@@ -355,7 +361,8 @@ fn read_stable_lr(result: &SweepResult, config: &ConfigResult) -> Vec<String> {
     let options = &result.spec.stability;
     vec![
         format!(
-            "Measured threshold / (2n/λ₁) over {} trials: from {:.5} (p = {}) to {:.5} (p = {}); {within} of {total} brackets lie within 1% of 2n/λ₁.",
+            "Measured threshold / (2n/λ₁) over {} trials: from {:.5} (p = {}) to {:.5} (p = \
+            {}); {within} of {total} brackets lie within 1% of 2n/λ₁.",
             ratios.len(),
             min,
             format_float(min_p),
@@ -363,10 +370,13 @@ fn read_stable_lr(result: &SweepResult, config: &ConfigResult) -> Vec<String> {
             format_float(max_p)
         ),
         format!(
-            "Fitted slope of log(measured threshold) against log p: {slope:.4} (theory: −1, the stable rate grows like 1/p)."
+            "Fitted slope of log(measured threshold) against log p: {slope:.4} (theory: −1, \
+            the stable rate grows like 1/p)."
         ),
         format!(
-            "Divergence: loss above {:e} × the initial loss (or not finite) within {} steps; bisection to a relative bracket width of {}, {:.1} GD runs per trial on average.",
+            "Divergence: loss above {:e} × the initial loss (or not finite) within {} \
+            steps; bisection to a relative bracket width of {}, {:.1} GD runs per trial on \
+            average.",
             options.blowup,
             options.steps,
             format_float(options.tolerance),
@@ -386,11 +396,11 @@ fn read_distance(config: &ConfigResult) -> Vec<String> {
             )
         })
         .collect();
-    let (peak_p, peak) =
-        norms.iter().copied().fold(
-            (f64::NAN, f64::NEG_INFINITY),
-            |a, b| if b.1 > a.1 { b } else { a },
-        );
+    let (peak_p, peak) = norms
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((f64::NAN, f64::NAN));
     let largest_p = norms
         .iter()
         .copied()
@@ -435,7 +445,8 @@ fn read_distance(config: &ConfigResult) -> Vec<String> {
         .collect();
     let mut lines = vec![
         format!(
-            "‖ŵ‖ is {} at p = {} and peaks at {} at p = {} (p d / n = {}), beside the interpolation threshold p d = n.",
+            "‖ŵ‖ is {} at p = {} and peaks at {} at p = {} (p d / n = {}), beside the \
+            interpolation threshold p d = n.",
             format_float(largest_p.1),
             format_float(largest_p.0),
             format_float(peak),
@@ -443,11 +454,13 @@ fn read_distance(config: &ConfigResult) -> Vec<String> {
             format_float(peak_p * d / n)
         ),
         format!(
-            "Over p d ≥ 4n ({} ratios) the fitted slope of log ‖ŵ‖ against log p is {slope:.3}; ‖ŵ‖² ∝ 1/p would give −0.5.",
+            "Over p d ≥ 4n ({} ratios) the fitted slope of log ‖ŵ‖ against log p is \
+            {slope:.3}; ‖ŵ‖² ∝ 1/p would give −0.5.",
             far.len()
         ),
         format!(
-            "Over p d ≥ 4n, mean ‖ŵ‖² / mean E[‖ŵ‖² | M] lies between {lo:.3} and {hi:.3} (1 when the expectation formula holds; each mean carries Monte Carlo error)."
+            "Over p d ≥ 4n, mean ‖ŵ‖² / mean E[‖ŵ‖² | M] lies between {lo:.3} and {hi:.3} \
+            (1 when the expectation formula holds; each mean carries Monte Carlo error)."
         ),
         format!(
             "The lower bound σ²Σλᵢ/λ₁² stays below E[‖ŵ‖² | M] in every trial: {}.",
@@ -456,7 +469,8 @@ fn read_distance(config: &ConfigResult) -> Vec<String> {
     ];
     if !flagged.is_empty() {
         lines.push(format!(
-            "Flagged near interpolation (n/2 ≤ p d ≤ 2n), where the distance blows up and its mean is dominated by a few masks: p = {}.",
+            "Flagged near interpolation (n/2 ≤ p d ≤ 2n), where the distance blows up and \
+            its mean is dominated by a few masks: p = {}.",
             flagged.join(", ")
         ));
     }
@@ -512,7 +526,7 @@ fn compare_with_reference(result: &SweepResult, reference: &Reference) -> String
                 "{} | {} ± {} | {}",
                 format_float(theirs),
                 format_float(ours.mean),
-                significant(ours.standard_error(), 2),
+                two_digits(ours.standard_error()),
                 percent(ours.mean / theirs - 1.0)
             )
         };

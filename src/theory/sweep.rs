@@ -249,6 +249,15 @@ pub struct TrialRecord {
     pub distance: Option<Distance>,
 }
 
+impl TrialRecord {
+    /// Whether both ends of the measured bracket lie within `tolerance` (relative) of
+    /// 2n/lambda_1; `None` when no threshold was measured.
+    pub fn threshold_within(&self, tolerance: f64) -> Option<bool> {
+        let close = |eta: f64| (eta / self.lr_theory - 1.0).abs() <= tolerance;
+        self.threshold.map(|b| close(b.stable) && close(b.diverged))
+    }
+}
+
 /// The loss of GD on the weights, L(w_t) for t = 0..: one curve.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossCurve {

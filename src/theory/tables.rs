@@ -137,14 +137,6 @@ impl ConfigResult {
     }
 }
 
-/// Whether a trial's bracket lies within 1% of its 2n/lambda_1.
-fn within_one_percent(t: &TrialRecord) -> Option<bool> {
-    t.threshold.map(|b| {
-        (b.stable / t.lr_theory - 1.0).abs() <= 0.01
-            && (b.diverged / t.lr_theory - 1.0).abs() <= 0.01
-    })
-}
-
 fn fraction(values: impl Iterator<Item = bool>) -> f64 {
     let (hits, total) = values.fold((0usize, 0usize), |(h, t), v| (h + usize::from(v), t + 1));
     if total == 0 {
@@ -306,7 +298,7 @@ pub fn lr_trials(result: &SweepResult) -> Table {
                 r.trial.threshold.map_or(0, |b| b.runs as i64)
             }),
             Col::B("within_1pct", &|r: &TrialRow| {
-                within_one_percent(r.trial).unwrap_or(false)
+                r.trial.threshold_within(0.01).unwrap_or(false)
             }),
         ]),
     )
@@ -338,7 +330,12 @@ pub fn lr_summary(result: &SweepResult) -> Table {
                 ratios(r).into_iter().fold(f64::NAN, f64::max)
             }),
             Col::F("within_1pct", &|r: &CellRow| {
-                fraction(r.cell.trials.iter().filter_map(within_one_percent))
+                fraction(
+                    r.cell
+                        .trials
+                        .iter()
+                        .filter_map(|t| t.threshold_within(0.01)),
+                )
             }),
         ]),
     )
