@@ -114,12 +114,7 @@ fn run(spec: &Spec, context: &Context<'_>) -> Result<Section> {
             format!("{}-{}", spec.name, figure.name())
         }
     };
-    outputs.extend(write_figures(
-        &result,
-        &figures,
-        context.figures_dir,
-        &stem,
-    )?);
+    outputs.extend(write_figures(&result, &figures, context.figures_dir, stem)?);
 
     let mut manifest = Manifest::new(
         &format!("reproduce {}", spec.name),

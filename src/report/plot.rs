@@ -727,6 +727,19 @@ mod tests {
     }
 
     #[test]
+    fn log_axes_draw_non_positive_interval_ends_at_the_bottom() {
+        let frame = Frame {
+            x: Scale::Log,
+            y: Scale::Log,
+            y_range: -2.0..3.0,
+        };
+        assert_eq!(frame.lower_y(-5.0), Some(-2.0));
+        assert_eq!(frame.lower_y(0.0), Some(-2.0));
+        assert_eq!(frame.lower_y(100.0), Some(2.0));
+        assert_eq!(frame.lower_y(f64::NAN), None);
+    }
+
+    #[test]
     fn symlog_round_trips() {
         let s = Scale::SymLog { linear_width: 0.1 };
         for x in [-20.0, -0.03, 0.0, 0.5, 1e4] {
@@ -739,7 +752,8 @@ mod tests {
     fn charts_render_to_svg_and_png() {
         let dir = tempfile::tempdir().unwrap();
         let mut chart = Chart::new("test", Axis::log("p"), Axis::log("lambda"))
-            .with_secondary(Axis::log("eta"));
+            .with_secondary(Axis::log("eta"))
+            .with_legend(LegendPosition::LowerLeft);
         chart.add(
             Some("measured"),
             0,

@@ -27,6 +27,7 @@ use super::problem::{MaskedRegression, squared_norm};
 
 /// The divergence test and the bisection's resolution.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StabilityOptions {
     /// The step budget of one GD run.
     pub steps: usize,
