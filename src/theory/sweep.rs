@@ -20,7 +20,7 @@ use super::problem::MaskedRegression;
 use super::solution::{self, Distance};
 use super::spectrum::{self, Eigen};
 use super::stability::{self, StabilityOptions, ThresholdBracket};
-use super::stats::log_grid;
+use super::stats::{Summary, log_grid};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
@@ -31,9 +31,9 @@ use crate::rng;
 pub enum Part {
     /// Masked spectra, concentration and the trace identity.
     Eigen,
-    /// The above plus the measured divergence threshold and GD loss curves.
+    /// Spectra plus the measured divergence threshold and GD loss curves.
     Lr,
-    /// The above (spectra) plus the minimum-norm solution's distance.
+    /// Spectra plus the minimum-norm solution's distance.
     Distance,
     /// Everything.
     All,
@@ -217,6 +217,13 @@ impl ConfigResult {
             crate::report::table::format_float(self.sigma)
         )
     }
+
+    /// Whether p d lies within a factor 2 of n, where the minimum-norm solution's
+    /// distance peaks (the model just barely interpolates).
+    pub fn near_interpolation(&self, p: f64) -> bool {
+        let ratio = p * self.d as f64 / self.n as f64;
+        (0.5..=2.0).contains(&ratio)
+    }
 }
 
 /// The trials of one ratio.
@@ -247,6 +254,29 @@ pub struct TrialRecord {
     pub threshold: Option<ThresholdBracket>,
     /// The minimum-norm solution's distance (distance part).
     pub distance: Option<Distance>,
+}
+
+impl Cell {
+    /// The summary over trials of `f` (NaN and infinite values are left out).
+    pub fn summary(&self, f: impl Fn(&TrialRecord) -> f64) -> Summary {
+        Summary::of(self.trials.iter().map(f))
+    }
+
+    /// The index-wise mean of the sorted spectra over trials.
+    pub fn mean_spectrum(&self) -> Vec<f64> {
+        let len = self.trials.first().map_or(0, |t| t.eigenvalues.len());
+        (0..len)
+            .map(|i| self.summary(|t| t.eigenvalues[i]).mean)
+            .collect()
+    }
+
+    /// The measured-over-theory threshold ratios of the trials that have one.
+    pub fn threshold_ratios(&self) -> Vec<f64> {
+        self.trials
+            .iter()
+            .filter_map(|t| t.threshold.map(|b| b.estimate() / t.lr_theory))
+            .collect()
+    }
 }
 
 impl TrialRecord {

@@ -4,7 +4,6 @@
 //! Every table starts with the configuration columns n, d, r, sigma and p, so tables
 //! of sweeps over several configurations stay flat and easy to filter.
 
-use super::stats::Summary;
 use super::sweep::{Cell, ConfigResult, LossCurve, SweepResult, TrialRecord};
 use crate::report::Table;
 
@@ -103,38 +102,6 @@ fn cell_rows(result: &SweepResult) -> Vec<CellRow<'_>> {
                 .map(move |cell| CellRow { config, cell })
         })
         .collect()
-}
-
-impl Cell {
-    /// The summary over trials of `f` (NaN and infinite values are left out).
-    pub fn summary(&self, f: impl Fn(&TrialRecord) -> f64) -> Summary {
-        Summary::of(self.trials.iter().map(f))
-    }
-
-    /// The index-wise mean of the sorted spectra over trials.
-    pub fn mean_spectrum(&self) -> Vec<f64> {
-        let len = self.trials.first().map_or(0, |t| t.eigenvalues.len());
-        (0..len)
-            .map(|i| self.summary(|t| t.eigenvalues[i]).mean)
-            .collect()
-    }
-
-    /// The measured-over-theory threshold ratios of the trials that have one.
-    pub fn threshold_ratios(&self) -> Vec<f64> {
-        self.trials
-            .iter()
-            .filter_map(|t| t.threshold.map(|b| b.estimate() / t.lr_theory))
-            .collect()
-    }
-}
-
-impl ConfigResult {
-    /// Whether p d lies within a factor 2 of n, where the minimum-norm solution's
-    /// distance peaks (the model just barely interpolates).
-    pub fn near_interpolation(&self, p: f64) -> bool {
-        let ratio = p * self.d as f64 / self.n as f64;
-        (0.5..=2.0).contains(&ratio)
-    }
 }
 
 fn fraction(values: impl Iterator<Item = bool>) -> f64 {
