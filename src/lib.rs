@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod mask;
 pub mod model;
 pub mod progress;
 pub mod report;

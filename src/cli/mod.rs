@@ -2,6 +2,8 @@
 //! No mathematics lives here.
 
 mod init;
+mod inspect;
+mod mask;
 mod progress;
 
 use std::process::ExitCode;
@@ -28,6 +30,10 @@ struct Cli {
 enum Command {
     /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
     Init(init::InitArgs),
+    /// Load a checkpoint (all of the loader's checks) and summarise its tensors.
+    Inspect(inspect::InspectArgs),
+    /// Draw a random parameter mask (scope, ratio, sampling, structure, seed) and save it.
+    Mask(mask::MaskArgs),
 }
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
@@ -35,6 +41,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Mask(args) => mask::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
