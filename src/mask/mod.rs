@@ -79,7 +79,12 @@ impl Mask {
                 }
             })
             .collect();
-        let indices = per_tensor.concat();
+        // Gather without doubling the peak: the reserved pages become resident only
+        // as they are filled, while each tensor's list is freed once copied.
+        let mut indices = Vec::with_capacity(per_tensor.iter().map(Vec::len).sum());
+        for kept in per_tensor {
+            indices.extend_from_slice(&kept);
+        }
         Ok(Mask {
             indices,
             total: layout.total() as u64,
