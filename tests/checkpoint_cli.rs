@@ -259,4 +259,40 @@ fn init_then_mask_then_inspect() {
         &["init", "--config", "opt-7b", "--out", path_str(&model)],
         &["--config", "opt-7b"],
     );
+
+    // A config file works as well as a preset, and is recorded as an input.
+    let config = fixture("opt-tiny-postln-proj").join("config.json");
+    let tiny = dir.path().join("tiny");
+    let (code, _, stderr) = maskscape(&[
+        "init",
+        "--config",
+        path_str(&config),
+        "--out",
+        path_str(&tiny),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let manifest = std::fs::read_to_string(tiny.join("manifest.json")).unwrap();
+    assert!(manifest.contains("opt-tiny-postln-proj"), "{manifest}");
+    let (_, stdout, _) = maskscape(&["inspect", "--model", path_str(&tiny)]);
+    assert!(
+        stdout.contains("post-LN with projections: 1680 parameters"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn truncated_pytorch_bin_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixture("opt-tiny-preln-bin");
+    std::fs::copy(source.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(source.join("pytorch_model.bin")).unwrap();
+    std::fs::write(
+        dir.path().join("pytorch_model.bin"),
+        &bytes[..bytes.len() * 2 / 3],
+    )
+    .unwrap();
+    assert_user_error(
+        &["inspect", "--model", path_str(dir.path())],
+        &["pytorch_model.bin", "truncated"],
+    );
 }
