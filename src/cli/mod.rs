@@ -1,15 +1,18 @@
 //! The `maskscape` command line: parse flags, call the library, print results.
 //! No mathematics lives here.
 
+mod data;
 mod init;
 mod inspect;
 mod mask;
 mod progress;
+mod tokenizer;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use data::DataArgs;
 pub use progress::BarProgress;
 
 /// Exit status for every user error (bad flag, bad file), as clap uses for usage errors.
@@ -34,6 +37,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Draw a random parameter mask (scope, ratio, sampling, structure, seed) and save it.
     Mask(mask::MaskArgs),
+    /// Inspect datasets as the probes read them.
+    Data(data::DataCommandArgs),
+    /// Train tokenizers for models built from scratch.
+    Tokenizer(tokenizer::TokenizerArgs),
 }
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
@@ -43,6 +50,8 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Mask(args) => mask::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Tokenizer(args) => tokenizer::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
