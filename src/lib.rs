@@ -15,6 +15,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod experiment;
+pub mod mask;
 pub mod model;
 pub mod progress;
 pub mod report;
