@@ -2,13 +2,21 @@
 //! No mathematics lives here.
 
 mod bench;
+mod data;
+mod init;
+mod inspect;
+mod mask;
 mod progress;
+mod reproduce;
 mod spectrum;
+mod theory;
+mod tokenizer;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use data::DataArgs;
 pub use progress::BarProgress;
 
 /// Exit status for every user error (bad flag, bad file), as clap uses for usage errors.
@@ -27,9 +35,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Eigenvalues, spectral density or trace of a dense symmetric matrix.
+    /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
+    Init(init::InitArgs),
+    /// Load a checkpoint (all of the loader's checks) and summarise its tensors.
+    Inspect(inspect::InspectArgs),
+    /// Draw a random parameter mask (scope, ratio, sampling, structure, seed) and save it.
+    Mask(mask::MaskArgs),
+    /// Inspect datasets as the probes read them.
+    Data(data::DataCommandArgs),
+    /// Train tokenizers for models built from scratch.
+    Tokenizer(tokenizer::TokenizerArgs),
+    /// The linear-regression theory lab: masked spectra, stable learning rates,
+    /// solution distances (tables, figures, manifest).
+    Theory(theory::TheoryArgs),
+    /// Rerun every experiment in experiments/ and rewrite figures/ and analysis/.
+    Reproduce(reproduce::ReproduceArgs),
+    /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
+    /// the theory lab's masked Hessian).
     Spectrum(spectrum::SpectrumArgs),
-    /// Speed measurements.
+    /// Timed benchmarks, one group per area.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -38,6 +62,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Mask(args) => mask::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Tokenizer(args) => tokenizer::run(args),
+        Command::Theory(args) => theory::run(args),
+        Command::Reproduce(args) => reproduce::run(args),
         Command::Spectrum(args) => spectrum::run(args),
         Command::Bench(command) => bench::run(command),
     };
