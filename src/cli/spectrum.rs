@@ -11,6 +11,9 @@ use crate::report::Manifest;
 use crate::spectral::lanczos::{Reorthogonalization, Which};
 use crate::spectral::report::{Method, SpectrumConfig, run_spectrum};
 use crate::spectral::{DenseSymmetric, LinearOperator, Precision};
+use crate::theory::MaskedRegression;
+use crate::theory::data::Dataset;
+use crate::theory::hessian::{MaskedHessian, probe_mask};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum MethodArg {
@@ -35,13 +38,45 @@ enum ReorthArg {
 }
 
 /// Eigenvalues (Lanczos, power iteration), spectral density (SLQ) or trace
-/// (Hutchinson, Hutch++) of a dense symmetric matrix, compared with its exact
-/// eigenvalues.
+/// (Hutchinson, Hutch++) of a dense symmetric matrix, or of the theory lab's masked
+/// Hessian (1/n) M X^T X M, compared with the exact eigenvalues.
 #[derive(Args, Debug)]
 pub struct SpectrumArgs {
     /// The matrix: a .npy or .safetensors file holding one dense symmetric matrix.
+    #[arg(long, required_unless_present = "theory", conflicts_with = "theory")]
+    matrix: Option<PathBuf>,
+    /// Probe the linear-regression Hessian (1/n) M X^T X M of the theory lab instead
+    /// of a matrix file (data X drawn from --seed, mask drawn with keep ratio --ratio).
     #[arg(long)]
-    matrix: PathBuf,
+    theory: bool,
+    /// Samples n of the theory problem.
+    #[arg(long, default_value_t = 50, requires = "theory")]
+    n: usize,
+    /// Features d of the theory problem (the operator's dimension).
+    #[arg(long, default_value_t = 5000, requires = "theory")]
+    d: usize,
+    /// Keep ratio p in (0, 1] of the theory problem's mask.
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        requires = "theory",
+        allow_negative_numbers = true
+    )]
+    ratio: f64,
+    /// Entry range r of U[0, r] data (theory problem).
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        requires = "theory",
+        allow_negative_numbers = true
+    )]
+    r: f64,
+    /// Distribution of the entries of X (theory problem).
+    #[arg(long, value_enum, default_value = "uniform", requires = "theory")]
+    dist: crate::theory::Distribution,
+    /// Bernoulli(p) masks, or exactly round(p d) kept coordinates (theory problem).
+    #[arg(long, value_enum, default_value = "bernoulli", requires = "theory")]
+    mask: crate::theory::MaskKind,
     /// The tensor to read from a .safetensors file holding several.
     #[arg(long)]
     tensor: Option<String>,
@@ -125,22 +160,63 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
     if args.iters == 0 {
         anyhow::bail!("--iters: must be at least 1");
     }
-    let matrix = DenseSymmetric::load(&args.matrix, args.tensor.as_deref())?;
-    config.validate(LinearOperator::dim(&matrix))?;
-    let exact = matrix.eigenvalues()?;
-    let mut manifest = Manifest::new("spectrum", Some(args.seed), &config)?;
-    manifest.add_input("matrix", &args.matrix)?;
-    let source = json!({ "kind": "matrix", "path": args.matrix.display().to_string(), "tensor": args.tensor });
     let progress = BarProgress::new();
-    let outcome = run_spectrum(
-        &matrix,
-        Some(&exact),
-        source,
-        &config,
-        &args.out,
-        manifest,
-        &progress,
-    )?;
+    let outcome = match &args.matrix {
+        Some(path) => {
+            let matrix = DenseSymmetric::load(path, args.tensor.as_deref())?;
+            config.validate(LinearOperator::dim(&matrix))?;
+            let exact = matrix.eigenvalues()?;
+            let source = json!({ "kind": "matrix", "path": path.display().to_string(), "tensor": args.tensor });
+            let mut manifest = Manifest::new(
+                "spectrum",
+                Some(args.seed),
+                &json!({ "config": config, "source": source }),
+            )?;
+            manifest.add_input("matrix", path)?;
+            run_spectrum(
+                &matrix,
+                Some(&exact),
+                source,
+                &config,
+                &args.out,
+                manifest,
+                &progress,
+            )?
+        }
+        None => {
+            check_theory_flags(&args)?;
+            config.validate(args.d)?;
+            let data = Dataset::generate(args.dist, args.n, args.d, args.r, args.seed);
+            let mask = probe_mask(args.mask, args.ratio, args.n, args.d, args.seed);
+            let problem = MaskedRegression::new(&data, mask, data.clean_targets().to_vec());
+            let hessian = MaskedHessian::new(&problem);
+            let exact = hessian.eigenvalues()?;
+            let source = json!({
+                "kind": "theory",
+                "n": args.n,
+                "d": args.d,
+                "ratio": args.ratio,
+                "r": args.r,
+                "dist": args.dist,
+                "mask": args.mask,
+                "kept": problem.kept().len(),
+            });
+            let manifest = Manifest::new(
+                "spectrum",
+                Some(args.seed),
+                &json!({ "config": config, "source": source }),
+            )?;
+            run_spectrum(
+                &hessian,
+                Some(&exact),
+                source,
+                &config,
+                &args.out,
+                manifest,
+                &progress,
+            )?
+        }
+    };
     drop(progress);
     print!("{}", outcome.table.to_text());
     println!("{}", outcome.headline);
@@ -149,5 +225,23 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
         outcome.outputs.len(),
         args.out.display()
     );
+    Ok(())
+}
+
+/// The theory problem's flags, checked before anything is drawn.
+fn check_theory_flags(args: &SpectrumArgs) -> crate::Result<()> {
+    use crate::Error;
+    if args.n == 0 {
+        return Err(Error::arg("--n", "must be at least 1"));
+    }
+    if args.d == 0 {
+        return Err(Error::arg("--d", "must be at least 1"));
+    }
+    if !(args.ratio > 0.0 && args.ratio <= 1.0) {
+        return Err(Error::arg("--ratio", "must lie in (0, 1]"));
+    }
+    if !(args.r > 0.0 && args.r.is_finite()) {
+        return Err(Error::arg("--r", "must be positive"));
+    }
     Ok(())
 }

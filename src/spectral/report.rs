@@ -216,11 +216,19 @@ pub fn exact_counterparts(ascending: &[f64], k: usize, which: Which) -> Vec<f64>
     }
 }
 
+/// `|v - e| / |e|`, or relative to the spectral norm `norm` when `e` is zero (the
+/// masked Hessian has exact zero eigenvalues).
+fn relative_error(v: f64, e: f64, norm: f64) -> f64 {
+    let scale = if e != 0.0 { e.abs() } else { norm };
+    (v - e).abs() / scale
+}
+
 fn eigen_table(
     values: &[f64],
     residuals: &[f64],
     converged: &[bool],
     exact: Option<&[f64]>,
+    norm: f64,
 ) -> Table {
     let mut table = Table::new()
         .with_i64("rank", (1..=values.len() as i64).collect())
@@ -233,7 +241,11 @@ fn eigen_table(
             .zip(exact)
             .map(|(v, e)| (v - e).abs())
             .collect();
-        let rel = abs.iter().zip(exact).map(|(a, e)| a / e.abs()).collect();
+        let rel = values
+            .iter()
+            .zip(exact)
+            .map(|(v, e)| relative_error(*v, *e, norm))
+            .collect();
         table = table
             .with_f64("exact", exact[..values.len()].to_vec())
             .with_f64("abs_error", abs)
@@ -242,12 +254,21 @@ fn eigen_table(
     table
 }
 
-fn max_relative_error(values: &[f64], exact: &[f64]) -> f64 {
+fn max_relative_error(values: &[f64], exact: &[f64], norm: f64) -> f64 {
     values
         .iter()
         .zip(exact)
-        .map(|(v, e)| (v - e).abs() / e.abs())
+        .map(|(v, e)| relative_error(*v, *e, norm))
         .fold(0.0, f64::max)
+}
+
+/// `max |λ|` of a spectrum (the spectral norm of a symmetric matrix).
+fn spectral_norm(exact: Option<&[f64]>) -> f64 {
+    exact.map_or(1.0, |e| {
+        e.iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()))
+            .max(f64::MIN_POSITIVE)
+    })
 }
 
 fn run_lanczos<P: Progress + ?Sized>(
@@ -271,16 +292,18 @@ fn run_lanczos<P: Progress + ?Sized>(
     };
     let r = lanczos(op, &HostSpace::new(op.dim()), &options, progress)?;
     let counterparts = exact.map(|e| exact_counterparts(e, config.k, config.which));
+    let norm = spectral_norm(exact);
     let table = eigen_table(
         &r.eigenvalues,
         &r.residuals,
         &r.converged,
         counterparts.as_deref(),
+        norm,
     );
     let theory = exact.map(|e| theoretical_products(e, config.k, config.which, config.tol));
     let error = counterparts
         .as_deref()
-        .map(|c| max_relative_error(&r.eigenvalues, c));
+        .map(|c| max_relative_error(&r.eigenvalues, c, norm));
     let summary = json!({
         "eigenvalues": r.eigenvalues,
         "residuals": r.residuals,
@@ -350,11 +373,13 @@ fn run_power<P: Progress + ?Sized>(
         by_magnitude.truncate(r.eigenvalues.len());
         by_magnitude
     });
+    let norm = spectral_norm(exact);
     let table = eigen_table(
         &r.eigenvalues,
         &r.residuals,
         &r.converged,
         counterparts.as_deref(),
+        norm,
     )
     .with_i64(
         "products",
@@ -362,7 +387,7 @@ fn run_power<P: Progress + ?Sized>(
     );
     let error = counterparts
         .as_deref()
-        .map(|c| max_relative_error(&r.eigenvalues, c));
+        .map(|c| max_relative_error(&r.eigenvalues, c, norm));
     let summary = json!({
         "eigenvalues": r.eigenvalues,
         "residuals": r.residuals,

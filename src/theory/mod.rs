@@ -10,11 +10,13 @@
 //! - [`stability`]: the measured divergence threshold of GD against 2n / lambda_1;
 //! - [`solution`]: the minimum-norm solution GD converges to, and its distance;
 //! - [`sweep`], [`stats`]: parallel, seeded sweeps and their statistics;
-//! - [`tables`], [`figures`], [`output`]: what a sweep writes.
+//! - [`tables`], [`figures`], [`output`]: what a sweep writes;
+//! - [`hessian`]: H_p as an operator for the spectral toolkit.
 
 pub mod concentration;
 pub mod data;
 pub mod figures;
+pub mod hessian;
 pub mod mask;
 pub mod matrix_file;
 pub mod output;

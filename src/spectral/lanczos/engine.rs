@@ -281,12 +281,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
         self.products += 1;
         progress.advance(1);
         let space = self.space;
-        let locked_len = space.basis_len(locked);
-        if locked_len > 0 {
-            // Deflation: the step applies (I - Y Yᵀ) A to a vector orthogonal to Y.
-            let slots: Vec<usize> = (0..locked_len).collect();
-            space.basis_orthogonalize(locked, &slots, &mut self.work)?;
-        }
+        let locked_slots: Vec<usize> = (0..space.basis_len(locked)).collect();
 
         let j = self.len;
         let neighbors: Vec<usize> = (0..j).filter(|&i| self.coupling[i] != 0.0).collect();
@@ -298,52 +293,54 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
         // converged kept Ritz vectors y_i rides along (their coefficients c_i are
         // rounding errors and stay out of H, as in Parlett & Scott 1979).
         let mut deferred: Option<Vec<f64>> = None;
-        let (alpha, mut beta) =
-            if lanczos_form && matches!(self.orthogonality, Orthogonality::Partial { .. }) {
-                let dots = space.axpy_dot_block(
-                    -self.coupling[j - 1],
-                    &self.prev,
-                    &mut self.work,
+        let fused = lanczos_form
+            && locked_slots.is_empty()
+            && matches!(self.orthogonality, Orthogonality::Partial { .. });
+        let (alpha, mut beta) = if fused {
+            let dots = space.axpy_dot_block(
+                -self.coupling[j - 1],
+                &self.prev,
+                &mut self.work,
+                &self.cur,
+                &self.basis,
+                &self.selective,
+            )?;
+            let alpha = dots.z_dot;
+            // The coefficients are taken before `α v_j` is subtracted; correct them
+            // for it, or the overlap with v_j is fed back amplified by α/β.
+            let so: Vec<f64> = dots
+                .slot_dots
+                .iter()
+                .zip(&dots.slot_dots_z)
+                .map(|(w, c)| w - alpha * c)
+                .collect();
+            // ‖u - α v - Σ c_i y_i‖² with ‖v‖² measured, not assumed: an error in
+            // ‖v‖ would otherwise feed into the next norm, amplified by α²/β².
+            let squared = dots.norm_squared
+                - alpha * alpha * (2.0 - dots.z_norm_squared)
+                - so.iter().map(|c| c * c).sum::<f64>();
+            if squared > PYTHAGORAS_MIN * dots.norm_squared {
+                deferred = Some(so);
+                (alpha, squared.sqrt())
+            } else {
+                let beta = space.axpy_subtract_norm(
+                    -alpha,
                     &self.cur,
+                    &mut self.work,
                     &self.basis,
                     &self.selective,
+                    &so,
                 )?;
-                let alpha = dots.z_dot;
-                // The coefficients are taken before `α v_j` is subtracted; correct them
-                // for it, or the overlap with v_j is fed back amplified by α/β.
-                let so: Vec<f64> = dots
-                    .slot_dots
-                    .iter()
-                    .zip(&dots.slot_dots_z)
-                    .map(|(w, c)| w - alpha * c)
-                    .collect();
-                // ‖u - α v - Σ c_i y_i‖² with ‖v‖² measured, not assumed: an error in
-                // ‖v‖ would otherwise feed into the next norm, amplified by α²/β².
-                let squared = dots.norm_squared
-                    - alpha * alpha * (2.0 - dots.z_norm_squared)
-                    - so.iter().map(|c| c * c).sum::<f64>();
-                if squared > PYTHAGORAS_MIN * dots.norm_squared {
-                    deferred = Some(so);
-                    (alpha, squared.sqrt())
-                } else {
-                    let beta = space.axpy_subtract_norm(
-                        -alpha,
-                        &self.cur,
-                        &mut self.work,
-                        &self.basis,
-                        &self.selective,
-                        &so,
-                    )?;
-                    (alpha, beta)
-                }
-            } else {
-                if !neighbors.is_empty() {
-                    let coeffs: Vec<f64> = neighbors.iter().map(|&i| self.coupling[i]).collect();
-                    space.basis_subtract(&self.basis, &neighbors, &coeffs, &mut self.work)?;
-                }
-                let alpha = space.dot(&self.cur, &self.work)?;
-                (alpha, space.axpy_norm(-alpha, &self.cur, &mut self.work)?)
-            };
+                (alpha, beta)
+            }
+        } else {
+            if !neighbors.is_empty() {
+                let coeffs: Vec<f64> = neighbors.iter().map(|&i| self.coupling[i]).collect();
+                space.basis_subtract(&self.basis, &neighbors, &coeffs, &mut self.work)?;
+            }
+            let alpha = space.dot(&self.cur, &self.work)?;
+            (alpha, space.axpy_norm(-alpha, &self.cur, &mut self.work)?)
+        };
 
         let cap = self.cap;
         self.h[j + j * cap] = alpha;
@@ -425,6 +422,16 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
             }
         }
 
+        if !locked_slots.is_empty() {
+            // Deflation by the locked Ritz vectors Y: the step applies
+            // (I - YYᵀ) A (I - YYᵀ). Projecting the new vector (not A v_j) keeps it
+            // orthogonal to Y: components of Y in v_j and v_{j-1}, subtracted by the
+            // recurrence with weights α and β, would otherwise grow by about
+            // (|α| + |β|)/β per step.
+            beta = space
+                .basis_orthogonalize(locked, &locked_slots, &mut self.work)?
+                .1;
+        }
         self.len = j + 1;
         self.coupling[..self.len].fill(0.0);
         if beta <= BREAKDOWN * self.norm_estimate {

@@ -332,3 +332,40 @@ fn ghosts_are_detected_without_reorthogonalization() {
     }
     assert_eq!(result.products, 150);
 }
+
+#[test]
+fn null_space_copies_are_found_at_both_ends() {
+    // A rank-deficient matrix (a Hessian of an overparameterized model): 40 exact
+    // zeros at the bottom. The probes must find five copies of zero while both ends
+    // are deflated at once.
+    let mut values = spectrum(400, &[9.0, 7.5, 6.0, 5.5, 5.0], (0.5, 4.0), 12);
+    for v in values.iter_mut().skip(5).take(40) {
+        *v = 0.0;
+    }
+    let a = with_spectrum(&values, 13);
+    let options = LanczosOptions {
+        k: 5,
+        which: Which::Both,
+        tol: 1e-10,
+        max_products: 1500,
+        ..LanczosOptions::default()
+    };
+    let result = lanczos(&a, &HostSpace::new(400), &options, &Silent).unwrap();
+    let norm = 9.0;
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    let wanted = exact_wanted(&sorted, 5, Which::Both);
+    for (got, want) in result.eigenvalues.iter().zip(&wanted) {
+        assert!(
+            (got - want).abs() <= 1e-10 * want.abs().max(norm),
+            "{:?}",
+            result.eigenvalues
+        );
+    }
+    assert!(result.converged.iter().all(|&c| c));
+    assert!(result.ritz_orthogonality_loss.unwrap() < 1e-12);
+    println!(
+        "null space: {} products, {} probes ({} found)",
+        result.products, result.probes, result.probes_successful
+    );
+}
