@@ -323,6 +323,63 @@ fn power_slq_and_trace_on_safetensors() {
 }
 
 #[test]
+fn theory_hessian_probe_matches_the_gram_spectrum() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("theory");
+    let o = run(&[
+        "spectrum",
+        "--theory",
+        "--n",
+        "30",
+        "--d",
+        "800",
+        "--ratio",
+        "0.2",
+        "--k",
+        "3",
+        "--which",
+        "both",
+        "--tol",
+        "1e-10",
+        "--iters",
+        "400",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary(&out);
+    assert_eq!(s["source"]["kind"], "theory");
+    assert_eq!(s["dimension"], 800);
+    // Largest from the 30 x 30 Gram matrix, smallest are the exact zeros of the
+    // d - n dimensional null space, found once each by the multiplicity probes.
+    assert!(
+        s["result"]["max_relative_error"].as_f64().unwrap() < 1e-9,
+        "{s}"
+    );
+    let got = floats(&s["result"]["eigenvalues"]);
+    assert!(got[3..].iter().all(|v| v.abs() < 1e-10 * got[0]), "{got:?}");
+
+    let trace = dir.path().join("trace");
+    let o = run(&[
+        "spectrum",
+        "--theory",
+        "--n",
+        "30",
+        "--d",
+        "800",
+        "--method",
+        "trace",
+        "--iters",
+        "30",
+        "--out",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exact = summary(&trace)["result"]["exact_trace"].as_f64().unwrap();
+    assert!(exact > 0.0);
+}
+
+#[test]
 fn bad_input_gives_one_line_and_exit_code_2() {
     let f = fixture();
     let dir = &f.root;
