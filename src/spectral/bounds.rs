@@ -61,7 +61,7 @@ pub fn saad_steps(distinct: &[f64], i: usize, tan_start: f64, tol: f64) -> usize
 /// eigenvalues `spectrum` (any order, repeats allowed) to the residual test at `tol`;
 /// see the module documentation for the layering over repeated eigenvalues.
 pub fn theoretical_products(spectrum: &[f64], k: usize, which: Which, tol: f64) -> usize {
-    let mut remaining: Vec<f64> = spectrum.to_vec();
+    let mut remaining: Vec<f64> = spectrum.iter().copied().filter(|v| v.is_finite()).collect();
     remaining.sort_by(|a, b| b.total_cmp(a));
     let n = remaining.len();
     let k = k.min(n);
@@ -90,15 +90,18 @@ pub fn theoretical_products(spectrum: &[f64], k: usize, which: Which, tol: f64) 
             let (wanted_distinct, _) = distinct_values(wanted);
             for w in wanted_distinct {
                 let target = if top { w } else { -w };
-                // invariant: every wanted value is in the remaining spectrum.
-                let i = values
-                    .iter()
-                    .position(|&v| v == target)
-                    .expect("wanted value present");
+                // Every wanted value is in the remaining spectrum (both are drawn from
+                // it); only a NaN could be missing, and it is skipped.
+                let Some(i) = values.iter().position(|&v| v == target) else {
+                    continue;
+                };
                 let steps = saad_steps(&values, i, expected_tan(remaining.len(), mult[i]), tol);
                 layer = layer.max(steps);
                 found.push((w, top));
             }
+        }
+        if found.is_empty() {
+            break;
         }
         total += layer;
         for (w, top) in found {

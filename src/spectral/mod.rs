@@ -13,6 +13,9 @@
 //! - [`trace`]: Hutchinson and Hutch++ estimates with standard errors, and exact
 //!   traces when the diagonal is cheap.
 //! - [`bounds`]: the Kaniel–Paige–Saad bound on the products Lanczos needs.
+//! - [`report`]: the `maskscape spectrum` command's work (run, compare, write).
+//! - [`bench`], [`metered`]: the cost of the Lanczos modes outside the operator, in
+//!   seconds and in vector passes.
 //!
 //! Every random draw comes from [`crate::rng`] streams; results are deterministic
 //! for a given seed (the host kernels also for any thread count). Long runs report

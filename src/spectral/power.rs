@@ -5,9 +5,10 @@
 //! `Y` being the eigenvectors found so far, and stops on the computed residual
 //! `‖A v - θ v‖ ≤ tol |θ|` of the Rayleigh quotient `θ = vᵀ A v`. Converges to the
 //! eigenvalue of largest magnitude (which is the largest eigenvalue only for
-//! positive semi-definite operators), at the rate `|λ₂/λ₁|` per product, where
-//! Lanczos achieves roughly the square root of that ratio's logarithm: the product
-//! counts reported here are the comparison.
+//! positive semi-definite operators), with error shrinking by `|λ₂/λ₁|` per
+//! product (squared for the Rayleigh quotient). Lanczos, by Chebyshev acceleration,
+//! needs about the square root of the products for a small relative gap; the
+//! product counts reported here make the comparison.
 
 use serde::{Deserialize, Serialize};
 

@@ -7,8 +7,9 @@
 //! with rayon on host memory; a CUDA space can implement it with device-resident
 //! vectors and cuBLAS/NVRTC kernels, and the algorithms run unchanged.
 //!
-//! The few fused operations (`axpy_dot`, `axpy_norm`, `scale_and_push`,
-//! `basis_orthogonalize`) exist because at 10^7–10^8 dimensions the algorithms'
+//! The few fused operations (`axpy_dot`, `axpy_norm`, `axpy_dot_block`,
+//! `axpy_subtract_norm`, `update_scale_push`, `scale_and_push`,
+//! `basis_orthogonalize`, `basis_project_out`, `basis_combine_many`) exist because at 10^7–10^8 dimensions the algorithms'
 //! own work is bound by memory traffic: a fused kernel reads each vector once where
 //! the composition of primitives would read it two or three times. Their default
 //! bodies compose the primitives, so a new backend only needs the primitives to be

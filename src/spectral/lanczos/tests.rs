@@ -200,12 +200,13 @@ fn multiplicity_probes_find_missing_copies() {
     };
     let result = lanczos(&a, &HostSpace::new(600), &options, &Silent).unwrap();
     println!(
-        "{:?} probes {}/{} products {} (probe {})",
+        "{:?} probes {}/{} products {} (probe {}), theory {}",
         result.eigenvalues,
         result.probes_successful,
         result.probes,
         result.products,
-        result.probe_products
+        result.probe_products,
+        theoretical_products(&values, 3, Which::Largest, 1e-10)
     );
     assert!(
         result
@@ -368,4 +369,55 @@ fn null_space_copies_are_found_at_both_ends() {
         "null space: {} products, {} probes ({} found)",
         result.products, result.probes, result.probes_successful
     );
+}
+
+#[test]
+fn cancellation_stops_between_products() {
+    use crate::progress::Progress;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// Cancels after a fixed number of products.
+    struct CancelAfter(AtomicU64, u64);
+    impl Progress for CancelAfter {
+        fn advance(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::SeqCst);
+        }
+        fn is_cancelled(&self) -> bool {
+            self.0.load(Ordering::SeqCst) >= self.1
+        }
+    }
+    let op = Counting::new(Diagonal::new((1..=500).map(f64::from).collect()));
+    let progress = CancelAfter(AtomicU64::new(0), 17);
+    let options = LanczosOptions {
+        tol: 1e-14,
+        max_products: 400,
+        ..LanczosOptions::default()
+    };
+    let result = lanczos(&op, &HostSpace::new(500), &options, &progress);
+    assert!(matches!(result, Err(crate::Error::Cancelled)));
+    assert_eq!(op.products(), 17);
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let op = Diagonal::new(uniform(50_000, -1.0, 3.0, 14));
+    let options = LanczosOptions {
+        k: 3,
+        which: Which::Both,
+        tol: 1e-8,
+        max_products: 400,
+        reorthogonalization: Reorthogonalization::Partial,
+        max_basis: 24,
+        ..LanczosOptions::default()
+    };
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| lanczos(&op, &HostSpace::new(50_000), &options, &Silent).unwrap())
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(one.eigenvalues, two.eigenvalues);
+    assert_eq!(one.residuals, two.residuals);
+    assert_eq!(one.products, two.products);
 }
