@@ -443,4 +443,46 @@ mod estimator_tests {
             assert!((c - level).abs() <= 0.025, "coverage {c}");
         }
     }
+
+    #[test]
+    fn principal_sub_operator_traces_obey_the_mask_identity() {
+        use crate::spectral::operator::PrincipalSubOperator;
+        use rand::Rng as _;
+        // E_mask[tr(P_m H P_m)] = p tr(H) for Bernoulli(p) masks; each trace is exact
+        // through the cheap diagonal, and Hutchinson on one sub-operator agrees.
+        let n = 300;
+        let spectrum: Vec<f64> = (0..n).map(|i| 1.0 + (i % 7) as f64).collect();
+        let a = with_spectrum(&spectrum, 3);
+        let full = exact_trace(&a).unwrap();
+        let p = 0.3;
+        let masks = 400;
+        let mut traces = Vec::with_capacity(masks);
+        let mut last = None;
+        for m in 0..masks {
+            let mut rng = crate::rng::stream(5, m as u64);
+            let kept: Vec<usize> = (0..n).filter(|_| rng.random_bool(p)).collect();
+            let sub = PrincipalSubOperator::new(&a, kept).unwrap();
+            traces.push(exact_trace(&sub).unwrap());
+            last = Some(sub);
+        }
+        let (mean, se) = mean_and_standard_error(&traces);
+        assert!(
+            (mean - p * full).abs() < 4.0 * se,
+            "{mean} vs {} (se {se})",
+            p * full
+        );
+        let sub = last.unwrap();
+        let estimate = hutchinson(
+            &sub,
+            &HostSpace::new(sub.indices().len()),
+            200,
+            Distribution::Rademacher,
+            1,
+            &Silent,
+        )
+        .unwrap();
+        let (lo, hi) = estimate.interval(0.999);
+        let exact = exact_trace(&sub).unwrap();
+        assert!(lo <= exact && exact <= hi, "{exact} outside [{lo}, {hi}]");
+    }
 }
