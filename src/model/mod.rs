@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod layout;
+pub mod ops;
 pub mod presets;
 
 pub use config::OptConfig;
