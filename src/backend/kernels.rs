@@ -208,6 +208,8 @@ pub trait Backend<T: Scalar>: Sync {
     fn upload(&self, host: &[T]) -> Result<Self::Buf>;
     /// A copy of host indices.
     fn upload_index(&self, host: &[u32]) -> Result<Self::Index>;
+    /// Copies host data into device memory of the same length.
+    fn write(&self, dst: Self::ViewMut<'_>, host: &[T]) -> Result<()>;
     /// Copies `src` into `host` (same length); reports any earlier kernel failure.
     fn download(&self, src: Self::View<'_>, host: &mut [T]) -> Result<()>;
     /// The whole buffer, read-only.

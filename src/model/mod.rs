@@ -1,10 +1,17 @@
 //! The OPT model: configuration, checkpoint loading, tokenizer, and the network as a
 //! sequence of explicit ops with exact first and second derivatives.
 
+pub mod batch;
 pub mod config;
 pub mod layout;
+pub mod objective;
 pub mod ops;
+pub mod opt;
 pub mod presets;
+pub mod verify;
 
+pub use batch::{Batch, Candidate, Question, Targets, TokenBatch};
 pub use config::OptConfig;
 pub use layout::{LayerTensor, ParamEntry, ParamLayout, ParamRole};
+pub use objective::{HvpResult, Objective};
+pub use opt::{MaskPlan, Opt, SweepScalars};

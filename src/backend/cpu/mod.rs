@@ -83,6 +83,11 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         Ok(host.to_vec())
     }
 
+    fn write(&self, dst: &mut [T], host: &[T]) -> Result<()> {
+        dst.copy_from_slice(host);
+        Ok(())
+    }
+
     fn download(&self, src: &[T], host: &mut [T]) -> Result<()> {
         host.copy_from_slice(src);
         Ok(())

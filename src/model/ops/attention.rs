@@ -24,26 +24,26 @@ pub struct Qkv<V> {
 
 impl Attention {
     /// `out = P v`, saving `P` in `probs`.
-    pub fn forward<'a, T: Scalar, B: Backend<T>>(
+    pub fn forward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         out: B::ViewMut<'_>,
         probs: B::ViewMut<'_>,
-        x: Qkv<B::View<'a>>,
+        x: Qkv<B::View<'_>>,
         key_mask: &B::Index,
     ) {
         b.attention_forward(out, probs, x.q, x.k, x.v, key_mask, self.dims);
     }
 
     /// `out' = P' v + P v'`, saving `P'` in `probs_dot`.
-    pub fn jvp<'a, T: Scalar, B: Backend<T>>(
+    pub fn jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         out_dot: B::ViewMut<'_>,
         probs_dot: B::ViewMut<'_>,
-        probs: B::View<'a>,
-        x: Qkv<B::View<'a>>,
-        x_dot: Qkv<B::View<'a>>,
+        probs: B::View<'_>,
+        x: Qkv<B::View<'_>>,
+        x_dot: Qkv<B::View<'_>>,
     ) {
         b.attention_jvp(
             out_dot, probs_dot, probs, x.q, x.k, x.v, x_dot.q, x_dot.k, x_dot.v, self.dims,
@@ -51,29 +51,29 @@ impl Attention {
     }
 
     /// Writes the adjoints of q, k and v.
-    pub fn vjp<'a, T: Scalar, B: Backend<T>>(
+    pub fn vjp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dx: Qkv<B::ViewMut<'_>>,
-        dout: B::View<'a>,
-        probs: B::View<'a>,
-        x: Qkv<B::View<'a>>,
+        dout: B::View<'_>,
+        probs: B::View<'_>,
+        x: Qkv<B::View<'_>>,
     ) {
         b.attention_backward(dx.q, dx.k, dx.v, dout, probs, x.q, x.k, x.v, self.dims);
     }
 
     /// Writes the tangents of the adjoints of q, k and v.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_jvp<'a, T: Scalar, B: Backend<T>>(
+    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dx_dot: Qkv<B::ViewMut<'_>>,
-        dout: B::View<'a>,
-        dout_dot: B::View<'a>,
-        probs: B::View<'a>,
-        probs_dot: B::View<'a>,
-        x: Qkv<B::View<'a>>,
-        x_dot: Qkv<B::View<'a>>,
+        dout: B::View<'_>,
+        dout_dot: B::View<'_>,
+        probs: B::View<'_>,
+        probs_dot: B::View<'_>,
+        x: Qkv<B::View<'_>>,
+        x_dot: Qkv<B::View<'_>>,
     ) {
         b.attention_backward_jvp(
             dx_dot.q, dx_dot.k, dx_dot.v, dout, dout_dot, probs, probs_dot, x.q, x.k, x.v, x_dot.q,

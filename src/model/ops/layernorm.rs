@@ -27,14 +27,14 @@ pub struct Affine<V> {
 
 impl LayerNorm {
     /// `out = LN(inp)`; saves the per-row `mean` and `rstd`.
-    pub fn forward<'a, T: Scalar, B: Backend<T>>(
+    pub fn forward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         out: B::ViewMut<'_>,
         mean: B::ViewMut<'_>,
         rstd: B::ViewMut<'_>,
-        inp: B::View<'a>,
-        params: Affine<B::View<'a>>,
+        inp: B::View<'_>,
+        params: Affine<B::View<'_>>,
     ) {
         b.layernorm_forward(
             out,
@@ -51,16 +51,16 @@ impl LayerNorm {
 
     /// `out_dot` from the tangents of the input and the parameters.
     #[allow(clippy::too_many_arguments)]
-    pub fn jvp<'a, T: Scalar, B: Backend<T>>(
+    pub fn jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         out_dot: B::ViewMut<'_>,
-        inp: B::View<'a>,
-        inp_dot: B::View<'a>,
-        mean: B::View<'a>,
-        rstd: B::View<'a>,
-        params: Affine<B::View<'a>>,
-        params_dot: Affine<B::View<'a>>,
+        inp: B::View<'_>,
+        inp_dot: B::View<'_>,
+        mean: B::View<'_>,
+        rstd: B::View<'_>,
+        params: Affine<B::View<'_>>,
+        params_dot: Affine<B::View<'_>>,
     ) {
         b.layernorm_jvp(
             out_dot,
@@ -78,16 +78,16 @@ impl LayerNorm {
 
     /// `dinp += J^T dout`; parameter adjoints accumulated where given.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp<'a, T: Scalar, B: Backend<T>>(
+    pub fn vjp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dinp: B::ViewMut<'_>,
         dparams: Affine<B::ViewMut<'_>>,
-        dout: B::View<'a>,
-        inp: B::View<'a>,
-        mean: B::View<'a>,
-        rstd: B::View<'a>,
-        params: Affine<B::View<'a>>,
+        dout: B::View<'_>,
+        inp: B::View<'_>,
+        mean: B::View<'_>,
+        rstd: B::View<'_>,
+        params: Affine<B::View<'_>>,
     ) {
         b.layernorm_backward(
             dinp,
@@ -105,19 +105,19 @@ impl LayerNorm {
 
     /// `dinp_dot += (J^T dout)'`; parameter adjoint tangents accumulated where given.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_jvp<'a, T: Scalar, B: Backend<T>>(
+    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dinp_dot: B::ViewMut<'_>,
         dparams_dot: Affine<B::ViewMut<'_>>,
-        dout: B::View<'a>,
-        dout_dot: B::View<'a>,
-        inp: B::View<'a>,
-        inp_dot: B::View<'a>,
-        mean: B::View<'a>,
-        rstd: B::View<'a>,
-        params: Affine<B::View<'a>>,
-        params_dot: Affine<B::View<'a>>,
+        dout: B::View<'_>,
+        dout_dot: B::View<'_>,
+        inp: B::View<'_>,
+        inp_dot: B::View<'_>,
+        mean: B::View<'_>,
+        rstd: B::View<'_>,
+        params: Affine<B::View<'_>>,
+        params_dot: Affine<B::View<'_>>,
     ) {
         b.layernorm_backward_jvp(
             dinp_dot,
