@@ -3,6 +3,7 @@
 //! - [`theory`]: the overparameterized linear-regression lab of Xu & Zhang (2024).
 //! - [`spectral`]: eigenvalues, spectral densities and traces of any linear operator.
 //! - [`mask`]: random parameter masks as data.
+//! - [`data`]: datasets, the paper's prompts, and tokenization into id-level examples.
 //! - [`model`]: OPT checkpoints and their exact Hessian-vector products.
 //! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
 //! - [`report`]: tables, figures and run manifests.
@@ -10,6 +11,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod progress;

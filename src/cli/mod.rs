@@ -1,12 +1,16 @@
 //! The `maskscape` command line: parse flags, call the library, print results.
 //! No mathematics lives here.
 
+mod data;
+mod init;
 mod progress;
+mod tokenizer;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use data::DataArgs;
 pub use progress::BarProgress;
 
 /// Exit status for every user error (bad flag, bad file), as clap uses for usage errors.
@@ -24,12 +28,23 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
+    Init(init::InitArgs),
+    /// Inspect datasets as the probes read them.
+    Data(data::DataCommandArgs),
+    /// Train tokenizers for models built from scratch.
+    Tokenizer(tokenizer::TokenizerArgs),
+}
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Tokenizer(args) => tokenizer::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

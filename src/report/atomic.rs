@@ -21,8 +21,7 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) 
         fill(&mut writer)?;
         writer.flush().map_err(|e| Error::io(path, e))?;
     }
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    publish(tmp, path)
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -53,6 +52,18 @@ pub fn write_via_path(path: &Path, render: impl FnOnce(&Path) -> Result<()>) -> 
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     render(tmp.path())?;
+    publish(tmp, path)
+}
+
+/// Gives the finished temporary file ordinary permissions and renames it onto `path`.
+fn publish(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    // Temporary files are created private (0600); outputs are ordinary files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let permissions = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(tmp.path(), permissions).map_err(|e| Error::io(path, e))?;
+    }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
@@ -83,5 +94,11 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         write_bytes(&path, b"whole").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
     }
 }

@@ -1,0 +1,363 @@
+//! Token ids: the id-level examples the network consumes, and the tokenization of
+//! text examples into them.
+//!
+//! OPT sequences start with `</s>` (id 2) as BOS. A classification example is the
+//! prompt (BOS first) followed by one candidate's tokens; the candidate is encoded on
+//! its own, as a continuation (no BOS, with the leading space the template implies),
+//! so its tokens are exactly the last ones of the sequence and can be scored alone.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::data::task::{ClassificationText, LmText};
+use crate::error::{Error, Result};
+use crate::model::tokenizer::OptTokenizer;
+
+/// OPT's beginning-of-sequence token, `</s>`.
+pub const OPT_BOS_ID: u32 = 2;
+
+/// Turns text into token ids. Implemented by the OPT tokenizer; anything that can
+/// encode text without adding special tokens will do.
+pub trait TextEncoder {
+    /// The ids of `text`, with no special tokens added.
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// The id every sequence starts with.
+    fn bos_id(&self) -> u32 {
+        OPT_BOS_ID
+    }
+}
+
+impl TextEncoder for OptTokenizer {
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text, false)
+    }
+
+    fn bos_id(&self) -> u32 {
+        OptTokenizer::bos_id(self)
+    }
+}
+
+/// A classification example in token ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassificationExample {
+    /// The prompt, BOS first.
+    pub prompt: Vec<u32>,
+    /// Each candidate's tokens, to be appended to the prompt.
+    pub candidates: Vec<Vec<u32>>,
+    /// The index of the correct candidate.
+    pub gold: usize,
+}
+
+impl ClassificationExample {
+    /// The sequence scored for candidate `index`: prompt then candidate.
+    pub fn sequence(&self, index: usize) -> Vec<u32> {
+        let mut ids = self.prompt.clone();
+        ids.extend_from_slice(&self.candidates[index]);
+        ids
+    }
+
+    /// Positions of candidate `index`'s tokens in [`Self::sequence`]. The token at
+    /// position `t` is predicted by the logits at `t - 1`, so its score reads the
+    /// logits at `positions.start - 1 .. positions.end - 1`.
+    pub fn candidate_positions(&self, index: usize) -> Range<usize> {
+        let start = self.prompt.len();
+        start..start + self.candidates[index].len()
+    }
+
+    /// Candidate `index` as a language-modelling row whose only scored targets are
+    /// the candidate's tokens: its mean token loss is minus the candidate's score
+    /// (the mean log-probability of its tokens given the prompt).
+    pub fn candidate_row(&self, index: usize) -> LmExample {
+        let ids = self.sequence(index);
+        let positions = self.candidate_positions(index);
+        let labels = ids
+            .iter()
+            .enumerate()
+            .map(|(t, &id)| positions.contains(&t).then_some(id))
+            .collect();
+        LmExample { ids, labels }
+    }
+
+    /// Length of the longest of its sequences.
+    pub fn max_len(&self) -> usize {
+        self.prompt.len() + self.candidates.iter().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// A language-modelling example in token ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LmExample {
+    /// The tokens (BOS first when the text was tokenized by maskscape).
+    pub ids: Vec<u32>,
+    /// `labels[t]` is the token the logits at `t - 1` must predict, `None` where the
+    /// position is not scored (HuggingFace's -100). `labels[0]` is never scored.
+    pub labels: Vec<Option<u32>>,
+}
+
+impl LmExample {
+    /// A row scored on every token after the first.
+    pub fn from_ids(ids: Vec<u32>) -> LmExample {
+        let labels = ids
+            .iter()
+            .enumerate()
+            .map(|(t, &id)| (t > 0).then_some(id))
+            .collect();
+        LmExample { ids, labels }
+    }
+
+    /// How many tokens the loss averages over in this row. A dataset's loss is the
+    /// sum of token losses over all rows divided by the sum of these counts.
+    pub fn scored_tokens(&self) -> usize {
+        self.labels.iter().skip(1).filter(|l| l.is_some()).count()
+    }
+}
+
+/// A tokenized dataset: all classification or all language modelling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dataset {
+    Classification(Vec<ClassificationExample>),
+    Lm(Vec<LmExample>),
+}
+
+impl Dataset {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        match self {
+            Dataset::Classification(v) => v.len(),
+            Dataset::Lm(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The longest sequence the network will see.
+    pub fn max_len(&self) -> usize {
+        match self {
+            Dataset::Classification(v) => v.iter().map(ClassificationExample::max_len).max(),
+            Dataset::Lm(v) => v.iter().map(|e| e.ids.len()).max(),
+        }
+        .unwrap_or(0)
+    }
+
+    /// Checks that every token id (input or label) is below `vocab_size`, naming the
+    /// first example that is not: ids from a foreign tokenizer would otherwise index
+    /// past the embedding matrix.
+    pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
+        let outside = |ids: &mut dyn Iterator<Item = &u32>| {
+            ids.copied().find(|&id| id as usize >= vocab_size)
+        };
+        for i in 0..self.len() {
+            let bad = match self {
+                Dataset::Classification(v) => {
+                    outside(&mut v[i].prompt.iter().chain(v[i].candidates.iter().flatten()))
+                }
+                Dataset::Lm(v) => outside(&mut v[i].ids.iter().chain(v[i].labels.iter().flatten())),
+            };
+            if let Some(id) = bad {
+                return Err(Error::Unsupported(format!(
+                    "example {}: token id {id} is outside the model's vocabulary of {vocab_size} \
+                     (data tokenized for another model?)",
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of tokenizing a text dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokenized {
+    pub dataset: Dataset,
+    /// Examples that were cut to fit `max_len` (see [`tokenize_classification`] and
+    /// [`tokenize_lm`] for where the cut falls).
+    pub truncated: usize,
+}
+
+/// Tokenizes classification examples into sequences of at most `max_len` tokens
+/// (the model's `max_position_embeddings`).
+///
+/// Truncation: when BOS + prompt + the longest candidate exceeds `max_len`, tokens
+/// are dropped from the start of the prompt (just after BOS), so every candidate
+/// always fits whole and the text nearest the answer is kept. A candidate that does
+/// not fit even with an empty prompt is an error.
+pub fn tokenize_classification(
+    examples: &[ClassificationText],
+    encoder: &dyn TextEncoder,
+    max_len: usize,
+) -> Result<Tokenized> {
+    // Candidates repeat across rows: encode each distinct one once.
+    let mut candidate_ids: HashMap<&str, Vec<u32>> = HashMap::new();
+    let mut truncated = 0;
+    let mut out = Vec::with_capacity(examples.len());
+    for (i, example) in examples.iter().enumerate() {
+        let mut candidates = Vec::with_capacity(example.candidates.len());
+        for text in &example.candidates {
+            if !candidate_ids.contains_key(text.as_str()) {
+                let ids = encoder.token_ids(text)?;
+                if ids.is_empty() {
+                    return Err(Error::arg(
+                        "--candidates",
+                        format!("candidate {text:?} encodes to no tokens"),
+                    ));
+                }
+                candidate_ids.insert(text, ids);
+            }
+            candidates.push(candidate_ids[text.as_str()].clone());
+        }
+        let longest = candidates.iter().map(Vec::len).max().unwrap_or(0);
+        if 1 + longest > max_len {
+            return Err(Error::arg(
+                "--candidates",
+                format!(
+                    "example {}: a candidate takes {longest} tokens, which with BOS exceeds \
+                     the model's {max_len} positions",
+                    i + 1
+                ),
+            ));
+        }
+        let mut prompt = vec![encoder.bos_id()];
+        let body = encoder.token_ids(&example.prompt)?;
+        let room = max_len - 1 - longest;
+        if body.len() > room {
+            truncated += 1;
+            prompt.extend_from_slice(&body[body.len() - room..]);
+        } else {
+            prompt.extend_from_slice(&body);
+        }
+        out.push(ClassificationExample {
+            prompt,
+            candidates,
+            gold: example.gold,
+        });
+    }
+    Ok(Tokenized {
+        dataset: Dataset::Classification(out),
+        truncated,
+    })
+}
+
+/// Tokenizes texts into BOS-first rows of at most `max_len` tokens, scored on every
+/// token after BOS. Truncation keeps the start of a long text and drops its end.
+pub fn tokenize_lm(
+    examples: &[LmText],
+    encoder: &dyn TextEncoder,
+    max_len: usize,
+) -> Result<Tokenized> {
+    if max_len < 2 {
+        return Err(Error::arg(
+            "--max-len",
+            "a language-modelling row needs at least 2 positions",
+        ));
+    }
+    let mut truncated = 0;
+    let mut out = Vec::with_capacity(examples.len());
+    for example in examples {
+        let mut ids = vec![encoder.bos_id()];
+        ids.extend(encoder.token_ids(&example.text)?);
+        if ids.len() > max_len {
+            truncated += 1;
+            ids.truncate(max_len);
+        }
+        out.push(LmExample::from_ids(ids));
+    }
+    Ok(Tokenized {
+        dataset: Dataset::Lm(out),
+        truncated,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A toy encoder: one token per space-separated word, id = 10 + word length,
+    /// a leading space costs a token of its own (id 4) so continuations are visible.
+    pub(crate) struct WordLengths;
+
+    impl TextEncoder for WordLengths {
+        fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+            let mut ids = Vec::new();
+            if text.starts_with(' ') {
+                ids.push(4);
+            }
+            ids.extend(text.split_whitespace().map(|w| 10 + w.len() as u32));
+            Ok(ids)
+        }
+    }
+
+    fn text(prompt: &str, candidates: &[&str], gold: usize) -> ClassificationText {
+        ClassificationText {
+            prompt: prompt.into(),
+            candidates: candidates.iter().map(|c| c.to_string()).collect(),
+            gold,
+        }
+    }
+
+    #[test]
+    fn candidates_follow_the_prompt_without_bos() {
+        let data = [text("a bb ccc", &[" dddd", " e"], 0)];
+        let out = tokenize_classification(&data, &WordLengths, 64).unwrap();
+        let Dataset::Classification(ex) = out.dataset else {
+            panic!("classification expected")
+        };
+        let ex = &ex[0];
+        assert_eq!(ex.prompt, vec![2, 11, 12, 13]);
+        assert_eq!(ex.candidates, vec![vec![4, 14], vec![4, 11]]);
+        assert_eq!(ex.sequence(1), vec![2, 11, 12, 13, 4, 11]);
+        assert_eq!(ex.candidate_positions(0), 4..6);
+        let row = ex.candidate_row(0);
+        assert_eq!(row.labels, vec![None, None, None, None, Some(4), Some(14)]);
+        assert_eq!(row.scored_tokens(), 2);
+        assert_eq!(out.truncated, 0);
+    }
+
+    #[test]
+    fn long_prompts_lose_their_start_and_keep_bos() {
+        // BOS + 5 prompt tokens + 2 candidate tokens = 8 > 6: drop 2 from the left.
+        let data = [text("a bb ccc dddd eeeee", &[" f", " gg"], 1)];
+        let out = tokenize_classification(&data, &WordLengths, 6).unwrap();
+        let Dataset::Classification(ex) = &out.dataset else {
+            panic!("classification expected")
+        };
+        assert_eq!(ex[0].prompt, vec![2, 13, 14, 15]);
+        assert_eq!(out.dataset.max_len(), 6);
+        assert_eq!(out.truncated, 1);
+        let err = tokenize_classification(&data, &WordLengths, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("exceeds the model's 2 positions"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lm_rows_start_with_bos_and_keep_their_start() {
+        let data = [LmText {
+            text: "a bb ccc".into(),
+        }];
+        let out = tokenize_lm(&data, &WordLengths, 3).unwrap();
+        assert_eq!(
+            out.dataset,
+            Dataset::Lm(vec![LmExample {
+                ids: vec![2, 11, 12],
+                labels: vec![None, Some(11), Some(12)],
+            }])
+        );
+        assert_eq!(out.truncated, 1);
+    }
+
+    #[test]
+    fn vocabulary_check_names_the_example() {
+        let data = Dataset::Lm(vec![
+            LmExample::from_ids(vec![2, 5]),
+            LmExample::from_ids(vec![2, 40]),
+        ]);
+        assert!(data.check_vocab(41).is_ok());
+        let err = data.check_vocab(40).unwrap_err().to_string();
+        assert!(err.contains("example 2: token id 40 is outside"), "{err}");
+    }
+}

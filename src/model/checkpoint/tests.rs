@@ -1,0 +1,389 @@
+//! Loading the reference fixtures and variants of them (other key prefixes,
+//! dtypes, shards, PyTorch `.bin`), and the random-save-load round trip.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ::safetensors::tensor::TensorView;
+
+use super::*;
+use crate::model::presets::preset;
+
+const FIXTURES: [&str; 3] = ["opt-tiny-preln", "opt-tiny-postln-proj", "opt-small-preln"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The tensors of a float64 safetensors file, read with the safetensors crate alone.
+fn raw_f64(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), ::safetensors::Dtype::F64);
+            let values = view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+/// Writes `tensors` (name, dtype, shape, little-endian bytes) with the safetensors crate.
+fn write_raw(path: &Path, tensors: &[(String, ::safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    ::safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A copy of fixture `name`'s config in a fresh folder, with tensors edited by `edit`
+/// (starting from the fixture's f64 tensors) written as one safetensors file.
+fn variant(
+    name: &str,
+    edit: impl FnOnce(&mut Vec<(String, ::safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture(name).join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut tensors: Vec<_> = raw_f64(&fixture(name).join("model.safetensors"))
+        .into_iter()
+        .map(|(n, (s, v))| {
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (n, ::safetensors::Dtype::F64, s, bytes)
+        })
+        .collect();
+    edit(&mut tensors);
+    write_raw(&dir.path().join("model.safetensors"), &tensors);
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    Checkpoint::<f64>::load(dir).unwrap_err().to_string()
+}
+
+#[test]
+fn fixtures_flatten_in_params_json_order_with_the_stored_values() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let params: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap())
+                .unwrap();
+        let checkpoint = Checkpoint::<f64>::load(&dir).unwrap();
+        let entries = checkpoint.layout.entries();
+        let order: Vec<&str> = params["order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, order, "{name}");
+        for (entry, shape) in entries.iter().zip(params["shapes"].as_array().unwrap()) {
+            let shape: Vec<usize> = serde_json::from_value(shape.clone()).unwrap();
+            assert_eq!(entry.shape, shape, "{name}: {}", entry.name);
+        }
+        // Every value sits in its tensor's slice, bit for bit.
+        let raw = raw_f64(&dir.join("model.safetensors"));
+        assert_eq!(raw.len(), entries.len());
+        for entry in entries {
+            assert_eq!(
+                &checkpoint.params[entry.range()],
+                &raw[&entry.name].1[..],
+                "{}",
+                entry.name
+            );
+        }
+        // f32 is the same weights rounded.
+        let single = Checkpoint::<f32>::load(&dir).unwrap();
+        assert!(
+            single
+                .params
+                .iter()
+                .zip(&checkpoint.params)
+                .all(|(a, b)| *a == *b as f32)
+        );
+    }
+    let tiny = Checkpoint::<f64>::load(&fixture("opt-tiny-preln")).unwrap();
+    assert_eq!(tiny.params.len(), 1680);
+    // A spot check against numbers read off the file by hand: the first two entries
+    // of the token embedding, and the first of layer 1's q_proj bias.
+    let q_bias = ParamRole::Layer {
+        layer: 1,
+        tensor: crate::model::LayerTensor::QBias,
+    };
+    let raw = raw_f64(&fixture("opt-tiny-preln/model.safetensors"));
+    assert_eq!(
+        tiny.tensor(ParamRole::TokenEmbedding).unwrap()[..2],
+        raw["model.decoder.embed_tokens.weight"].1[..2]
+    );
+    assert_eq!(
+        tiny.tensor(q_bias).unwrap()[0],
+        raw["model.decoder.layers.1.self_attn.q_proj.bias"].1[0]
+    );
+}
+
+#[test]
+fn pytorch_bin_fixture_loads_like_its_safetensors_source() {
+    // Keys without the `model.` prefix, f32 storage, tied lm_head.weight present.
+    let bin = Checkpoint::<f64>::load(&fixture("opt-tiny-preln-bin")).unwrap();
+    let reference = Checkpoint::<f64>::load(&fixture("opt-tiny-preln")).unwrap();
+    assert_eq!(bin.layout, reference.layout);
+    assert!(
+        bin.params
+            .iter()
+            .zip(&reference.params)
+            .all(|(a, b)| *a == f64::from(*b as f32))
+    );
+}
+
+#[test]
+fn crafted_pickle_is_refused_before_reading() {
+    let err = load_err(&fixture("malicious-bin"));
+    assert!(
+        err.contains("pytorch_model.bin") && err.contains("posix.system"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hub_key_spellings_and_half_precision_load() {
+    // No `model.` prefix, f16 storage, and a tied lm_head.weight equal to the embedding.
+    let dir = variant("opt-tiny-preln", |tensors| {
+        for (name, dtype, _, bytes) in tensors.iter_mut() {
+            *name = name.trim_start_matches("model.").to_string();
+            *dtype = ::safetensors::Dtype::F16;
+            *bytes = bytes
+                .chunks_exact(8)
+                .flat_map(|c| {
+                    half::f16::from_f64(f64::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+        }
+        let embed = tensors
+            .iter()
+            .find(|t| t.0 == "decoder.embed_tokens.weight")
+            .unwrap()
+            .clone();
+        tensors.push(("lm_head.weight".into(), embed.1, embed.2, embed.3));
+    });
+    let half = Checkpoint::<f64>::load(dir.path()).unwrap();
+    let reference = Checkpoint::<f64>::load(&fixture("opt-tiny-preln")).unwrap();
+    for (a, b) in half.params.iter().zip(&reference.params) {
+        assert_eq!(*a, half::f16::from_f64(*b).to_f64());
+    }
+}
+
+#[test]
+fn a_tied_head_that_differs_is_refused() {
+    let dir = variant("opt-tiny-preln", |tensors| {
+        let mut embed = tensors
+            .iter()
+            .find(|t| t.0.ends_with("embed_tokens.weight"))
+            .unwrap()
+            .clone();
+        embed.0 = "lm_head.weight".into();
+        embed.3[0] ^= 1; // flip the lowest mantissa bit of the first element
+        tensors.push(embed);
+    });
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("lm_head.weight") && err.contains("tie_word_embeddings"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_unexpected_and_misshaped_tensors_are_named() {
+    let missing = variant("opt-tiny-preln", |t| {
+        t.retain(|t| !t.0.ends_with("layers.1.fc2.bias"))
+    });
+    let err = load_err(missing.path());
+    assert!(
+        err.contains("model.decoder.layers.1.fc2.bias")
+            && err.contains("[8]")
+            && err.contains("found none"),
+        "{err}"
+    );
+
+    let extra = variant("opt-tiny-preln", |t| {
+        t.push((
+            "model.decoder.extra.weight".into(),
+            ::safetensors::Dtype::F64,
+            vec![1],
+            vec![0; 8],
+        ))
+    });
+    let err = load_err(extra.path());
+    assert!(
+        err.contains("unexpected tensor `model.decoder.extra.weight`"),
+        "{err}"
+    );
+
+    let misshaped = variant("opt-tiny-preln", |t| {
+        let fc1 = t
+            .iter_mut()
+            .find(|t| t.0.ends_with("layers.0.fc1.weight"))
+            .unwrap();
+        fc1.2 = vec![8, 16];
+    });
+    let err = load_err(misshaped.path());
+    assert!(
+        err.contains("layers.0.fc1.weight") && err.contains("[16, 8]") && err.contains("[8, 16]"),
+        "{err}"
+    );
+
+    let twice = variant("opt-tiny-preln", |t| {
+        let mut copy = t
+            .iter()
+            .find(|t| t.0.ends_with("layers.0.fc1.bias"))
+            .unwrap()
+            .clone();
+        copy.0 = copy.0.trim_start_matches("model.").to_string();
+        t.push(copy);
+    });
+    assert!(load_err(twice.path()).contains("stored twice"));
+
+    let nan = variant("opt-tiny-preln", |t| {
+        let bias = t
+            .iter_mut()
+            .find(|t| t.0.ends_with("layers.0.fc1.bias"))
+            .unwrap();
+        bias.3[8..16].copy_from_slice(&f64::NAN.to_le_bytes());
+    });
+    let err = load_err(nan.path());
+    assert!(
+        err.contains("non-finite") && err.contains("fc1.bias") && err.contains("element 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sharded_checkpoints_load_and_a_missing_shard_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixture("opt-small-preln");
+    std::fs::copy(source.join("config.json"), dir.path().join("config.json")).unwrap();
+    let raw = raw_f64(&source.join("model.safetensors"));
+    let mut weight_map = serde_json::Map::new();
+    let (first, second): (Vec<_>, Vec<_>) =
+        raw.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let tensors: Vec<_> = part
+            .into_iter()
+            .map(|(_, (name, (shape, values)))| {
+                weight_map.insert(name.clone(), shard.into());
+                let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (name, ::safetensors::Dtype::F64, shape, bytes)
+            })
+            .collect();
+        write_raw(&dir.path().join(shard), &tensors);
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let sharded = Checkpoint::<f64>::load(dir.path()).unwrap();
+    assert_eq!(sharded, Checkpoint::<f64>::load(&source).unwrap());
+
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("model.safetensors.index.json")
+            && err.contains("model-00002-of-00002.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn random_models_save_and_load_exactly() {
+    let mut config = preset("opt-mini").unwrap();
+    config.vocab_size = 64; // keep the test small
+    let model = Checkpoint::<f64>::random(config.clone(), 11);
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path(), StoredDtype::F64).unwrap();
+    assert_eq!(Checkpoint::<f64>::load(dir.path()).unwrap(), model);
+
+    // The streamed writer stores exactly what `random` draws.
+    write_random_checkpoint(
+        &config,
+        11,
+        StoredDtype::F32,
+        dir.path(),
+        &crate::progress::Silent,
+    )
+    .unwrap();
+    let streamed = Checkpoint::<f32>::load(dir.path()).unwrap();
+    assert_eq!(streamed, Checkpoint::<f32>::random(config.clone(), 11));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["torch_dtype"], "float32");
+    assert_eq!(
+        OptConfig::from_file(&dir.path().join("config.json")).unwrap(),
+        config
+    );
+
+    // Half precision stores the draw rounded once.
+    write_random_checkpoint(
+        &config,
+        11,
+        StoredDtype::BF16,
+        dir.path(),
+        &crate::progress::Silent,
+    )
+    .unwrap();
+    let rounded = Checkpoint::<f64>::load(dir.path()).unwrap();
+    assert!(
+        rounded
+            .params
+            .iter()
+            .zip(&model.params)
+            .all(|(a, b)| *a == half::bf16::from_f64(*b).to_f64())
+    );
+
+    // An untied head gets a slot and a key of its own.
+    config.tie_word_embeddings = false;
+    let untied = Checkpoint::<f64>::random(config, 2);
+    untied.save(dir.path(), StoredDtype::F64).unwrap();
+    let names: Vec<String> = files::open_weights(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains(&"lm_head.weight".to_string()));
+    assert_eq!(Checkpoint::<f64>::load(dir.path()).unwrap(), untied);
+}
+
+#[test]
+fn random_draws_do_not_depend_on_the_thread_count() {
+    let config = Checkpoint::<f64>::load(&fixture("opt-small-preln"))
+        .unwrap()
+        .config;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let serial = pool.install(|| Checkpoint::<f64>::random(config.clone(), 5));
+    let mut parallel = Checkpoint::<f64>::random(config, 5);
+    assert_eq!(serial, parallel);
+    let ln = ParamRole::FinalLayerNormWeight;
+    parallel.tensor_mut(ln).unwrap()[0] = 7.0;
+    let offset = parallel.layout.find(ln).unwrap().offset;
+    assert_eq!(parallel.params[offset], 7.0);
+    assert!(parallel.tensor(ParamRole::LmHead).is_none());
+}
