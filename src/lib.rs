@@ -13,6 +13,7 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod mask;
 pub mod model;
 pub mod progress;
 pub mod report;

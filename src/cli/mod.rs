@@ -3,6 +3,8 @@
 
 mod data;
 mod init;
+mod inspect;
+mod mask;
 mod progress;
 mod tokenizer;
 
@@ -31,6 +33,10 @@ struct Cli {
 enum Command {
     /// Write a HuggingFace OPT checkpoint with random weights (config.json + model.safetensors).
     Init(init::InitArgs),
+    /// Load a checkpoint (all of the loader's checks) and summarise its tensors.
+    Inspect(inspect::InspectArgs),
+    /// Draw a random parameter mask (scope, ratio, sampling, structure, seed) and save it.
+    Mask(mask::MaskArgs),
     /// Inspect datasets as the probes read them.
     Data(data::DataCommandArgs),
     /// Train tokenizers for models built from scratch.
@@ -42,6 +48,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Mask(args) => mask::run(args),
         Command::Data(args) => data::run(args),
         Command::Tokenizer(args) => tokenizer::run(args),
     };

@@ -247,7 +247,7 @@ pub fn open_pytorch_zip(path: &Path) -> Result<Vec<StoredTensor>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
         refuse(format!(
-            "not a PyTorch zip archive ({e}); only the format of torch.save since PyTorch 1.6 is read"
+            "not a readable zip archive ({e}): truncated, or not the format of torch.save since PyTorch 1.6"
         ))
     })?;
     let names: Vec<String> = archive

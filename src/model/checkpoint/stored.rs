@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use memmap2::Mmap;
+use rayon::prelude::*;
 
 use super::dtype::StoredDtype;
 use super::safetensors::release_pages;
@@ -50,22 +51,41 @@ impl StoredTensor {
     }
 
     /// Decodes the tensor into `out` (of exactly `self.len()` elements), refusing
-    /// NaN and infinite values. Peak extra memory: one block.
+    /// NaN and infinite values. Mapped data is decoded in parallel blocks; archive
+    /// entries stream through one block buffer.
     pub fn read_into<T: Scalar>(&self, out: &mut [T]) -> Result<()> {
         debug_assert_eq!(out.len(), self.len());
-        self.for_each_block(|start, bytes| {
-            let block = &mut out[start..start + bytes.len() / self.dtype.size()];
-            self.dtype.decode_into(bytes, block);
-            match block.iter().position(|x| !x.to_f64().is_finite()) {
-                Some(i) => Err(Error::NonFinite(format!(
-                    "tensor `{}` (element {}) of {}",
-                    self.name,
-                    start + i,
-                    self.file.display()
-                ))),
-                None => Ok(()),
+        let size = self.dtype.size();
+        match &self.location {
+            Location::Mapped { map, bytes } => {
+                out.par_chunks_mut(BLOCK_ELEMENTS)
+                    .zip(map[bytes.clone()].par_chunks(BLOCK_ELEMENTS * size))
+                    .enumerate()
+                    .try_for_each(|(i, (block, raw))| {
+                        self.decode_block(i * BLOCK_ELEMENTS, raw, block)
+                    })?;
+                release_pages(map, bytes.clone());
+                Ok(())
             }
-        })
+            Location::Zipped { .. } => self.for_each_block(|start, raw| {
+                let end = start + raw.len() / size;
+                self.decode_block(start, raw, &mut out[start..end])
+            }),
+        }
+    }
+
+    /// Decodes `raw` into `block`, which starts at element `start` of the tensor.
+    fn decode_block<T: Scalar>(&self, start: usize, raw: &[u8], block: &mut [T]) -> Result<()> {
+        self.dtype.decode_into(raw, block);
+        match block.iter().position(|x| !x.to_f64().is_finite()) {
+            Some(i) => Err(Error::NonFinite(format!(
+                "tensor `{}` (element {}) of {}",
+                self.name,
+                start + i,
+                self.file.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Whether the tensor, rounded to `T`, equals `values` element by element.
