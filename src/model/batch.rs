@@ -11,6 +11,7 @@ use std::ops::Range;
 use super::config::OptConfig;
 use super::ops::loss::{ChoiceRows, LossHead};
 use crate::backend::NO_TARGET;
+use crate::data::{ClassificationExample, Dataset, LmExample};
 use crate::error::{Error, Result};
 
 /// The label that marks a position as not scored (PyTorch's `ignore_index`).
@@ -205,6 +206,163 @@ impl Batch {
     }
 }
 
+/// Which end of a sequence padding goes on. Both give every row the loss it would
+/// have alone (positions count real tokens only; padded keys are never attended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    Left,
+    Right,
+}
+
+/// One sequence waiting to be padded into a batch.
+struct Row<'a> {
+    ids: &'a [u32],
+    /// Language modelling: per position, the token it is predicted as (see
+    /// [`LmExample::labels`]).
+    labels: Option<&'a [Option<u32>]>,
+}
+
+/// Packs a tokenized dataset into batches of at most `max_rows` sequences, each
+/// padded with `pad_id` to its batch's longest sequence. The candidates of one
+/// classification example always share a batch (the choice loss couples them), so a
+/// batch holds whole examples; an example with more than `max_rows` candidates gets
+/// a batch of its own.
+pub fn batches(
+    dataset: &Dataset,
+    max_rows: usize,
+    pad_id: u32,
+    padding: Padding,
+) -> Result<Vec<Batch>> {
+    if max_rows == 0 {
+        return Err(Error::arg("--batch", "must be at least 1"));
+    }
+    match dataset {
+        Dataset::Lm(examples) => Ok(examples
+            .chunks(max_rows)
+            .map(|chunk| {
+                let rows: Vec<Row<'_>> = chunk
+                    .iter()
+                    .map(|e: &LmExample| Row {
+                        ids: &e.ids,
+                        labels: Some(&e.labels),
+                    })
+                    .collect();
+                let (tokens, _) = pad(&rows, pad_id, padding);
+                let labels = lm_labels(&rows, &tokens, padding);
+                Batch {
+                    tokens,
+                    targets: Targets::NextToken { labels },
+                }
+            })
+            .collect()),
+        Dataset::Classification(examples) => {
+            let mut out = Vec::new();
+            let mut group: Vec<&ClassificationExample> = Vec::new();
+            let mut rows = 0;
+            for e in examples {
+                if !group.is_empty() && rows + e.candidates.len() > max_rows {
+                    out.push(choice_batch(&group, pad_id, padding));
+                    group.clear();
+                    rows = 0;
+                }
+                group.push(e);
+                rows += e.candidates.len();
+            }
+            if !group.is_empty() {
+                out.push(choice_batch(&group, pad_id, padding));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Pads `rows` to one length; returns the batch and each row's shift (left padding).
+fn pad(rows: &[Row<'_>], pad_id: u32, padding: Padding) -> (TokenBatch, Vec<usize>) {
+    let seq = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    let mut input_ids = Vec::with_capacity(rows.len() * seq);
+    let mut attention_mask = Vec::with_capacity(rows.len() * seq);
+    let mut shifts = Vec::with_capacity(rows.len());
+    for r in rows {
+        let gap = seq - r.ids.len();
+        let (left, right) = match padding {
+            Padding::Left => (gap, 0),
+            Padding::Right => (0, gap),
+        };
+        input_ids.extend(
+            std::iter::repeat_n(pad_id, left)
+                .chain(r.ids.iter().copied())
+                .chain(std::iter::repeat_n(pad_id, right)),
+        );
+        attention_mask.extend(
+            std::iter::repeat_n(0, left)
+                .chain(std::iter::repeat_n(1, r.ids.len()))
+                .chain(std::iter::repeat_n(0, right)),
+        );
+        shifts.push(left);
+    }
+    (
+        TokenBatch {
+            batch: rows.len(),
+            seq,
+            input_ids,
+            attention_mask,
+        },
+        shifts,
+    )
+}
+
+fn lm_labels(rows: &[Row<'_>], tokens: &TokenBatch, padding: Padding) -> Vec<i64> {
+    let mut labels = vec![IGNORE_LABEL; tokens.rows()];
+    for (b, r) in rows.iter().enumerate() {
+        let shift = match padding {
+            Padding::Left => tokens.seq - r.ids.len(),
+            Padding::Right => 0,
+        };
+        // invariant: only language-modelling rows are padded through `lm_labels`
+        let row_labels = r.labels.expect("language-modelling row");
+        for (t, l) in row_labels.iter().enumerate().skip(1) {
+            if let Some(l) = l {
+                labels[b * tokens.seq + shift + t] = i64::from(*l);
+            }
+        }
+    }
+    labels
+}
+
+fn choice_batch(examples: &[&ClassificationExample], pad_id: u32, padding: Padding) -> Batch {
+    let sequences: Vec<Vec<u32>> = examples
+        .iter()
+        .flat_map(|e| (0..e.candidates.len()).map(|c| e.sequence(c)))
+        .collect();
+    let rows: Vec<Row<'_>> = sequences
+        .iter()
+        .map(|ids| Row { ids, labels: None })
+        .collect();
+    let (tokens, shifts) = pad(&rows, pad_id, padding);
+    let mut row = 0;
+    let questions = examples
+        .iter()
+        .map(|e| Question {
+            candidates: (0..e.candidates.len())
+                .map(|c| {
+                    let p = e.candidate_positions(c);
+                    let candidate = Candidate {
+                        row,
+                        answer: p.start + shifts[row]..p.end + shifts[row],
+                    };
+                    row += 1;
+                    candidate
+                })
+                .collect(),
+            gold: e.gold,
+        })
+        .collect();
+    Batch {
+        tokens,
+        targets: Targets::Choice { questions },
+    }
+}
+
 fn validate_labels(labels: &[i64], rows: usize, vocab: usize) -> Result<()> {
     if labels.len() != rows {
         return Err(Error::arg(
@@ -322,6 +480,58 @@ mod tests {
             }])
         );
         assert_eq!(batch.loss_terms(), 1);
+    }
+
+    #[test]
+    fn datasets_pack_into_padded_batches() {
+        let lm = Dataset::Lm(vec![
+            LmExample::from_ids(vec![2, 5, 6]),
+            LmExample::from_ids(vec![2, 7]),
+        ]);
+        let [right] = &batches(&lm, 4, 1, Padding::Right).unwrap()[..] else {
+            panic!()
+        };
+        assert_eq!(right.tokens.input_ids, vec![2, 5, 6, 2, 7, 1]);
+        assert_eq!(right.tokens.attention_mask, vec![1, 1, 1, 1, 1, 0]);
+        assert_eq!(
+            right.row_targets(),
+            vec![5, 6, NO_TARGET, 7, NO_TARGET, NO_TARGET]
+        );
+        let [left] = &batches(&lm, 4, 1, Padding::Left).unwrap()[..] else {
+            panic!()
+        };
+        assert_eq!(left.tokens.input_ids, vec![2, 5, 6, 1, 2, 7]);
+        assert_eq!(
+            left.row_targets(),
+            vec![5, 6, NO_TARGET, NO_TARGET, 7, NO_TARGET]
+        );
+        assert_eq!(batches(&lm, 1, 1, Padding::Right).unwrap().len(), 2);
+
+        let e = |gold| ClassificationExample {
+            prompt: vec![2, 4],
+            candidates: vec![vec![5], vec![6, 7]],
+            gold,
+        };
+        let cls = Dataset::Classification(vec![e(0), e(1), e(0)]);
+        let packed = batches(&cls, 5, 1, Padding::Left).unwrap();
+        assert_eq!(packed.len(), 2, "whole examples only: 2 + 2 rows, then 2");
+        packed[0].validate(&config()).unwrap();
+        assert_eq!(packed[0].tokens.input_ids[..4], [1, 2, 4, 5]);
+        let Targets::Choice { questions } = &packed[0].targets else {
+            panic!()
+        };
+        assert_eq!(
+            questions[1].candidates[0],
+            Candidate {
+                row: 2,
+                answer: 3..4
+            }
+        );
+        assert_eq!(questions[1].gold, 1);
+        assert_eq!(
+            packed[0].row_targets()[..4],
+            [NO_TARGET, NO_TARGET, 5, NO_TARGET]
+        );
     }
 
     #[test]

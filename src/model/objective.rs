@@ -201,8 +201,9 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         })
     }
 
-    /// Restricts [`Objective::masked_hvp`] to the sorted, distinct flat indices `mask`.
-    pub fn set_mask(&mut self, mask: &[usize]) -> Result<()> {
+    /// Restricts [`Objective::masked_hvp`] to the sorted, distinct flat indices `mask`
+    /// (`crate::mask::Mask::indices()`).
+    pub fn set_mask(&mut self, mask: &[u64]) -> Result<()> {
         let plan = MaskPlan::new(self.model, mask)?;
         let scratch = plan.output_scratch(self.model.backend())?;
         self.mask = Some((plan, scratch));

@@ -463,10 +463,11 @@ struct SmallTangent<Buf> {
 }
 
 impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
-    /// Splits the sorted, distinct flat indices `mask` by tensor.
-    pub fn new(m: &Opt<T, B>, mask: &[usize]) -> Result<Self> {
+    /// Splits the sorted, distinct flat indices `mask` (as in [`crate::mask::Mask`]) by
+    /// tensor.
+    pub fn new(m: &Opt<T, B>, mask: &[u64]) -> Result<Self> {
         let b = &m.backend;
-        let n = m.layout.total();
+        let n = m.layout.total() as u64;
         if let Some(w) = mask.windows(2).find(|w| w[0] >= w[1]) {
             return Err(Error::arg(
                 "mask",
@@ -490,7 +491,7 @@ impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
         let mut start = 0;
         for (e, entry) in m.layout.entries().iter().enumerate() {
             let range = entry.range();
-            let end = start + mask[start..].partition_point(|&i| i < range.end);
+            let end = start + mask[start..].partition_point(|&i| i < range.end as u64);
             if end == start {
                 per_entry.push(None);
                 continue;
@@ -498,7 +499,7 @@ impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
             lowest_stage = lowest_stage.min(m.stage(e));
             let local: Vec<u32> = mask[start..end]
                 .iter()
-                .map(|&i| (i - range.start) as u32)
+                .map(|&i| (i - range.start as u64) as u32)
                 .collect();
             let is_small = entry.shape.len() == 1;
             if is_small {

@@ -19,6 +19,7 @@ use super::objective::Objective;
 use super::opt::Opt;
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
+use crate::mask::Mask;
 use crate::progress::Progress;
 
 /// The largest N for which the full Hessian is assembled (N Hessian-vector products
@@ -268,28 +269,19 @@ impl Reference {
     }
 
     /// The mask as sorted flat indices, checked against N.
-    fn mask(&self, n: usize) -> Result<Option<Vec<usize>>> {
+    fn mask(&self, n: usize) -> Result<Option<Mask>> {
         let Some(idx) = &self.mask_idx else {
             return Ok(None);
         };
-        let mask: Vec<usize> = idx
+        let indices = idx
             .iter()
             .map(|&i| {
-                usize::try_from(i).ok().filter(|&i| i < n).ok_or_else(|| {
-                    Error::file(
-                        &self.path,
-                        format!("mask_idx: index {i} is outside the {n} parameters"),
-                    )
+                u64::try_from(i).map_err(|_| {
+                    Error::file(&self.path, format!("mask_idx: index {i} is negative"))
                 })
             })
-            .collect::<Result<_>>()?;
-        if mask.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::file(
-                &self.path,
-                "mask_idx: indices must be sorted and distinct",
-            ));
-        }
-        Ok(Some(mask))
+            .collect::<Result<Vec<u64>>>()?;
+        Mask::from_indices(indices, n, &self.path).map(Some)
     }
 }
 
@@ -466,7 +458,7 @@ pub fn verify<T: Scalar, B: Backend<T>>(
 
     if let Some(mask) = reference.mask(n)? {
         let k = mask.len();
-        objective.set_mask(&mask)?;
+        objective.set_mask(mask.indices())?;
         if let Some(t) = &reference.hvp_masked {
             let v = v.ok_or_else(|| {
                 Error::file(
@@ -474,7 +466,11 @@ pub fn verify<T: Scalar, B: Backend<T>>(
                     "tensor `hvp_masked` needs the probe vector `v`",
                 )
             })?;
-            let vk: Vec<T> = mask.iter().map(|&i| T::from_f64(v[i])).collect();
+            let vk: Vec<T> = mask
+                .indices()
+                .iter()
+                .map(|&i| T::from_f64(v[i as usize]))
+                .collect();
             push(
                 "hvp_masked",
                 &to_f64(&objective.masked_hvp(&vk)?),
