@@ -1,12 +1,14 @@
 //! The `maskscape` command line: parse flags, call the library, print results.
 //! No mathematics lives here.
 
+mod bench;
 mod data;
 mod init;
 mod inspect;
 mod mask;
 mod progress;
 mod tokenizer;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,10 @@ enum Command {
     Data(data::DataCommandArgs),
     /// Train tokenizers for models built from scratch.
     Tokenizer(tokenizer::TokenizerArgs),
+    /// Check the engine on a checkpoint against a reference file (PyTorch's values).
+    Verify(verify::VerifyArgs),
+    /// Benchmarks (`bench hvp`: forward, gradient, full and masked HVP timings).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
@@ -52,6 +58,8 @@ pub fn main() -> ExitCode {
         Command::Mask(args) => mask::run(args),
         Command::Data(args) => data::run(args),
         Command::Tokenizer(args) => tokenizer::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! sequence of explicit ops with exact first and second derivatives.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod layout;

@@ -54,6 +54,7 @@ fn mm<T: CpuScalar>(
 ) {
     let accum = if add { Accum::Add } else { Accum::Replace };
     matmul(dst, accum, lhs, rhs, alpha, Par::Seq);
+    super::gemm::clear_upper_vector_state();
 }
 
 /// Writes per-(sequence, head) results of shape `seq x head_dim` into their columns of

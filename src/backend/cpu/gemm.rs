@@ -47,6 +47,36 @@ pub fn gemm<T: CpuScalar>(spec: &Gemm, a: &[T], b: &[T], c: &mut [T], par: Par) 
         let dst = MatMut::from_column_major_slice_with_stride_mut(c, spec.n, spec.m, spec.ldc);
         matmul(dst, accum, rhs.transpose(), lhs.transpose(), alpha, par);
     }
+    match par {
+        Par::Seq => clear_upper_vector_state(),
+        _ => clear_upper_vector_state_everywhere(),
+    }
+}
+
+/// faer's AVX-512 micro-kernels return with the upper halves of the vector registers
+/// in use ("dirty"). Until a `vzeroupper`, every legacy-SSE instruction on that core
+/// (all of this crate's baseline x86-64 code: softmax, LayerNorm, ...) pays a merge
+/// penalty: measured here, the log-softmax of a 256 x 2048 block took 97 ms after a
+/// GEMM instead of 7.5 ms. This clears the state on the calling thread.
+pub fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX, checked just above.
+        unsafe { zero_upper() }
+    }
+}
+
+/// [`clear_upper_vector_state`] on the calling thread and on every thread of rayon's
+/// global pool (where faer runs its parallel kernels). Costs one broadcast (~µs).
+fn clear_upper_vector_state_everywhere() {
+    rayon::broadcast(|_| clear_upper_vector_state());
+    clear_upper_vector_state();
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper();
 }
 
 /// `op(X)` as an `rows x cols` faer view of row-major storage with leading dimension `ld`.

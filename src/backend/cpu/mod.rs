@@ -8,7 +8,7 @@
 mod attention;
 mod elementwise;
 mod embedding;
-mod gemm;
+pub(crate) mod gemm;
 mod layernorm;
 mod logprob;
 mod sparse;
