@@ -10,6 +10,7 @@ mod progress;
 mod reproduce;
 mod theory;
 mod tokenizer;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -49,7 +50,9 @@ enum Command {
     Theory(theory::TheoryArgs),
     /// Rerun every experiment in experiments/ and rewrite figures/ and analysis/.
     Reproduce(reproduce::ReproduceArgs),
-    /// Timed benchmarks, one group per area.
+    /// Check the engine on a checkpoint against a reference file (PyTorch's values).
+    Verify(verify::VerifyArgs),
+    /// Timed benchmarks, one group per area (`bench theory`, `bench hvp`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Tokenizer(args) => tokenizer::run(args),
         Command::Theory(args) => theory::run(args),
         Command::Reproduce(args) => reproduce::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Bench(command) => bench::run(command),
     };
     match result {
