@@ -20,6 +20,7 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod spectral;
 pub mod theory;
 
 pub use error::{Error, Result};

@@ -1,0 +1,635 @@
+//! [`VectorSpace`] on host memory: `Vec<f64>` vectors, rayon-parallel kernels.
+//!
+//! Every kernel walks its vectors in fixed chunks of [`CHUNK`] entries. Chunks run
+//! in parallel, each reduction sums its chunk serially, and the per-chunk partial
+//! sums are added in chunk order on one thread; the floating-point operations are
+//! therefore the same for any number of threads, and every result is bit-for-bit
+//! reproducible. Block operations against a basis process one chunk of `x` against
+//! all basis vectors before moving on, so `x` is read once per call (it stays in
+//! cache) and each basis vector is streamed once.
+
+use std::ops::Range;
+
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+
+use super::vector::{Distribution, Precision, VectorSpace};
+use crate::backend::Scalar;
+use crate::error::{Error, Result};
+use crate::rng;
+
+/// Entries per work unit: 64 KiB of f64, small enough to stay in L2 while a block
+/// of basis vectors streams past it.
+const CHUNK: usize = 8192;
+
+/// Entries per random-number stream, so that random vectors are generated in
+/// parallel yet identical for every thread count.
+const RANDOM_CHUNK: usize = 1 << 16;
+
+/// The host vector space of dimension `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSpace {
+    dim: usize,
+}
+
+impl HostSpace {
+    /// The space `R^dim`.
+    pub fn new(dim: usize) -> Self {
+        HostSpace { dim }
+    }
+}
+
+/// A block of host vectors stored in f64 or f32.
+#[derive(Clone, Debug)]
+pub struct HostBasis {
+    store: Store,
+    capacity: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Store {
+    F64(Vec<Vec<f64>>),
+    F32(Vec<Vec<f32>>),
+}
+
+impl HostBasis {
+    /// Number of stored vectors.
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::F64(v) => v.len(),
+            Store::F32(v) => v.len(),
+        }
+    }
+
+    /// Whether no vector is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by the stored vectors.
+    pub fn bytes(&self) -> usize {
+        match &self.store {
+            Store::F64(v) => v.iter().map(|x| x.len() * 8).sum(),
+            Store::F32(v) => v.iter().map(|x| x.len() * 4).sum(),
+        }
+    }
+}
+
+/// Applies `$body` with `$vecs` bound to the basis vectors, whatever their precision.
+macro_rules! with_store {
+    ($basis:expr, $vecs:ident => $body:expr) => {
+        match &$basis.store {
+            Store::F64($vecs) => $body,
+            Store::F32($vecs) => $body,
+        }
+    };
+}
+
+macro_rules! with_store_mut {
+    ($basis:expr, $vecs:ident => $body:expr) => {
+        match &mut $basis.store {
+            Store::F64($vecs) => $body,
+            Store::F32($vecs) => $body,
+        }
+    };
+}
+
+fn chunk_count(n: usize) -> usize {
+    n.div_ceil(CHUNK)
+}
+
+fn chunk_range(n: usize, c: usize) -> Range<usize> {
+    c * CHUNK..((c + 1) * CHUNK).min(n)
+}
+
+/// Maps every chunk index through `f` (in parallel when there is more than one
+/// chunk) and returns the results in chunk order.
+fn map_chunks<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    let chunks = chunk_count(n);
+    if chunks <= 1 {
+        (0..chunks).map(f).collect()
+    } else {
+        (0..chunks).into_par_iter().map(f).collect()
+    }
+}
+
+/// Sums `f(chunk)` over all chunks in chunk order.
+fn sum_chunks(n: usize, f: impl Fn(Range<usize>) -> f64 + Sync + Send) -> f64 {
+    map_chunks(n, |c| f(chunk_range(n, c))).into_iter().sum()
+}
+
+/// `Σ a_i b_i` with eight independent accumulators (vectorizes), summed in a fixed order.
+fn dot_kernel<T: Scalar>(a: &[T], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x.to_f64() * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for lane in 0..8 {
+            acc[lane] += x[lane].to_f64() * y[lane];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `y += alpha x` on one chunk.
+fn axpy_kernel<T: Scalar>(alpha: f64, x: &[T], y: &mut [f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi.to_f64();
+    }
+}
+
+/// Checks that a vector has the space's dimension (a programming error otherwise,
+/// but cheap to report as a value).
+fn check_len(space: &HostSpace, len: usize) -> Result<()> {
+    if len == space.dim {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            name: "vector".into(),
+            expected: vec![space.dim],
+            found: vec![len],
+        })
+    }
+}
+
+fn slot_error(slot: usize, len: usize) -> Error {
+    Error::Numerical(format!("basis slot {slot} requested, {len} stored"))
+}
+
+/// Splits every vector of `vecs` into its chunks and regroups them by chunk:
+/// element `c` holds chunk `c` of every vector, so chunks can be processed in
+/// parallel with mutable access to all vectors.
+fn chunks_by_row<T>(vecs: &mut [Vec<T>]) -> Vec<Vec<&mut [T]>> {
+    let n = vecs.first().map_or(0, Vec::len);
+    let mut rows: Vec<Vec<&mut [T]>> = (0..chunk_count(n))
+        .map(|_| Vec::with_capacity(vecs.len()))
+        .collect();
+    for v in vecs.iter_mut() {
+        for (row, piece) in rows.iter_mut().zip(v.chunks_mut(CHUNK)) {
+            row.push(piece);
+        }
+    }
+    rows
+}
+
+/// Fills `out` with random values: chunk `c` of `RANDOM_CHUNK` entries comes from
+/// stream `stream_id([stream, c])` of `seed`, so the values do not depend on the
+/// thread count.
+pub(crate) fn fill_random(out: &mut [f64], distribution: Distribution, seed: u64, stream: u64) {
+    out.par_chunks_mut(RANDOM_CHUNK)
+        .enumerate()
+        .for_each(|(c, piece)| {
+            let mut rng = rng::stream(seed, rng::stream_id(&[stream, c as u64]));
+            match distribution {
+                Distribution::Rademacher => {
+                    for x in piece.iter_mut() {
+                        *x = if rng.random::<bool>() { 1.0 } else { -1.0 };
+                    }
+                }
+                Distribution::Gaussian => {
+                    for x in piece.iter_mut() {
+                        *x = rng.sample(StandardNormal);
+                    }
+                }
+            }
+        });
+}
+
+/// A fresh random vector of length `n` (see [`fill_random`]).
+pub(crate) fn random_values(
+    n: usize,
+    distribution: Distribution,
+    seed: u64,
+    stream: u64,
+) -> Vec<f64> {
+    let mut values = vec![0.0; n];
+    fill_random(&mut values, distribution, seed, stream);
+    values
+}
+
+impl VectorSpace for HostSpace {
+    type Vector = Vec<f64>;
+    type Basis = HostBasis;
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn zeros(&self) -> Result<Vec<f64>> {
+        Ok(vec![0.0; self.dim])
+    }
+
+    fn from_host(&self, values: &[f64]) -> Result<Vec<f64>> {
+        check_len(self, values.len())?;
+        Ok(values.to_vec())
+    }
+
+    fn to_host(&self, x: &Vec<f64>) -> Result<Vec<f64>> {
+        Ok(x.clone())
+    }
+
+    fn random(&self, distribution: Distribution, seed: u64, stream: u64) -> Result<Vec<f64>> {
+        Ok(random_values(self.dim, distribution, seed, stream))
+    }
+
+    fn copy(&self, src: &Vec<f64>, dst: &mut Vec<f64>) -> Result<()> {
+        check_len(self, src.len())?;
+        dst.resize(self.dim, 0.0);
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        Ok(())
+    }
+
+    fn dot(&self, x: &Vec<f64>, y: &Vec<f64>) -> Result<f64> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        Ok(sum_chunks(self.dim, |r| dot_kernel(&x[r.clone()], &y[r])))
+    }
+
+    fn axpy(&self, alpha: f64, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<()> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| axpy_kernel(alpha, xc, yc));
+        Ok(())
+    }
+
+    fn scale(&self, alpha: f64, x: &mut Vec<f64>) -> Result<()> {
+        check_len(self, x.len())?;
+        x.par_chunks_mut(CHUNK).for_each(|xc| {
+            for v in xc {
+                *v *= alpha;
+            }
+        });
+        Ok(())
+    }
+
+    fn axpy_dot(&self, alpha: f64, x: &Vec<f64>, y: &mut Vec<f64>, z: &Vec<f64>) -> Result<f64> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        check_len(self, z.len())?;
+        let parts: Vec<f64> = y
+            .par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .zip(z.par_chunks(CHUNK))
+            .map(|((yc, xc), zc)| {
+                axpy_kernel(alpha, xc, yc);
+                dot_kernel(yc, zc)
+            })
+            .collect();
+        Ok(parts.into_iter().sum())
+    }
+
+    fn axpy_norm(&self, alpha: f64, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<f64> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        let parts: Vec<f64> = y
+            .par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .map(|(yc, xc)| {
+                axpy_kernel(alpha, xc, yc);
+                dot_kernel(yc, yc)
+            })
+            .collect();
+        Ok(parts.into_iter().sum::<f64>().sqrt())
+    }
+
+    fn new_basis(&self, capacity: usize, precision: Precision) -> Result<HostBasis> {
+        let store = match precision {
+            Precision::F64 => Store::F64(Vec::new()),
+            Precision::F32 => Store::F32(Vec::new()),
+        };
+        Ok(HostBasis { store, capacity })
+    }
+
+    fn basis_len(&self, basis: &HostBasis) -> usize {
+        basis.len()
+    }
+
+    fn basis_push(&self, basis: &mut HostBasis, x: &Vec<f64>) -> Result<()> {
+        check_len(self, x.len())?;
+        if basis.len() >= basis.capacity {
+            return Err(Error::Numerical(format!(
+                "basis full ({} vectors)",
+                basis.capacity
+            )));
+        }
+        match &mut basis.store {
+            Store::F64(v) => v.push(x.clone()),
+            Store::F32(v) => v.push(x.par_iter().map(|&a| a as f32).collect()),
+        }
+        Ok(())
+    }
+
+    fn basis_set(&self, basis: &mut HostBasis, slot: usize, x: &Vec<f64>) -> Result<()> {
+        check_len(self, x.len())?;
+        let len = basis.len();
+        with_store_mut!(basis, vecs => {
+            let target = vecs.get_mut(slot).ok_or_else(|| slot_error(slot, len))?;
+            target
+                .par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(t, s)| {
+                    for (a, b) in t.iter_mut().zip(s) {
+                        *a = Scalar::from_f64(*b);
+                    }
+                });
+        });
+        Ok(())
+    }
+
+    fn basis_get(&self, basis: &HostBasis, slot: usize, out: &mut Vec<f64>) -> Result<()> {
+        let len = basis.len();
+        out.resize(self.dim, 0.0);
+        with_store!(basis, vecs => {
+            let src = vecs.get(slot).ok_or_else(|| slot_error(slot, len))?;
+            out.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK))
+                .for_each(|(o, s)| {
+                    for (a, b) in o.iter_mut().zip(s) {
+                        *a = b.to_f64();
+                    }
+                });
+        });
+        Ok(())
+    }
+
+    fn basis_truncate(&self, basis: &mut HostBasis, len: usize) {
+        with_store_mut!(basis, vecs => vecs.truncate(len));
+    }
+
+    fn basis_dots(&self, basis: &HostBasis, slots: &[usize], x: &Vec<f64>) -> Result<Vec<f64>> {
+        check_len(self, x.len())?;
+        let len = basis.len();
+        if let Some(&bad) = slots.iter().find(|&&s| s >= len) {
+            return Err(slot_error(bad, len));
+        }
+        let n = self.dim;
+        let parts = with_store!(basis, vecs => map_chunks(n, |c| {
+            let r = chunk_range(n, c);
+            slots
+                .iter()
+                .map(|&s| dot_kernel(&vecs[s][r.clone()], &x[r.clone()]))
+                .collect::<Vec<f64>>()
+        }));
+        Ok(sum_parts(&parts, slots.len()))
+    }
+
+    fn basis_subtract(
+        &self,
+        basis: &HostBasis,
+        slots: &[usize],
+        coeffs: &[f64],
+        x: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_len(self, x.len())?;
+        let len = basis.len();
+        if let Some(&bad) = slots.iter().find(|&&s| s >= len) {
+            return Err(slot_error(bad, len));
+        }
+        with_store!(basis, vecs => {
+            x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, xc)| {
+                let r = chunk_range(self.dim, c);
+                for (&s, &coef) in slots.iter().zip(coeffs) {
+                    axpy_kernel(-coef, &vecs[s][r.clone()], xc);
+                }
+            });
+        });
+        Ok(())
+    }
+
+    /// CGS2 in three sweeps instead of four (plus the norm): the first pass's
+    /// coefficients are global once the first sweep ends, so the second sweep
+    /// subtracts them and accumulates the second pass's projections chunk by chunk;
+    /// the third subtracts those and accumulates the norm.
+    fn basis_orthogonalize(
+        &self,
+        basis: &HostBasis,
+        slots: &[usize],
+        x: &mut Vec<f64>,
+    ) -> Result<(Vec<f64>, f64)> {
+        let first = self.basis_dots(basis, slots, x)?;
+        let n = self.dim;
+        let subtract_then = |coeffs: &[f64], x: &mut Vec<f64>, then_dots: bool| {
+            with_store!(basis, vecs => {
+                x.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .map(|(c, xc)| {
+                        let r = chunk_range(n, c);
+                        for (&s, &coef) in slots.iter().zip(coeffs) {
+                            axpy_kernel(-coef, &vecs[s][r.clone()], xc);
+                        }
+                        if then_dots {
+                            slots
+                                .iter()
+                                .map(|&s| dot_kernel(&vecs[s][r.clone()], xc))
+                                .collect::<Vec<f64>>()
+                        } else {
+                            vec![dot_kernel(xc, xc)]
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let second = sum_parts(&subtract_then(&first, x, true), slots.len());
+        let norm_squared = sum_parts(&subtract_then(&second, x, false), 1)[0];
+        let coeffs = first.iter().zip(&second).map(|(a, b)| a + b).collect();
+        Ok((coeffs, norm_squared.sqrt()))
+    }
+
+    fn basis_combine(&self, basis: &HostBasis, coeffs: &[f64], out: &mut Vec<f64>) -> Result<()> {
+        let len = basis.len();
+        if coeffs.len() > len {
+            return Err(slot_error(coeffs.len() - 1, len));
+        }
+        out.resize(self.dim, 0.0);
+        with_store!(basis, vecs => {
+            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, oc)| {
+                let r = chunk_range(self.dim, c);
+                oc.fill(0.0);
+                for (v, &coef) in vecs.iter().zip(coeffs) {
+                    axpy_kernel(coef, &v[r.clone()], oc);
+                }
+            });
+        });
+        Ok(())
+    }
+
+    fn basis_rotate(
+        &self,
+        basis: &mut HostBasis,
+        transform: &[f64],
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let len = basis.len();
+        if rows > len || cols > rows || transform.len() != rows * cols {
+            return Err(Error::Numerical(format!(
+                "basis rotation {rows}x{cols} on {len} stored vectors"
+            )));
+        }
+        with_store_mut!(basis, vecs => {
+            let by_row = chunks_by_row(&mut vecs[..rows]);
+            by_row.into_par_iter().for_each(|mut pieces| {
+                let m = pieces.first().map_or(0, |p| p.len());
+                let mut rotated = vec![0.0f64; m * cols];
+                for j in 0..cols {
+                    let out = &mut rotated[j * m..(j + 1) * m];
+                    for (i, piece) in pieces.iter().enumerate() {
+                        axpy_kernel(transform[i + j * rows], piece, out);
+                    }
+                }
+                for (j, piece) in pieces.iter_mut().take(cols).enumerate() {
+                    for (a, b) in piece.iter_mut().zip(&rotated[j * m..(j + 1) * m]) {
+                        *a = Scalar::from_f64(*b);
+                    }
+                }
+            });
+            vecs.drain(cols..rows);
+        });
+        Ok(())
+    }
+
+    fn basis_gram(&self, basis: &HostBasis) -> Result<Vec<f64>> {
+        let m = basis.len();
+        let n = self.dim;
+        let parts = with_store!(basis, vecs => map_chunks(n, |c| {
+            let r = chunk_range(n, c);
+            let promoted: Vec<Vec<f64>> = vecs
+                .iter()
+                .map(|v| v[r.clone()].iter().map(|a| a.to_f64()).collect())
+                .collect();
+            let mut g = vec![0.0; m * m];
+            for j in 0..m {
+                for i in 0..=j {
+                    g[i + j * m] = dot_kernel(&promoted[i], &promoted[j]);
+                }
+            }
+            g
+        }));
+        let mut gram = sum_parts(&parts, m * m);
+        for j in 0..m {
+            for i in 0..j {
+                gram[j + i * m] = gram[i + j * m];
+            }
+        }
+        Ok(gram)
+    }
+}
+
+/// Element-wise sum of per-chunk partial results, in chunk order.
+fn sum_parts(parts: &[Vec<f64>], len: usize) -> Vec<f64> {
+    let mut total = vec![0.0; len];
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space_and_vectors(n: usize) -> (HostSpace, Vec<Vec<f64>>) {
+        let space = HostSpace::new(n);
+        let vs = (0..4)
+            .map(|s| random_values(n, Distribution::Gaussian, 11, s))
+            .collect();
+        (space, vs)
+    }
+
+    #[test]
+    fn kernels_match_plain_loops_across_chunk_boundaries() {
+        let n = 3 * CHUNK + 17;
+        let (space, vs) = space_and_vectors(n);
+        let plain: f64 = vs[0].iter().zip(&vs[1]).map(|(a, b)| a * b).sum();
+        let fast = space.dot(&vs[0], &vs[1]).unwrap();
+        assert!((plain - fast).abs() <= 1e-12 * plain.abs().max(1.0));
+
+        let mut y = vs[1].clone();
+        let d = space.axpy_dot(0.5, &vs[0], &mut y, &vs[2]).unwrap();
+        let expected: f64 = (0..n).map(|i| (vs[1][i] + 0.5 * vs[0][i]) * vs[2][i]).sum();
+        assert!((d - expected).abs() <= 1e-10 * expected.abs().max(1.0));
+    }
+
+    #[test]
+    fn cgs2_orthogonalizes_in_both_precisions() {
+        let n = 2 * CHUNK + 5;
+        let (space, vs) = space_and_vectors(n);
+        for precision in [Precision::F64, Precision::F32] {
+            let mut basis = space.new_basis(3, precision).unwrap();
+            for v in &vs[..3] {
+                let mut q = v.clone();
+                let slots: Vec<usize> = (0..space.basis_len(&basis)).collect();
+                let (_, norm) = space.basis_orthogonalize(&basis, &slots, &mut q).unwrap();
+                space
+                    .scale_and_push(1.0 / norm, &mut q, &mut basis)
+                    .unwrap();
+            }
+            let gram = space.basis_gram(&basis).unwrap();
+            let loss = super::super::vector::orthogonality_loss(&gram, 3);
+            let bound = if precision == Precision::F64 {
+                1e-14
+            } else {
+                1e-6
+            };
+            assert!(loss < bound, "{precision:?}: loss {loss}");
+        }
+    }
+
+    #[test]
+    fn rotation_matches_explicit_combination() {
+        let n = CHUNK + 3;
+        let (space, vs) = space_and_vectors(n);
+        let mut basis = space.new_basis(4, Precision::F64).unwrap();
+        for v in &vs {
+            space.basis_push(&mut basis, v).unwrap();
+        }
+        // Rotate the first three slots into two; slot 3 moves down to slot 2.
+        let s = [0.5, -1.0, 2.0, 1.5, 0.25, -0.75];
+        let mut expected = vec![vec![0.0; n]; 2];
+        for j in 0..2 {
+            space
+                .basis_combine(&basis, &s[j * 3..j * 3 + 3], &mut expected[j])
+                .unwrap();
+        }
+        space.basis_rotate(&mut basis, &s, 3, 2).unwrap();
+        assert_eq!(space.basis_len(&basis), 3);
+        let mut got = vec![0.0; n];
+        for j in 0..2 {
+            space.basis_get(&basis, j, &mut got).unwrap();
+            assert!(
+                got.iter()
+                    .zip(&expected[j])
+                    .all(|(a, b)| (a - b).abs() < 1e-14)
+            );
+        }
+        space.basis_get(&basis, 2, &mut got).unwrap();
+        assert_eq!(got, vs[3]);
+    }
+
+    #[test]
+    fn random_vectors_are_reproducible_and_thread_independent() {
+        let n = 3 * RANDOM_CHUNK + 1;
+        let a = random_values(n, Distribution::Rademacher, 5, 9);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let b = pool.install(|| random_values(n, Distribution::Rademacher, 5, 9));
+        assert_eq!(a, b);
+        assert!(a.iter().all(|x| x.abs() == 1.0));
+        let c = random_values(n, Distribution::Rademacher, 5, 10);
+        assert_ne!(a, c);
+    }
+}

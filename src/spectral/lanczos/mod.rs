@@ -1,0 +1,700 @@
+//! Lanczos for the extreme eigenpairs of a symmetric operator.
+//!
+//! Three orthogonality regimes, one interface ([`lanczos`]):
+//!
+//! - [`Reorthogonalization::Full`]: every new Lanczos vector is orthogonalized
+//!   against the whole basis by CGS2 (two classical Gram–Schmidt passes). Ritz
+//!   values as accurate as the arithmetic allows; memory grows with the number of
+//!   steps (thick restart bounds it when `max_basis` is set).
+//! - [`Reorthogonalization::Partial`]: memory-bounded. The basis holds at most
+//!   `max_basis` vectors (locked Ritz vectors included), kept by thick restart (Wu &
+//!   Simon 2000); orthogonality is maintained only to semi-orthogonality,
+//!   reorthogonalizing when Simon's ω recurrence (1984) predicts a loss beyond
+//!   `√ε`. Between reorthogonalizations a step costs a few vector passes. The
+//!   stored basis may be f32 ([`Precision::F32`]).
+//! - [`Reorthogonalization::None`]: the bare three-term recurrence with three
+//!   vectors of memory. Orthogonality is lost as Ritz values converge, producing
+//!   "ghost" copies; they are identified by the Cullum–Willoughby test and reported
+//!   apart ([`LanczosResult::ghosts`]). Residuals are estimates.
+//!
+//! Convergence (full and partial modes) is declared on the Ritz residual
+//! `‖A y - θ y‖ ≤ tol · |θ|`, first estimated from the projected matrix and then
+//! **computed**: each wanted Ritz vector is formed and multiplied by `A` (one
+//! product each), and the computed residuals are what is reported. The tolerance is
+//! floored at `256 ε ‖A‖`, the attainable level for eigenvalues near zero.
+//!
+//! Repeated eigenvalues. A single start vector's Krylov space holds one direction
+//! per eigenspace, so in exact arithmetic Lanczos cannot see a second copy of a
+//! repeated eigenvalue. With `verify_multiplicity`, once the wanted pairs have
+//! converged they are locked and Lanczos is rerun from a fresh random vector on the
+//! deflated operator `(I - YYᵀ) A (I - YYᵀ)`; Ritz values of the deflated operator
+//! that belong among the wanted ones (missing copies, or values missed for any
+//! other reason) are verified, locked, and the probe repeats until one finds
+//! nothing. A probe stops when its extreme Ritz value has converged, or after as
+//! many steps as the first phase needed if it shows nothing beyond the wanted set:
+//! a missing copy of a wanted eigenvalue converges at least as fast in the deflated
+//! operator (the competitors above it are gone). This costs up to one extra phase;
+//! it is the price of reporting multiplicities, which no single-vector Krylov method
+//! can certify.
+
+mod engine;
+mod omega;
+mod plain;
+
+use serde::{Deserialize, Serialize};
+
+use engine::{Engine, Orthogonality, Target};
+
+use super::operator::OperatorOn;
+use super::vector::{Precision, VectorSpace};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// Which end(s) of the spectrum to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Which {
+    /// The `k` largest (algebraically) eigenvalues.
+    Largest,
+    /// The `k` smallest (algebraically) eigenvalues.
+    Smallest,
+    /// The `k` largest and the `k` smallest, from one Krylov space.
+    Both,
+}
+
+/// How the Lanczos vectors are kept orthogonal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reorthogonalization {
+    /// CGS2 against the whole basis at every step.
+    Full,
+    /// Memory-bounded: thick restart, ω-driven partial reorthogonalization.
+    Partial,
+    /// None: three vectors of memory, ghosts detected and reported apart.
+    None,
+}
+
+/// Parameters of [`lanczos`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LanczosOptions {
+    /// Eigenpairs wanted at each requested end.
+    pub k: usize,
+    pub which: Which,
+    /// Relative residual tolerance `‖A y - θ y‖ ≤ tol |θ|`. For
+    /// [`Reorthogonalization::None`], `0` runs exactly `max_products` steps.
+    pub tol: f64,
+    /// Hard limit on operator products, verification products included.
+    pub max_products: usize,
+    pub reorthogonalization: Reorthogonalization,
+    /// Vectors the stored basis may hold, locked Ritz vectors included (working
+    /// vectors excluded). `0`: unbounded for `Full`, 40 for `Partial`.
+    pub max_basis: usize,
+    /// Storage precision of the basis (working vectors are always f64).
+    pub basis_precision: Precision,
+    /// Return the Ritz vectors.
+    pub ritz_vectors: bool,
+    /// Probe the deflated operator for missing copies of repeated eigenvalues.
+    pub verify_multiplicity: bool,
+    /// Compute `max |VᵀV - I|` of the Lanczos basis at the end of each phase
+    /// (`O(m² n)` flops).
+    pub measure_orthogonality: bool,
+    /// Seed of the random start vectors.
+    pub seed: u64,
+}
+
+impl Default for LanczosOptions {
+    fn default() -> Self {
+        LanczosOptions {
+            k: 5,
+            which: Which::Largest,
+            tol: 1e-8,
+            max_products: 500,
+            reorthogonalization: Reorthogonalization::Full,
+            max_basis: 0,
+            basis_precision: Precision::F64,
+            ritz_vectors: false,
+            verify_multiplicity: true,
+            measure_orthogonality: true,
+            seed: 0,
+        }
+    }
+}
+
+/// What [`lanczos`] found.
+#[derive(Clone, Debug)]
+pub struct LanczosResult<V> {
+    /// Wanted eigenvalues: descending for `Largest` and `Both` (the `k` largest then
+    /// the `k` smallest), ascending for `Smallest`.
+    pub eigenvalues: Vec<f64>,
+    /// `‖A y - θ y‖` of each pair: computed (full, partial) or estimated (none).
+    pub residuals: Vec<f64>,
+    /// Whether each pair met the tolerance.
+    pub converged: Vec<bool>,
+    /// Whether `residuals` are computed with explicit products.
+    pub residuals_computed: bool,
+    /// Ritz vectors (unit norm), when requested.
+    pub vectors: Option<Vec<V>>,
+    /// Operator products used in total.
+    pub products: u64,
+    /// Products spent forming computed residuals.
+    pub verification_products: u64,
+    /// Products spent probing the deflated operator for missing multiplicities.
+    pub probe_products: u64,
+    /// Probes run (and how many found something).
+    pub probes: usize,
+    pub probes_successful: usize,
+    pub restarts: u64,
+    pub reorthogonalizations: u64,
+    /// Most vectors stored at once (basis and locked Ritz vectors).
+    pub peak_stored_vectors: usize,
+    /// Measured `max |VᵀV - I|` of the Lanczos basis (largest over phases), when
+    /// measured. For the `None` mode: `max_j |v_1 · v_j|`.
+    pub orthogonality_loss: Option<f64>,
+    /// Measured `max |YᵀY - I|` of the returned Ritz vectors.
+    pub ritz_orthogonality_loss: Option<f64>,
+    /// Largest ω estimate seen without reorthogonalizing (partial mode).
+    pub estimated_orthogonality: Option<f64>,
+    /// Ghosts (none mode): Ritz values of the tridiagonal matrix identified by the
+    /// Cullum–Willoughby test as copies or spurious, not eigenvalues of `A`.
+    pub ghosts: Vec<f64>,
+}
+
+/// Computes extreme eigenpairs of the symmetric operator `op` on `space` (see the
+/// module documentation for the method and its guarantees). Deterministic for a
+/// given seed and thread count.
+pub fn lanczos<S, A, P>(
+    op: &A,
+    space: &S,
+    options: &LanczosOptions,
+    progress: &P,
+) -> Result<LanczosResult<S::Vector>>
+where
+    S: VectorSpace,
+    A: OperatorOn<S> + ?Sized,
+    P: Progress + ?Sized,
+{
+    validate(op, space, options)?;
+    progress.start(options.max_products as u64, "lanczos");
+    match options.reorthogonalization {
+        Reorthogonalization::None => plain::run(op, space, options, progress),
+        Reorthogonalization::Full => {
+            Solver::new(op, space, options, Orthogonality::Full)?.run(progress)
+        }
+        Reorthogonalization::Partial => Solver::new(
+            op,
+            space,
+            options,
+            Orthogonality::Partial {
+                threshold: match options.basis_precision {
+                    Precision::F64 => f64::EPSILON.sqrt(),
+                    Precision::F32 => F32_SEMI_ORTHOGONALITY,
+                },
+            },
+        )?
+        .run(progress),
+    }
+}
+
+fn validate<S: VectorSpace, A: OperatorOn<S> + ?Sized>(
+    op: &A,
+    space: &S,
+    options: &LanczosOptions,
+) -> Result<()> {
+    let n = op.dim();
+    if space.dim() != n {
+        return Err(Error::ShapeMismatch {
+            name: "vector space".into(),
+            expected: vec![n],
+            found: vec![space.dim()],
+        });
+    }
+    let ends = if options.which == Which::Both { 2 } else { 1 };
+    if options.k == 0 {
+        return Err(Error::arg("--k", "must be at least 1"));
+    }
+    if ends * options.k > n {
+        return Err(Error::arg(
+            "--k",
+            format!(
+                "{} eigenvalues requested but the operator has dimension {n}",
+                ends * options.k
+            ),
+        ));
+    }
+    if options.max_products == 0 {
+        return Err(Error::arg("--iters", "must be at least 1"));
+    }
+    if !(options.tol >= 0.0 && options.tol < 1.0) {
+        return Err(Error::arg("--tol", "must lie in [0, 1)"));
+    }
+    if options.tol == 0.0 && options.reorthogonalization != Reorthogonalization::None {
+        return Err(Error::arg("--tol", "must be positive"));
+    }
+    if options.reorthogonalization != Reorthogonalization::None {
+        let total = ends * options.k;
+        if options.max_products <= total {
+            return Err(Error::arg(
+                "--iters",
+                format!("needs more than {total} products (one per computed residual)"),
+            ));
+        }
+        if options.max_basis != 0 && options.max_basis < 2 * total + 3 {
+            return Err(Error::arg(
+                "--basis",
+                format!(
+                    "must be at least {} for {total} wanted eigenpairs",
+                    2 * total + 3
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Semi-orthogonality level for an f32 basis: its vectors cannot be orthogonal
+/// beyond `ε₃₂`, so `√ε₆₄` is out of reach; at `1e-5` the projected matrix still
+/// errs only by `O(ω² ‖A‖) = 1e-10 ‖A‖` (Simon 1984).
+const F32_SEMI_ORTHOGONALITY: f64 = 1e-5;
+
+/// The smallest residual the arithmetic supports, in units of `‖A‖`.
+const FLOOR: f64 = 256.0 * f64::EPSILON;
+
+/// A verified eigenpair kept aside (deflated) while probing.
+#[derive(Clone, Copy, Debug)]
+struct LockedPair {
+    value: f64,
+    residual: f64,
+    converged: bool,
+    slot: usize,
+    top: bool,
+}
+
+/// The full/partial driver: a main phase, then multiplicity probes.
+struct Solver<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
+    op: &'a A,
+    space: &'a S,
+    options: &'a LanczosOptions,
+    orthogonality: Orthogonality,
+    target: Target,
+    cap: usize,
+    locked: S::Basis,
+    pairs: Vec<LockedPair>,
+    products: u64,
+    verification_products: u64,
+    probe_products: u64,
+    restarts: u64,
+    reorthogonalizations: u64,
+    peak_stored: usize,
+    orthogonality_loss: Option<f64>,
+    largest_omega: f64,
+    norm_estimate: f64,
+    probes: usize,
+    probes_successful: usize,
+}
+
+impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
+    fn new(
+        op: &'a A,
+        space: &'a S,
+        options: &'a LanczosOptions,
+        orthogonality: Orthogonality,
+    ) -> Result<Self> {
+        let target = Target {
+            which: options.which,
+            count: options.k,
+        };
+        let total = target.total();
+        let n = space.dim();
+        let max_basis = match (options.max_basis, orthogonality) {
+            (0, Orthogonality::Full) => options.max_products + 1 + total,
+            (0, Orthogonality::Partial { .. }) => 40,
+            (m, _) => m,
+        };
+        if max_basis < 2 * total + 3 {
+            return Err(Error::arg(
+                "--basis",
+                format!(
+                    "must be at least {} for {total} wanted eigenpairs",
+                    2 * total + 3
+                ),
+            ));
+        }
+        // The active basis never needs more than n + 1 slots.
+        let cap = (max_basis - total).min(n + 1);
+        Ok(Solver {
+            op,
+            space,
+            options,
+            orthogonality,
+            target,
+            cap,
+            locked: space.new_basis(total, Precision::F64)?,
+            pairs: Vec::new(),
+            products: 0,
+            verification_products: 0,
+            probe_products: 0,
+            restarts: 0,
+            reorthogonalizations: 0,
+            peak_stored: 0,
+            orthogonality_loss: None,
+            largest_omega: 0.0,
+            norm_estimate: 0.0,
+            probes: 0,
+            probes_successful: 0,
+        })
+    }
+
+    /// The residual an estimate must reach.
+    fn tolerance(&self, theta: f64, norm: f64) -> f64 {
+        (self.options.tol * theta.abs()).max(FLOOR * norm)
+    }
+
+    /// The residual a computed Ritz pair must reach: as [`Self::tolerance`], but
+    /// with an f32 basis no Ritz vector is more accurate than its storage, so the
+    /// floor rises to `8 ε₃₂ ‖A‖` (the eigenvalue, from the f64 projected matrix,
+    /// stays accurate to about the residual squared over the gap).
+    fn verified_tolerance(&self, theta: f64, norm: f64) -> f64 {
+        let storage = match self.options.basis_precision {
+            Precision::F64 => 0.0,
+            Precision::F32 => 8.0 * f64::from(f32::EPSILON) * norm,
+        };
+        self.tolerance(theta, norm).max(storage)
+    }
+
+    /// Products still available beyond the reserve for one final verification.
+    fn can_step(&self, engine_products: u64) -> bool {
+        self.products + engine_products + (self.target.total() as u64)
+            < self.options.max_products as u64
+    }
+
+    fn run<P: Progress + ?Sized>(mut self, progress: &P) -> Result<LanczosResult<S::Vector>> {
+        let (main_steps, spanned) = self.main_phase(progress)?;
+        let all_converged = self.pairs.iter().all(|p| p.converged);
+        // A basis that spans the whole space has every eigenvalue with its
+        // multiplicity: nothing to probe.
+        if self.options.verify_multiplicity && all_converged && !spanned {
+            while self.can_step(0) {
+                self.probes += 1;
+                if !self.probe(main_steps, progress)? {
+                    break;
+                }
+                self.probes_successful += 1;
+            }
+        }
+        self.finish()
+    }
+
+    fn new_engine(&self, stream: u64) -> Result<Engine<'a, S, A>> {
+        Engine::new(
+            self.space,
+            self.op,
+            self.orthogonality,
+            self.target,
+            self.cap,
+            self.options.basis_precision,
+            &self.locked,
+            self.options.seed,
+            stream,
+        )
+    }
+
+    fn absorb(&mut self, engine: &Engine<'a, S, A>) -> Result<()> {
+        self.products += engine.products;
+        self.restarts += engine.restarts;
+        self.reorthogonalizations += engine.reorthogonalizations;
+        self.largest_omega = self.largest_omega.max(engine.largest_omega);
+        self.norm_estimate = self.norm_estimate.max(engine.norm_estimate);
+        if self.options.measure_orthogonality {
+            let loss = engine.orthogonality_loss()?;
+            self.orthogonality_loss =
+                Some(self.orthogonality_loss.map_or(loss, |l: f64| l.max(loss)));
+        }
+        Ok(())
+    }
+
+    fn check_due(len: usize, steps_since: usize) -> bool {
+        // The projected eigenproblem costs O(len³): past 64 vectors check every
+        // len/64 steps, wasting at most ~1.5% of the products.
+        steps_since >= (len / 64).max(1)
+    }
+
+    /// Runs Lanczos until the wanted pairs have computed residuals within the
+    /// tolerance (or the budget ends), and locks them. Returns the Krylov steps used
+    /// and whether the basis came to span the whole space.
+    fn main_phase<P: Progress + ?Sized>(&mut self, progress: &P) -> Result<(u64, bool)> {
+        let mut engine = self.new_engine(0)?;
+        let total = self.target.total();
+        let mut factor = 1.0;
+        let mut since_check = 0;
+        let mut steps = 0;
+        let mut verified: Option<Vec<(f64, f64, S::Vector)>> = None;
+        while !engine.exhausted && self.can_step(engine.products) {
+            engine.step(&self.locked, progress)?;
+            steps += 1;
+            self.peak_stored = self
+                .peak_stored
+                .max(engine.stored() + self.space.basis_len(&self.locked));
+            since_check += 1;
+            if !(engine.exhausted || Self::check_due(engine.len(), since_check)) {
+                continue;
+            }
+            since_check = 0;
+            let ritz = engine.ritz()?;
+            let wanted = self.target.wanted(engine.len());
+            let norm = engine.norm_estimate;
+            let estimated = wanted.len() == total
+                && wanted.iter().all(|&i| {
+                    ritz.residuals[i] <= factor * self.tolerance(ritz.eig.values[i], norm)
+                });
+            if !(estimated || engine.exhausted) {
+                continue;
+            }
+            let pairs = self.verify(&mut engine, &ritz, &wanted, progress)?;
+            if pairs
+                .iter()
+                .all(|(theta, r, _)| *r <= self.verified_tolerance(*theta, norm))
+            {
+                verified = Some(pairs);
+                break;
+            }
+            // The estimate was optimistic (rounding in the basis): ask for more.
+            factor *= 0.1;
+            if engine.exhausted {
+                verified = Some(pairs);
+                break;
+            }
+        }
+        let pairs = match verified {
+            Some(pairs) => pairs,
+            None => {
+                // Out of budget: compute the residuals of the best current pairs.
+                let ritz = engine.ritz()?;
+                let wanted = self.target.wanted(engine.len());
+                self.verify(&mut engine, &ritz, &wanted, progress)?
+            }
+        };
+        let norm = engine.norm_estimate;
+        self.absorb(&engine)?;
+        let ends = self.target.wanted_ends(engine.len());
+        for ((value, residual, vector), top) in pairs.into_iter().zip(ends) {
+            let converged = residual <= self.verified_tolerance(value, norm);
+            self.insert(value, residual, converged, top, &vector)?;
+        }
+        Ok((steps, engine.exhausted))
+    }
+
+    /// Forms the listed Ritz vectors and their computed residuals (one product each).
+    fn verify<P: Progress + ?Sized>(
+        &mut self,
+        engine: &mut Engine<'a, S, A>,
+        ritz: &engine::Ritz,
+        indices: &[usize],
+        progress: &P,
+    ) -> Result<Vec<(f64, f64, S::Vector)>> {
+        let before = engine.products;
+        let mut out = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let mut y = self.space.zeros()?;
+            let (theta, residual) =
+                engine.explicit_residual(ritz.eig.vector(i), &mut y, progress)?;
+            out.push((theta, residual, y));
+        }
+        self.verification_products += engine.products - before;
+        Ok(out)
+    }
+
+    /// Locks a verified pair: fills a free slot, or replaces the weakest pair of its
+    /// end when the new one lies further out.
+    fn insert(
+        &mut self,
+        value: f64,
+        residual: f64,
+        converged: bool,
+        top: bool,
+        vector: &S::Vector,
+    ) -> Result<()> {
+        let same_end: Vec<usize> = (0..self.pairs.len())
+            .filter(|&i| self.pairs[i].top == top)
+            .collect();
+        let per_end = match self.options.which {
+            Which::Both => self.options.k,
+            _ => self.target.total(),
+        };
+        if same_end.len() < per_end {
+            let slot = self.space.basis_len(&self.locked);
+            self.space.basis_push(&mut self.locked, vector)?;
+            self.pairs.push(LockedPair {
+                value,
+                residual,
+                converged,
+                slot,
+                top,
+            });
+            return Ok(());
+        }
+        let outer = |v: f64| if top { v } else { -v };
+        // invariant: same_end is non-empty here (per_end >= 1).
+        let weakest = *same_end
+            .iter()
+            .min_by(|&&a, &&b| outer(self.pairs[a].value).total_cmp(&outer(self.pairs[b].value)))
+            .expect("an end with pairs");
+        if outer(value) > outer(self.pairs[weakest].value) {
+            let slot = self.pairs[weakest].slot;
+            self.space.basis_set(&mut self.locked, slot, vector)?;
+            self.pairs[weakest] = LockedPair {
+                value,
+                residual,
+                converged,
+                slot,
+                top,
+            };
+        }
+        Ok(())
+    }
+
+    /// One multiplicity probe: Lanczos on the deflated operator from a fresh random
+    /// vector. Returns whether it found a pair that belongs to the wanted set.
+    fn probe<P: Progress + ?Sized>(&mut self, main_steps: u64, progress: &P) -> Result<bool> {
+        let mut engine = self.new_engine(self.probes as u64)?;
+        let boundary = |pairs: &[LockedPair], top: bool| {
+            let values = pairs.iter().filter(|p| p.top == top).map(|p| p.value);
+            if top {
+                values.fold(f64::INFINITY, f64::min)
+            } else {
+                values.fold(f64::NEG_INFINITY, f64::max)
+            }
+        };
+        let ends: Vec<bool> = match self.options.which {
+            Which::Largest => vec![true],
+            Which::Smallest => vec![false],
+            Which::Both => vec![true, false],
+        };
+        let edges: Vec<f64> = ends.iter().map(|&top| boundary(&self.pairs, top)).collect();
+        let mut since_check = 0;
+        let mut steps = 0u64;
+        let mut candidates: Vec<(usize, bool)> = Vec::new();
+        let mut final_ritz = None;
+        while !engine.exhausted && self.can_step(engine.products) {
+            engine.step(&self.locked, progress)?;
+            steps += 1;
+            self.peak_stored = self
+                .peak_stored
+                .max(engine.stored() + self.space.basis_len(&self.locked));
+            since_check += 1;
+            if !(engine.exhausted || Self::check_due(engine.len(), since_check)) {
+                continue;
+            }
+            since_check = 0;
+            let ritz = engine.ritz()?;
+            let norm = engine.norm_estimate.max(self.norm_estimate);
+            let len = engine.len();
+            let converged =
+                |i: usize| ritz.residuals[i] <= self.tolerance(ritz.eig.values[i], norm);
+            let mut done = true;
+            candidates.clear();
+            for (&top, &edge) in ends.iter().zip(&edges) {
+                let beyond: Vec<usize> = (0..len)
+                    .filter(|&i| {
+                        let v = ritz.eig.values[i];
+                        let margin = self.tolerance(edge, norm);
+                        if top {
+                            v > edge + margin
+                        } else {
+                            v < edge - margin
+                        }
+                    })
+                    .collect();
+                let extreme = if top { len - 1 } else { 0 };
+                let end_done = (converged(extreme) && beyond.iter().all(|&i| converged(i)))
+                    || (steps >= main_steps && beyond.is_empty());
+                done &= end_done;
+                candidates.extend(
+                    beyond
+                        .into_iter()
+                        .filter(|&i| converged(i))
+                        .map(|i| (i, top)),
+                );
+            }
+            if done || engine.exhausted {
+                final_ritz = Some(ritz);
+                break;
+            }
+        }
+        let found = match final_ritz {
+            Some(ritz) if !candidates.is_empty() => {
+                let indices: Vec<usize> = candidates.iter().map(|c| c.0).collect();
+                let norm = engine.norm_estimate.max(self.norm_estimate);
+                let pairs = self.verify(&mut engine, &ritz, &indices, progress)?;
+                let mut found = false;
+                for ((value, residual, vector), &(_, top)) in pairs.into_iter().zip(&candidates) {
+                    if residual <= self.verified_tolerance(value, norm) {
+                        self.insert(value, residual, true, top, &vector)?;
+                        found = true;
+                    }
+                }
+                found
+            }
+            _ => false,
+        };
+        self.probe_products += engine.products;
+        self.absorb(&engine)?;
+        Ok(found)
+    }
+
+    fn finish(self) -> Result<LanczosResult<S::Vector>> {
+        let mut order: Vec<usize> = (0..self.pairs.len()).collect();
+        match self.options.which {
+            Which::Smallest => {
+                order.sort_by(|&a, &b| self.pairs[a].value.total_cmp(&self.pairs[b].value))
+            }
+            _ => order.sort_by(|&a, &b| self.pairs[b].value.total_cmp(&self.pairs[a].value)),
+        }
+        let vectors = if self.options.ritz_vectors {
+            let mut vs = Vec::with_capacity(order.len());
+            for &i in &order {
+                let mut v = self.space.zeros()?;
+                self.space
+                    .basis_get(&self.locked, self.pairs[i].slot, &mut v)?;
+                vs.push(v);
+            }
+            Some(vs)
+        } else {
+            None
+        };
+        let ritz_orthogonality_loss = if self.options.measure_orthogonality {
+            let gram = self.space.basis_gram(&self.locked)?;
+            Some(super::vector::orthogonality_loss(
+                &gram,
+                self.space.basis_len(&self.locked),
+            ))
+        } else {
+            None
+        };
+        let estimated_orthogonality = match self.orthogonality {
+            Orthogonality::Partial { .. } => Some(self.largest_omega),
+            Orthogonality::Full => None,
+        };
+        Ok(LanczosResult {
+            eigenvalues: order.iter().map(|&i| self.pairs[i].value).collect(),
+            residuals: order.iter().map(|&i| self.pairs[i].residual).collect(),
+            converged: order.iter().map(|&i| self.pairs[i].converged).collect(),
+            residuals_computed: true,
+            vectors,
+            products: self.products,
+            verification_products: self.verification_products,
+            probe_products: self.probe_products,
+            probes: self.probes,
+            probes_successful: self.probes_successful,
+            restarts: self.restarts,
+            reorthogonalizations: self.reorthogonalizations,
+            peak_stored_vectors: self.peak_stored,
+            orthogonality_loss: self.orthogonality_loss,
+            ritz_orthogonality_loss,
+            estimated_orthogonality,
+            ghosts: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+//! Lanczos against faer's dense eigensolver on matrices with known spectra.
+
+use super::*;
+use crate::progress::Silent;
+use crate::spectral::bounds::theoretical_products;
+use crate::spectral::host::{HostSpace, random_values};
+use crate::spectral::operator::{Counting, Diagonal};
+use crate::spectral::testing::with_spectrum;
+use crate::spectral::vector::Distribution;
+
+/// The exact wanted eigenvalues in the order `lanczos` reports them.
+fn exact_wanted(sorted_ascending: &[f64], k: usize, which: Which) -> Vec<f64> {
+    let n = sorted_ascending.len();
+    let top = sorted_ascending[n - k..].iter().rev().copied();
+    let bottom = sorted_ascending[..k].iter().copied();
+    match which {
+        Which::Largest => top.collect(),
+        Which::Smallest => bottom.collect(),
+        Which::Both => top.chain(bottom.rev()).collect(),
+    }
+}
+
+fn uniform(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
+    random_values(n, Distribution::Gaussian, seed, 77)
+        .iter()
+        .map(|g| lo + (hi - lo) * 0.5 * (1.0 + libm_erf(g / std::f64::consts::SQRT_2)))
+        .collect()
+}
+
+/// erf by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7): only shapes test spectra.
+fn libm_erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    (1.0 - poly * (-x * x).exp()).copysign(x)
+}
+
+struct Case {
+    name: &'static str,
+    spectrum: Vec<f64>,
+    which: Which,
+}
+
+/// Places `outliers` first, then a bulk drawn uniformly from `bulk`.
+fn spectrum(n: usize, outliers: &[f64], bulk: (f64, f64), seed: u64) -> Vec<f64> {
+    let mut values = uniform(n, bulk.0, bulk.1, seed);
+    values[..outliers.len()].copy_from_slice(outliers);
+    values
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // Indefinite, with separated outliers at both ends.
+        Case {
+            name: "indefinite n=300",
+            spectrum: spectrum(
+                300,
+                &[4.0, 3.6, 3.3, 3.1, 3.0, -4.0, -3.5, -3.2, -3.1, -3.0],
+                (-2.5, 2.5),
+                1,
+            ),
+            which: Which::Both,
+        },
+        // Indefinite with no outliers: the ends of a uniform bulk are packed tight.
+        Case {
+            name: "uniform n=200",
+            spectrum: uniform(200, -1.0, 1.0, 2),
+            which: Which::Both,
+        },
+        // A cluster of three within 2e-4 relative at the top.
+        Case {
+            name: "clustered n=1000",
+            spectrum: spectrum(1000, &[10.0, 9.999, 9.998, 9.5, 9.4], (0.0, 8.0), 3),
+            which: Which::Largest,
+        },
+        // Exactly repeated eigenvalues at both ends (a triple and a double).
+        Case {
+            name: "repeated n=800",
+            spectrum: spectrum(
+                800,
+                &[5.0, 5.0, 5.0, 4.0, 3.5, -3.0, -3.0, -2.8, -2.7, -2.6],
+                (-2.0, 3.0),
+                4,
+            ),
+            which: Which::Both,
+        },
+        // A triple eigenvalue far above the rest: converges before rounding can
+        // reveal the copies, so the multiplicity probes must find them.
+        Case {
+            name: "separated triple n=600",
+            spectrum: spectrum(600, &[5.0, 5.0, 5.0, 2.0, 1.9], (0.0, 1.0), 6),
+            which: Which::Largest,
+        },
+        // Hessian-like: decaying positive outliers, a bulk near zero, small negatives.
+        Case {
+            name: "hessian-like n=2000",
+            spectrum: {
+                let mut outliers: Vec<f64> =
+                    (0..20).map(|i| 50.0 / (1.0 + i as f64).powf(1.5)).collect();
+                outliers.extend([-0.5, -0.4, -0.3, -0.25, -0.2]);
+                spectrum(2000, &outliers, (-0.05, 0.1), 5)
+            },
+            which: Which::Both,
+        },
+    ]
+}
+
+#[test]
+fn full_reorthogonalization_meets_1e_10_within_3x_theory() {
+    let tol = 1e-10;
+    let k = 5;
+    println!("| case | which | max rel. error | products | theory | ratio | probes | orth. loss |");
+    for (c, case) in cases().into_iter().enumerate() {
+        let a = with_spectrum(&case.spectrum, 10 + c as u64);
+        let exact = a.eigenvalues().unwrap();
+        let n = exact.len();
+        let op = Counting::new(&a);
+        let options = LanczosOptions {
+            k,
+            which: case.which,
+            tol,
+            max_products: 2000,
+            seed: c as u64,
+            ..LanczosOptions::default()
+        };
+        let result = lanczos(&op, &HostSpace::new(n), &options, &Silent).unwrap();
+        let wanted = exact_wanted(&exact, k, case.which);
+        let worst = result
+            .eigenvalues
+            .iter()
+            .zip(&wanted)
+            .map(|(got, want)| (got - want).abs() / want.abs())
+            .fold(0.0, f64::max);
+        let theory = theoretical_products(&case.spectrum, k, case.which, tol);
+        let ratio = result.products as f64 / theory as f64;
+        println!(
+            "| {} | {:?} | {:.1e} | {} | {} | {:.2} | {}/{} | {:.1e} |",
+            case.name,
+            case.which,
+            worst,
+            result.products,
+            theory,
+            ratio,
+            result.probes_successful,
+            result.probes,
+            result.orthogonality_loss.unwrap()
+        );
+        assert_eq!(
+            result.products,
+            op.products(),
+            "{}: product count",
+            case.name
+        );
+        assert!(
+            result.converged.iter().all(|&c| c),
+            "{}: not converged",
+            case.name
+        );
+        assert!(
+            result
+                .residuals
+                .iter()
+                .zip(&result.eigenvalues)
+                .all(|(r, t)| *r <= tol * t.abs()),
+            "{}: residuals {:?}",
+            case.name,
+            result.residuals
+        );
+        assert!(
+            worst <= tol,
+            "{}: eigenvalues {:?} vs {:?}",
+            case.name,
+            result.eigenvalues,
+            wanted
+        );
+        assert!(
+            ratio <= 3.0,
+            "{}: {} products, theory {}",
+            case.name,
+            result.products,
+            theory
+        );
+    }
+}
+
+#[test]
+fn multiplicity_probes_find_missing_copies() {
+    // The top eigenvalue is a triple far above the rest and k = 3: the first phase
+    // converges on one copy and two lesser values before rounding can reveal the
+    // other copies; the probes of the deflated operator must supply them.
+    let values = spectrum(600, &[5.0, 5.0, 5.0, 2.0, 1.9], (0.0, 1.0), 6);
+    let a = with_spectrum(&values, 7);
+    let options = LanczosOptions {
+        k: 3,
+        tol: 1e-10,
+        max_products: 1000,
+        ..LanczosOptions::default()
+    };
+    let result = lanczos(&a, &HostSpace::new(600), &options, &Silent).unwrap();
+    println!(
+        "{:?} probes {}/{} products {} (probe {})",
+        result.eigenvalues,
+        result.probes_successful,
+        result.probes,
+        result.products,
+        result.probe_products
+    );
+    assert!(
+        result
+            .eigenvalues
+            .iter()
+            .all(|v| (v - 5.0).abs() <= 1e-10 * 5.0),
+        "{:?}",
+        result.eigenvalues
+    );
+    let theory = theoretical_products(&values, 3, Which::Largest, 1e-10);
+    assert!(
+        result.products as f64 <= 3.0 * theory as f64,
+        "{} vs theory {theory}",
+        result.products
+    );
+
+    let without = LanczosOptions {
+        verify_multiplicity: false,
+        ..options
+    };
+    let single = lanczos(&a, &HostSpace::new(600), &without, &Silent).unwrap();
+    println!("without probes: {:?}", single.eigenvalues);
+}
+
+/// A 10^5-dimensional diagonal operator: five separated top eigenvalues, a
+/// uniform bulk, and a few negative values.
+fn large_diagonal() -> Diagonal {
+    let n = 100_000;
+    let mut values = uniform(n, -1.0, 8.0, 8);
+    values[..5].copy_from_slice(&[10.0, 9.7, 9.5, 9.2, 9.0]);
+    Diagonal::new(values)
+}
+
+#[test]
+fn memory_bounded_mode_meets_1e_10_with_40_vectors() {
+    let op = large_diagonal();
+    let mut exact = op.values().to_vec();
+    exact.sort_by(f64::total_cmp);
+    let wanted = exact_wanted(&exact, 5, Which::Largest);
+    let n = exact.len();
+    for precision in [Precision::F64, Precision::F32] {
+        let options = LanczosOptions {
+            k: 5,
+            tol: 1e-10,
+            max_products: 3000,
+            reorthogonalization: Reorthogonalization::Partial,
+            max_basis: 40,
+            basis_precision: precision,
+            ..LanczosOptions::default()
+        };
+        let result = lanczos(&op, &HostSpace::new(n), &options, &Silent).unwrap();
+        let worst = result
+            .eigenvalues
+            .iter()
+            .zip(&wanted)
+            .map(|(g, w)| (g - w).abs() / w.abs())
+            .fold(0.0, f64::max);
+        let theory = theoretical_products(&exact, 5, Which::Largest, 1e-10);
+        println!(
+            "{precision:?}: error {worst:.1e} products {} (theory {theory}, probe {}) restarts {} reorth {} peak {} loss {:?} omega {:?} residuals {:?}",
+            result.products,
+            result.probe_products,
+            result.restarts,
+            result.reorthogonalizations,
+            result.peak_stored_vectors,
+            result.orthogonality_loss,
+            result.estimated_orthogonality,
+            result.residuals
+        );
+        assert!(result.peak_stored_vectors <= 40);
+    }
+}
+
+/// Strakoš's diagonal matrix: eigenvalues accumulating at the lower end and well
+/// separated at the upper end, the classic test on which Lanczos without
+/// reorthogonalization produces ghost copies of the largest eigenvalues.
+fn strakos(n: usize, lo: f64, hi: f64, rho: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| lo + (i as f64 / (n - 1) as f64) * (hi - lo) * rho.powi((n - 1 - i) as i32))
+        .collect()
+}
+
+#[test]
+fn ghosts_are_detected_without_reorthogonalization() {
+    let values = strakos(48, 0.1, 100.0, 0.9);
+    let op = Diagonal::new(values.clone());
+    let mut exact = values.clone();
+    exact.sort_by(f64::total_cmp);
+    let options = LanczosOptions {
+        k: 4,
+        tol: 0.0,
+        max_products: 150,
+        reorthogonalization: Reorthogonalization::None,
+        ..LanczosOptions::default()
+    };
+    let result = lanczos(&op, &HostSpace::new(48), &options, &Silent).unwrap();
+    println!(
+        "good {:?}\nghosts {:?}\nloss {:?}",
+        result.eigenvalues, result.ghosts, result.orthogonality_loss
+    );
+    // Orthogonality is lost completely...
+    assert!(result.orthogonality_loss.unwrap() > 0.1);
+    // ...copies of the largest eigenvalue appeared and were marked...
+    let top = exact[47];
+    let copies = result
+        .ghosts
+        .iter()
+        .filter(|g| (*g - top).abs() <= 1e-8 * top)
+        .count();
+    assert!(
+        copies >= 1,
+        "no ghost of the top eigenvalue among {:?}",
+        result.ghosts
+    );
+    // ...and the reported values are the distinct top eigenvalues, once each.
+    let wanted = exact_wanted(&exact, 4, Which::Largest);
+    for (got, want) in result.eigenvalues.iter().zip(&wanted) {
+        assert!(
+            (got - want).abs() <= 1e-10 * want,
+            "{:?} vs {:?}",
+            result.eigenvalues,
+            wanted
+        );
+    }
+    assert_eq!(result.products, 150);
+}
