@@ -76,7 +76,9 @@ fn hvp(args: HvpArgs) -> anyhow::Result<()> {
         .into());
     }
     if args.batch == 0 || args.seq == 0 {
-        return Err(crate::Error::arg("--batch/--seq", "need at least one sequence of one token").into());
+        return Err(
+            crate::Error::arg("--batch/--seq", "need at least one sequence of one token").into(),
+        );
     }
     match args.dtype {
         Precision::F32 => hvp_on::<f32, _>(Cpu, &args),
@@ -115,10 +117,21 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs) -> anyhow::Resul
         args.warmup
     );
     let progress = super::BarProgress::new();
-    let phases = bench_hvp(&model, &data, mask.indices(), args.reps, args.warmup, args.seed, &progress)?;
+    let phases = bench_hvp(
+        &model,
+        &data,
+        mask.indices(),
+        args.reps,
+        args.warmup,
+        args.seed,
+        &progress,
+    )?;
     drop(progress);
     let table = Table::new()
-        .with_str("phase", phases.iter().map(|p| p.phase.to_string()).collect())
+        .with_str(
+            "phase",
+            phases.iter().map(|p| p.phase.to_string()).collect(),
+        )
         .with_f64("median_ms", phases.iter().map(|p| p.median()).collect())
         .with_f64("min_ms", phases.iter().map(|p| p.min()).collect())
         .with_f64("max_ms", phases.iter().map(|p| p.max()).collect());

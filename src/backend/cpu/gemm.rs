@@ -42,10 +42,12 @@ pub fn gemm<T: CpuScalar>(spec: &Gemm, a: &[T], b: &[T], c: &mut [T], par: Par) 
             }
             continue;
         }
-        // faer's kernels run fastest with a column-major destination, so a row-major
-        // product C = A B is handed over as C^T = B^T A^T (the same memory).
-        let dst = MatMut::from_column_major_slice_with_stride_mut(c, spec.n, spec.m, spec.ldc);
-        matmul(dst, accum, rhs.transpose(), lhs.transpose(), alpha, par);
+        // A row-major destination, built as the transpose of a column-major view:
+        // faer 0.24.4's `from_row_major_slice_with_stride_mut` builds a column-major
+        // view instead (its read-only twin is right), which the test below catches.
+        let dst = MatMut::from_column_major_slice_with_stride_mut(c, spec.n, spec.m, spec.ldc)
+            .transpose_mut();
+        matmul(dst, accum, lhs, rhs, alpha, par);
     }
     match par {
         Par::Seq => clear_upper_vector_state(),
@@ -130,22 +132,28 @@ mod tests {
                 .map(|i| ((i as f64 + seed) * 0.37).sin())
                 .collect::<Vec<_>>()
         };
-        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-            for accumulate in [false, true] {
-                let (m, n, k) = (5, 7, 3);
-                let mut spec = Gemm::new(m, n, k, ta, tb).alpha(0.5);
-                spec.accumulate = accumulate;
-                // padded leading dimensions and two matrices per batch
-                let (lda, ldb, ldc) = (spec.lda + 2, spec.ldb + 1, spec.ldc + 3);
-                let spec = spec.leading(lda, ldb, ldc).batched(2, 40, 50, 60);
-                let a = fill(100, 1.0);
-                let b = fill(120, 2.0);
-                let mut c = fill(130, 3.0);
-                let mut want = c.clone();
-                naive(&spec, &a, &b, &mut want);
-                gemm(&spec, &a, &b, &mut c, Par::Seq);
-                for (x, y) in c.iter().zip(&want) {
-                    assert!((x - y).abs() < 1e-14, "{ta} {tb} {accumulate}: {x} vs {y}");
+        // faer's small-matrix kernels, then its blocked ones
+        for (m, n, k) in [(5, 7, 3), (40, 70, 30)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for accumulate in [false, true] {
+                    let mut spec = Gemm::new(m, n, k, ta, tb).alpha(0.5);
+                    spec.accumulate = accumulate;
+                    // padded leading dimensions and two matrices per batch
+                    let (lda, ldb, ldc) = (spec.lda + 2, spec.ldb + 1, spec.ldc + 3);
+                    let (sa, sb, sc) = (m.max(k) * lda + 7, n.max(k) * ldb + 5, m * ldc + 9);
+                    let spec = spec.leading(lda, ldb, ldc).batched(2, sa, sb, sc);
+                    let a = fill(2 * sa, 1.0);
+                    let b = fill(2 * sb, 2.0);
+                    let mut c = fill(2 * sc, 3.0);
+                    let mut want = c.clone();
+                    naive(&spec, &a, &b, &mut want);
+                    gemm(&spec, &a, &b, &mut c, Par::rayon(2));
+                    for (x, y) in c.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() < 1e-13,
+                            "{m}x{n}x{k} {ta} {tb} {accumulate}: {x} vs {y}"
+                        );
+                    }
                 }
             }
         }
