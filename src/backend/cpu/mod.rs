@@ -149,6 +149,7 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         gemm::gemm(spec, a, b, c, Par::rayon(0));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sparse_matmul_nt(
         &self,
         out: &mut [T],
@@ -162,6 +163,7 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         sparse::matmul_nt(out, x, idx, values, rows, out_dim, in_dim);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sparse_matmul_nn(
         &self,
         out: &mut [T],
@@ -175,6 +177,7 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         sparse::matmul_nn(out, dy, idx, values, rows, out_dim, in_dim);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sampled_matmul_tn(
         &self,
         out: &mut [T],
