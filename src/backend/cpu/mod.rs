@@ -15,7 +15,6 @@ mod sparse;
 
 use std::ops::Range;
 
-use faer::Par;
 use rayon::prelude::*;
 
 use super::Scalar;
@@ -146,7 +145,7 @@ impl<T: CpuScalar> Backend<T> for Cpu {
     }
 
     fn gemm(&self, spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
-        gemm::gemm(spec, a, b, c, Par::rayon(0));
+        gemm::gemm(spec, a, b, c);
     }
 
     #[allow(clippy::too_many_arguments)]
