@@ -252,6 +252,7 @@ pub trait Backend<T: Scalar>: Sync {
     /// `out[r, o] += sum_e values[e] * x[r, i_e]` where entry `e` of the sparse
     /// `out_dim x in_dim` matrix sits at flat index `idx[e] = o_e * in_dim + i_e`:
     /// `x W^T` for a sparse `W`. Cost `O(nnz * rows)`.
+    #[allow(clippy::too_many_arguments)]
     fn sparse_matmul_nt(
         &self,
         out: Self::ViewMut<'_>,
@@ -264,6 +265,7 @@ pub trait Backend<T: Scalar>: Sync {
     );
     /// `out[r, i] += sum_e values[e] * dy[r, o_e]`: `dy W` for a sparse `W` (layout as
     /// in [`Backend::sparse_matmul_nt`]). Cost `O(nnz * rows)`.
+    #[allow(clippy::too_many_arguments)]
     fn sparse_matmul_nn(
         &self,
         out: Self::ViewMut<'_>,
@@ -277,6 +279,7 @@ pub trait Backend<T: Scalar>: Sync {
     /// `out[e] += sum_r a[r, o_e] * b[r, i_e]`: the entries of `A^T B` at a sparse
     /// pattern (a weight gradient formed only where a mask keeps it). `a` is
     /// `rows x out_dim`, `b` is `rows x in_dim`. Cost `O(nnz * rows)`.
+    #[allow(clippy::too_many_arguments)]
     fn sampled_matmul_tn(
         &self,
         out: Self::ViewMut<'_>,

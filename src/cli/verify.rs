@@ -65,7 +65,10 @@ where
         .map(|c| format!("{} ({:.2e} > {:.0e})", c.quantity, c.rel_error, c.tolerance))
         .collect();
     if !failed.is_empty() {
-        bail!("verification failed, outside tolerance: {}", failed.join(", "));
+        bail!(
+            "verification failed, outside tolerance: {}",
+            failed.join(", ")
+        );
     }
     println!("all {} quantities within tolerance", report.checks.len());
     Ok(())

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
-use super::batch::{Batch, IGNORE_LABEL, TokenBatch, Targets};
+use super::batch::{Batch, IGNORE_LABEL, Targets, TokenBatch};
 use super::config::OptConfig;
 use super::objective::Objective;
 use super::opt::Opt;
@@ -26,16 +26,30 @@ const PROBE_STREAM: u64 = 0x7072_6f62; // "prob"
 /// special tokens), scored on every next token, as in PyTorch's reference benchmark.
 pub fn random_batch(config: &OptConfig, batch: usize, seq: usize, seed: u64) -> Result<Batch> {
     if config.vocab_size <= 4 {
-        return Err(Error::arg("--config", "the vocabulary needs more than the 4 special tokens"));
+        return Err(Error::arg(
+            "--config",
+            "the vocabulary needs more than the 4 special tokens",
+        ));
     }
     let mut r = rng::stream(seed, TOKENS_STREAM);
-    let input_ids: Vec<u32> = (0..batch * seq).map(|_| r.random_range(4..config.vocab_size as u32)).collect();
+    let input_ids: Vec<u32> = (0..batch * seq)
+        .map(|_| r.random_range(4..config.vocab_size as u32))
+        .collect();
     let labels = input_ids
         .iter()
         .enumerate()
-        .map(|(i, &id)| if i % seq == 0 { IGNORE_LABEL } else { i64::from(id) })
+        .map(|(i, &id)| {
+            if i % seq == 0 {
+                IGNORE_LABEL
+            } else {
+                i64::from(id)
+            }
+        })
         .collect();
-    Ok(Batch { tokens: TokenBatch::unpadded(batch, seq, input_ids), targets: Targets::NextToken { labels } })
+    Ok(Batch {
+        tokens: TokenBatch::unpadded(batch, seq, input_ids),
+        targets: Targets::NextToken { labels },
+    })
 }
 
 /// Timings of one phase, in milliseconds.
@@ -94,7 +108,11 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     let mut objective = Objective::new(model, data)?;
     objective.set_mask(mask)?;
     let mut r = rng::stream(seed, PROBE_STREAM);
-    let mut normal = |len: usize| -> Vec<T> { (0..len).map(|_| T::from_f64(r.sample(StandardNormal))).collect() };
+    let mut normal = |len: usize| -> Vec<T> {
+        (0..len)
+            .map(|_| T::from_f64(r.sample(StandardNormal)))
+            .collect()
+    };
     let v = b.upload(&normal(n))?;
     let vk = b.upload(&normal(mask.len()))?;
     let mut grad = b.zeros(n)?;
@@ -116,8 +134,14 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     };
     Ok(vec![
         time("forward", &mut || objective.loss().map(drop))?,
-        time("gradient", &mut || objective.gradient_into(&mut grad).map(drop))?,
-        time("hvp", &mut || objective.hvp_into(&v, &mut hvp, None).map(drop))?,
-        time("masked hvp", &mut || objective.masked_hvp_into(&vk, &mut hvp_k).map(drop))?,
+        time("gradient", &mut || {
+            objective.gradient_into(&mut grad).map(drop)
+        })?,
+        time("hvp", &mut || {
+            objective.hvp_into(&v, &mut hvp, None).map(drop)
+        })?,
+        time("masked hvp", &mut || {
+            objective.masked_hvp_into(&vk, &mut hvp_k).map(drop)
+        })?,
     ])
 }

@@ -18,7 +18,13 @@ pub struct Objective<'m, T: Scalar, B: Backend<T>> {
     batches: Vec<Prepared<T, B>>,
     terms: usize,
     workspace: Option<Workspace<T, B>>,
-    mask: Option<(MaskPlan<T, B>, Vec<B::Buf>)>,
+    mask: Option<MaskState<T, B>>,
+}
+
+/// A prepared mask and the output scratch of its small tensors.
+struct MaskState<T: Scalar, B: Backend<T>> {
+    plan: MaskPlan<T, B>,
+    scratch: Vec<B::Buf>,
 }
 
 /// The results of one forward-over-reverse pass over the dataset.
@@ -206,13 +212,13 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
     pub fn set_mask(&mut self, mask: &[u64]) -> Result<()> {
         let plan = MaskPlan::new(self.model, mask)?;
         let scratch = plan.output_scratch(self.model.backend())?;
-        self.mask = Some((plan, scratch));
+        self.mask = Some(MaskState { plan, scratch });
         Ok(())
     }
 
     /// The number k of masked coordinates, once a mask is set.
     pub fn mask_len(&self) -> Option<usize> {
-        self.mask.as_ref().map(|(plan, _)| plan.len())
+        self.mask.as_ref().map(|m| m.plan.len())
     }
 
     /// The masked Hessian times a k-vector: `(H (P^T v))[mask]` with `P^T v` the
@@ -221,7 +227,7 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
     pub fn masked_hvp_into(&mut self, v: &B::Buf, out: &mut B::Buf) -> Result<SweepScalars> {
         let b = self.model.backend();
         let scale = self.scale();
-        let (plan, scratch) = self.mask.as_mut().ok_or_else(|| {
+        let MaskState { plan, scratch } = self.mask.as_mut().ok_or_else(|| {
             Error::arg(
                 "mask",
                 "set a mask before asking for a masked Hessian-vector product",

@@ -46,8 +46,116 @@ pub struct Opt<T: Scalar, B: Backend<T>> {
     config: OptConfig,
     layout: ParamLayout,
     params: B::Buf,
-    entries: HashMap<ParamRole, usize>,
+    tensors: Tensors,
     _scalar: PhantomData<T>,
+}
+
+/// A linear layer's weight and bias, as positions in the layout.
+#[derive(Clone, Copy, Debug)]
+struct Lin {
+    w: usize,
+    b: Option<usize>,
+}
+
+/// A LayerNorm's weight and bias (absent without elementwise affine).
+#[derive(Clone, Copy, Debug)]
+struct Norm {
+    w: Option<usize>,
+    b: Option<usize>,
+}
+
+/// The tensors of one decoder block.
+#[derive(Clone, Copy, Debug)]
+struct BlockTensors {
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    out: Lin,
+    /// `self_attn_layer_norm`.
+    ln1: Norm,
+    fc1: Lin,
+    fc2: Lin,
+    /// `final_layer_norm` of the block.
+    ln2: Norm,
+}
+
+/// Where every tensor the network reads sits in the layout, resolved once so that
+/// the sweeps never look anything up.
+#[derive(Clone, Debug)]
+struct Tensors {
+    token: usize,
+    position: usize,
+    project_in: Option<Lin>,
+    project_out: Option<Lin>,
+    final_ln: Norm,
+    /// The LM head's weight: the token embedding when tied.
+    head: Lin,
+    blocks: Vec<BlockTensors>,
+}
+
+impl Tensors {
+    fn resolve(layout: &ParamLayout, config: &OptConfig) -> Result<Self> {
+        let entries: HashMap<ParamRole, usize> = layout
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.role, i))
+            .collect();
+        let find = |role: ParamRole| entries.get(&role).copied();
+        let need = |role: ParamRole| {
+            find(role)
+                .ok_or_else(|| Error::Unsupported(format!("the parameter layout has no {role:?}")))
+        };
+        let lin = |w: ParamRole, b: Option<ParamRole>| -> Result<Lin> {
+            Ok(Lin {
+                w: need(w)?,
+                b: b.and_then(find),
+            })
+        };
+        let layer = |layer: usize, tensor: LayerTensor| ParamRole::Layer { layer, tensor };
+        let blocks = (0..config.num_hidden_layers)
+            .map(|l| {
+                use LayerTensor::*;
+                let pair = |w, b| lin(layer(l, w), Some(layer(l, b)));
+                let norm = |w, b| Norm {
+                    w: find(layer(l, w)),
+                    b: find(layer(l, b)),
+                };
+                Ok(BlockTensors {
+                    q: pair(QWeight, QBias)?,
+                    k: pair(KWeight, KBias)?,
+                    v: pair(VWeight, VBias)?,
+                    out: pair(OutWeight, OutBias)?,
+                    ln1: norm(AttnLayerNormWeight, AttnLayerNormBias),
+                    fc1: pair(Fc1Weight, Fc1Bias)?,
+                    fc2: pair(Fc2Weight, Fc2Bias)?,
+                    ln2: norm(FinalLayerNormWeight, FinalLayerNormBias),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let head = if config.tie_word_embeddings {
+            ParamRole::TokenEmbedding
+        } else {
+            ParamRole::LmHead
+        };
+        let projections = config.has_projections();
+        Ok(Tensors {
+            token: need(ParamRole::TokenEmbedding)?,
+            position: need(ParamRole::PositionEmbedding)?,
+            project_in: projections
+                .then(|| lin(ParamRole::ProjectIn, None))
+                .transpose()?,
+            project_out: projections
+                .then(|| lin(ParamRole::ProjectOut, None))
+                .transpose()?,
+            final_ln: Norm {
+                w: find(ParamRole::FinalLayerNormWeight),
+                b: find(ParamRole::FinalLayerNormBias),
+            },
+            head: lin(head, None)?,
+            blocks,
+        })
+    }
 }
 
 impl<T: Scalar, B: Backend<T>> Opt<T, B> {
@@ -65,19 +173,14 @@ impl<T: Scalar, B: Backend<T>> Opt<T, B> {
             let name = layout.entry_of(i).map_or("?", |e| e.name.as_str());
             return Err(Error::NonFinite(format!("parameter {i} (in `{name}`)")));
         }
-        let entries = layout
-            .entries()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.role, i))
-            .collect();
+        let tensors = Tensors::resolve(&layout, &config)?;
         let params = backend.upload(params)?;
         Ok(Opt {
             backend,
             config,
             layout,
             params,
-            entries,
+            tensors,
             _scalar: PhantomData,
         })
     }
@@ -97,24 +200,6 @@ impl<T: Scalar, B: Backend<T>> Opt<T, B> {
     /// Number of parameters N.
     pub fn num_params(&self) -> usize {
         self.layout.total()
-    }
-
-    /// The layout index of the tensor with `role`, if the model has one.
-    fn entry(&self, role: ParamRole) -> Option<usize> {
-        self.entries.get(&role).copied()
-    }
-
-    fn layer_entry(&self, layer: usize, tensor: LayerTensor) -> Option<usize> {
-        self.entry(ParamRole::Layer { layer, tensor })
-    }
-
-    /// The tensor the LM head multiplies by: the token embedding when tied.
-    fn head_entry(&self) -> Option<usize> {
-        if self.config.tie_word_embeddings {
-            self.entry(ParamRole::TokenEmbedding)
-        } else {
-            self.entry(ParamRole::LmHead)
-        }
     }
 
     fn param(&self, entry: usize) -> B::View<'_> {
@@ -828,34 +913,26 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         }
     }
 
-    fn linear_params(&self, w: usize, bias: Option<usize>) -> LinearParams<'a, T, B> {
+    fn linear_params(&self, p: Lin) -> LinearParams<'a, T, B> {
         LinearParams {
-            weight: self.m.param(w),
-            bias: self.param(bias),
-            weight_dot: self.tangent(Some(w)),
-            bias_dot: self.tangent(bias).dense(),
+            weight: self.m.param(p.w),
+            bias: self.param(p.b),
+            weight_dot: self.tangent(Some(p.w)),
+            bias_dot: self.tangent(p.b).dense(),
         }
     }
 
-    fn affine(
-        &self,
-        w: Option<usize>,
-        bias: Option<usize>,
-    ) -> (Affine<B::View<'a>>, Affine<B::View<'a>>) {
+    fn affine(&self, n: Norm) -> (Affine<B::View<'a>>, Affine<B::View<'a>>) {
         (
             Affine {
-                weight: self.param(w),
-                bias: self.param(bias),
+                weight: self.param(n.w),
+                bias: self.param(n.b),
             },
             Affine {
-                weight: self.tangent(w).dense(),
-                bias: self.tangent(bias).dense(),
+                weight: self.tangent(n.w).dense(),
+                bias: self.tangent(n.b).dense(),
             },
         )
-    }
-
-    fn layer(&self, l: usize, t: LayerTensor) -> Option<usize> {
-        self.m.layer_entry(l, t)
     }
 
     // ---- the ops in either mode ----
@@ -883,11 +960,10 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         y: &mut B::Buf,
         x: &B::Buf,
         x_live: bool,
-        w: usize,
-        bias: Option<usize>,
+        lp: Lin,
     ) -> bool {
         let b = self.b;
-        let p = self.linear_params(w, bias);
+        let p = self.linear_params(lp);
         if self.dual {
             lin.forward_dual(b, b.view_mut(y), b.view(x), x_live, &p)
         } else {
@@ -906,12 +982,11 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         dy: &B::Buf,
         x: &B::Buf,
         x_live: bool,
-        w: usize,
-        bias: Option<usize>,
+        lp: Lin,
     ) {
         let b = self.b;
-        let p = self.linear_params(w, bias);
-        let (ow, ob) = outs.take2(self.m, Some(w), bias);
+        let p = self.linear_params(lp);
+        let (ow, ob) = outs.take2(self.m, Some(lp.w), lp.b);
         let dx = dx.map(|d| b.view_mut(d));
         if self.dual {
             let grads = LinearGrads {
@@ -952,11 +1027,10 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         rstd: &mut B::Buf,
         inp: &B::Buf,
         inp_live: bool,
-        w: Option<usize>,
-        bias: Option<usize>,
+        n: Norm,
     ) -> bool {
         let (b, ln, h) = (self.b, self.layernorm(), self.d.hidden);
-        let (params, params_dot) = self.affine(w, bias);
+        let (params, params_dot) = self.affine(n);
         if !self.dual {
             ln.forward(
                 b,
@@ -1005,12 +1079,11 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         inp: &B::Buf,
         mean: &B::Buf,
         rstd: &B::Buf,
-        w: Option<usize>,
-        bias: Option<usize>,
+        n: Norm,
     ) {
         let (b, ln, h) = (self.b, self.layernorm(), self.d.hidden);
-        let (params, params_dot) = self.affine(w, bias);
-        let (ow, ob) = outs.take2(self.m, w, bias);
+        let (params, params_dot) = self.affine(n);
+        let (ow, ob) = outs.take2(self.m, n.w, n.b);
         let (mean, rstd) = (b.view(mean), b.view(rstd));
         if !self.dual {
             let d = Affine {
@@ -1115,21 +1188,12 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         let live = &mut ws.live;
         live.streams = vec![false; self.d.layers + 1];
         live.layers = vec![LayerLive::default(); self.d.layers];
-        // invariant: every OPT layout has token and position embeddings
-        let tok = self
-            .m
-            .entry(ParamRole::TokenEmbedding)
-            .expect("token embedding");
-        let pos = self
-            .m
-            .entry(ParamRole::PositionEmbedding)
-            .expect("position embedding");
+        let t = &self.m.tensors;
+        let (tok, pos) = (t.token, t.position);
         let stream0 = &mut acts.streams[0];
-        live.streams[0] = if c.has_projections() {
+        live.streams[0] = if let Some(pi) = t.project_in {
             live.tok = self.embedding_forward(&mut acts.tok, &batch.ids, tok, e, false);
-            // invariant: project_in exists with projections
-            let pi = self.m.entry(ParamRole::ProjectIn).expect("project_in");
-            self.linear_forward(self.linear(e, h), stream0, &acts.tok, live.tok, pi, None)
+            self.linear_forward(self.linear(e, h), stream0, &acts.tok, live.tok, pi)
         } else {
             self.embedding_forward(stream0, &batch.ids, tok, h, false)
         };
@@ -1151,18 +1215,13 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         let last = &acts.streams[self.d.layers];
         let mut x_live = live.streams[self.d.layers];
         if c.has_final_layer_norm() {
-            let (w, bias) = (
-                self.m.entry(ParamRole::FinalLayerNormWeight),
-                self.m.entry(ParamRole::FinalLayerNormBias),
-            );
             x_live = self.layernorm_forward(
                 &mut acts.lnf,
                 &mut acts.lnf_mean,
                 &mut acts.lnf_rstd,
                 last,
                 x_live,
-                w,
-                bias,
+                t.final_ln,
             );
             live.lnf = x_live;
         }
@@ -1171,22 +1230,17 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         } else {
             last
         };
-        if c.has_projections() {
-            // invariant: project_out exists with projections
-            let po = self.m.entry(ParamRole::ProjectOut).expect("project_out");
-            x_live = self.linear_forward(self.linear(h, e), &mut acts.proj, x, x_live, po, None);
+        if let Some(po) = t.project_out {
+            x_live = self.linear_forward(self.linear(h, e), &mut acts.proj, x, x_live, po);
             live.proj = x_live;
         }
         let x = if c.has_projections() { &acts.proj } else { x };
-        // invariant: the LM head is the tied embedding or lm_head, which the layout has
-        let head = self.m.head_entry().expect("LM head");
         live.logits = self.linear_forward(
             self.linear(e, self.d.vocab),
             &mut acts.logits,
             x,
             x_live,
-            head,
-            None,
+            t.head,
         );
 
         let b = self.b;
@@ -1236,14 +1290,12 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         out: &mut B::Buf,
         batch: &Prepared<T, B>,
     ) -> (bool, bool) {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let (b, h) = (self.b, self.d.hidden);
         let lin = self.linear(h, h);
-        // invariant: every block has its four projection weights
-        let w = |t| self.layer(l, t).expect("attention weight");
-        let lq = self.linear_forward(lin, &mut la.q, x, x_live, w(QWeight), self.layer(l, QBias));
-        let lk = self.linear_forward(lin, &mut la.k, x, x_live, w(KWeight), self.layer(l, KBias));
-        let lv = self.linear_forward(lin, &mut la.v, x, x_live, w(VWeight), self.layer(l, VBias));
+        let lq = self.linear_forward(lin, &mut la.q, x, x_live, bt.q);
+        let lk = self.linear_forward(lin, &mut la.k, x, x_live, bt.k);
+        let lv = self.linear_forward(lin, &mut la.v, x, x_live, bt.v);
         let att = Attention {
             dims: self.d.attention(),
         };
@@ -1284,14 +1336,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 &batch.key_mask,
             );
         }
-        let out_live = self.linear_forward(
-            lin,
-            out,
-            &la.attn,
-            attn_live,
-            w(OutWeight),
-            self.layer(l, OutBias),
-        );
+        let out_live = self.linear_forward(lin, out, &la.attn, attn_live, bt.out);
         (attn_live, out_live)
     }
 
@@ -1305,18 +1350,9 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         x_live: bool,
         out: &mut B::Buf,
     ) -> (bool, bool) {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let (b, h, f) = (self.b, self.d.hidden, self.d.ffn);
-        // invariant: every block has fc1 and fc2
-        let w = |t| self.layer(l, t).expect("mlp weight");
-        let fc1_live = self.linear_forward(
-            self.linear(h, f),
-            &mut la.fc1,
-            x,
-            x_live,
-            w(Fc1Weight),
-            self.layer(l, Fc1Bias),
-        );
+        let fc1_live = self.linear_forward(self.linear(h, f), &mut la.fc1, x, x_live, bt.fc1);
         if self.dual {
             let (a, ad) = self.halves(&mut la.act, f);
             Relu.forward(b, a, self.val(&la.fc1, f));
@@ -1328,14 +1364,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         } else {
             Relu.forward(b, b.view_mut(&mut la.act), b.view(&la.fc1));
         }
-        let out_live = self.linear_forward(
-            self.linear(f, h),
-            out,
-            &la.act,
-            fc1_live,
-            w(Fc2Weight),
-            self.layer(l, Fc2Bias),
-        );
+        let out_live = self.linear_forward(self.linear(f, h), out, &la.act, fc1_live, bt.fc2);
         (fc1_live, out_live)
     }
 
@@ -1351,20 +1380,16 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         out: &mut B::Buf,
         batch: &Prepared<T, B>,
     ) -> bool {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let b = self.b;
-        let (w1, b1) = (
-            self.layer(l, AttnLayerNormWeight),
-            self.layer(l, AttnLayerNormBias),
-        );
+        let ln1 = bt.ln1;
         live.attn_in = self.layernorm_forward(
             &mut la.attn_in,
             &mut la.ln1_mean,
             &mut la.ln1_rstd,
             inp,
             inp_live,
-            w1,
-            b1,
+            ln1,
         );
         let (attn_live, branch_live) = self.attention_block(
             l,
@@ -1377,18 +1402,14 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         live.attn = attn_live;
         Residual.forward(b, b.view_mut(&mut la.mid), b.view(inp));
         live.mid = inp_live || branch_live;
-        let (w2, b2) = (
-            self.layer(l, FinalLayerNormWeight),
-            self.layer(l, FinalLayerNormBias),
-        );
+        let ln2 = bt.ln2;
         live.ffn_in = self.layernorm_forward(
             &mut la.ffn_in,
             &mut la.ln2_mean,
             &mut la.ln2_rstd,
             &la.mid,
             live.mid,
-            w2,
-            b2,
+            ln2,
         );
         let (fc1_live, mlp_live) = self.mlp_block(l, &mut la.mlp, &la.ffn_in, live.ffn_in, out);
         live.fc1 = fc1_live;
@@ -1408,43 +1429,35 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         out: &mut B::Buf,
         batch: &Prepared<T, B>,
     ) -> bool {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let b = self.b;
         let (attn_live, branch_live) =
             self.attention_block(l, &mut la.att, inp, inp_live, &mut la.mid, batch);
         live.attn = attn_live;
         Residual.forward(b, b.view_mut(&mut la.mid), b.view(inp));
         live.mid = inp_live || branch_live;
-        let (w1, b1) = (
-            self.layer(l, AttnLayerNormWeight),
-            self.layer(l, AttnLayerNormBias),
-        );
+        let ln1 = bt.ln1;
         live.ffn_in = self.layernorm_forward(
             &mut la.ffn_in,
             &mut la.ln1_mean,
             &mut la.ln1_rstd,
             &la.mid,
             live.mid,
-            w1,
-            b1,
+            ln1,
         );
         let (fc1_live, mlp_live) =
             self.mlp_block(l, &mut la.mlp, &la.ffn_in, live.ffn_in, &mut la.ffn_sum);
         live.fc1 = fc1_live;
         Residual.forward(b, b.view_mut(&mut la.ffn_sum), b.view(&la.ffn_in));
         live.ffn_sum = live.ffn_in || mlp_live;
-        let (w2, b2) = (
-            self.layer(l, FinalLayerNormWeight),
-            self.layer(l, FinalLayerNormBias),
-        );
+        let ln2 = bt.ln2;
         self.layernorm_forward(
             out,
             &mut la.ln2_mean,
             &mut la.ln2_rstd,
             &la.ffn_sum,
             live.ffn_sum,
-            w2,
-            b2,
+            ln2,
         )
     }
 
@@ -1569,7 +1582,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         } else {
             (top_in, top_live)
         };
-        let head = self.m.head_entry().expect("LM head");
+        let t = &self.m.tensors;
         let head_dx = if c.has_projections() {
             &mut adj.emb
         } else {
@@ -1583,11 +1596,9 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             &adj.logits,
             head_in,
             head_live,
-            head,
-            None,
+            t.head,
         );
-        if c.has_projections() {
-            let po = self.m.entry(ParamRole::ProjectOut).expect("project_out");
+        if let Some(po) = t.project_out {
             self.linear_backward(
                 outs,
                 self.linear(h, e),
@@ -1597,15 +1608,10 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 top_in,
                 top_live,
                 po,
-                None,
             );
         }
         if c.has_final_layer_norm() {
             b.zero(b.view_mut(&mut adj.stream));
-            let (w, bias) = (
-                self.m.entry(ParamRole::FinalLayerNormWeight),
-                self.m.entry(ParamRole::FinalLayerNormBias),
-            );
             self.layernorm_backward(
                 outs,
                 &mut adj.stream,
@@ -1613,8 +1619,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 last,
                 &acts.lnf_mean,
                 &acts.lnf_rstd,
-                w,
-                bias,
+                t.final_ln,
             );
         } else {
             b.copy(b.view_mut(&mut adj.stream), b.view(&adj.tmp));
@@ -1647,17 +1652,9 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         }
 
         // positions, project_in, token embedding
-        let pos = self
-            .m
-            .entry(ParamRole::PositionEmbedding)
-            .expect("position embedding");
-        self.embedding_backward(outs, &adj.stream, &batch.positions, pos, h);
-        let tok = self
-            .m
-            .entry(ParamRole::TokenEmbedding)
-            .expect("token embedding");
-        if c.has_projections() {
-            let pi = self.m.entry(ParamRole::ProjectIn).expect("project_in");
+        self.embedding_backward(outs, &adj.stream, &batch.positions, t.position, h);
+        let tok = t.token;
+        if let Some(pi) = t.project_in {
             self.linear_backward(
                 outs,
                 self.linear(e, h),
@@ -1667,7 +1664,6 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 &acts.tok,
                 live.tok,
                 pi,
-                None,
             );
             self.embedding_backward(outs, &adj.emb, &batch.ids, tok, e);
         } else {
@@ -1692,10 +1688,9 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         adj: &mut AttnAdjoints<B::Buf>,
         outs: &mut Outputs<'_, T, B>,
     ) {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let (b, h) = (self.b, self.d.hidden);
         let lin = self.linear(h, h);
-        let w = |t| self.layer(l, t).expect("attention weight");
         self.linear_backward(
             outs,
             lin,
@@ -1704,8 +1699,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             d_out,
             &la.attn,
             attn_live,
-            w(OutWeight),
-            self.layer(l, OutBias),
+            bt.out,
         );
         let att = Attention {
             dims: self.d.attention(),
@@ -1767,24 +1761,10 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             att.vjp(b, d, b.view(&adj.attn), b.view(&la.probs), vals);
         }
         let mut dx = dx;
-        let grads = [
-            (&adj.q, QWeight, QBias),
-            (&adj.k, KWeight, KBias),
-            (&adj.v, VWeight, VBias),
-        ];
-        for (i, (dy, wt, bt)) in grads.into_iter().enumerate() {
+        let grads = [(&adj.q, bt.q), (&adj.k, bt.k), (&adj.v, bt.v)];
+        for (i, (dy, lp)) in grads.into_iter().enumerate() {
             let acc = dx_accumulate || i > 0;
-            self.linear_backward(
-                outs,
-                lin,
-                dx.as_deref_mut(),
-                acc,
-                dy,
-                x,
-                x_live,
-                w(wt),
-                self.layer(l, bt),
-            );
+            self.linear_backward(outs, lin, dx.as_deref_mut(), acc, dy, x, x_live, lp);
         }
     }
 
@@ -1802,9 +1782,8 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         adj: &mut MlpAdjoints<B::Buf>,
         outs: &mut Outputs<'_, T, B>,
     ) {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let (b, h, f) = (self.b, self.d.hidden, self.d.ffn);
-        let w = |t| self.layer(l, t).expect("mlp weight");
         self.linear_backward(
             outs,
             self.linear(f, h),
@@ -1813,8 +1792,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             d_out,
             &la.act,
             live.fc1,
-            w(Fc2Weight),
-            self.layer(l, Fc2Bias),
+            bt.fc2,
         );
         if self.dual {
             let (t, a) = self.halves(&mut adj.fc, f);
@@ -1836,8 +1814,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             &adj.fc,
             ffn_in,
             live.ffn_in,
-            w(Fc1Weight),
-            self.layer(l, Fc1Bias),
+            bt.fc1,
         );
     }
 
@@ -1854,7 +1831,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         adj: &mut Adjoints<B::Buf>,
         outs: &mut Outputs<'_, T, B>,
     ) {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let b = self.b;
         // d mid = d out (residual) + LN2^T mlp^T d out
         self.mlp_block_reverse(
@@ -1868,10 +1845,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             &mut adj.mlp,
             outs,
         );
-        let (w2, b2) = (
-            self.layer(l, FinalLayerNormWeight),
-            self.layer(l, FinalLayerNormBias),
-        );
+        let ln2 = bt.ln2;
         self.layernorm_backward(
             outs,
             &mut adj.stream,
@@ -1879,15 +1853,11 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             &la.mid,
             &la.ln2_mean,
             &la.ln2_rstd,
-            w2,
-            b2,
+            ln2,
         );
         // d inp = d mid (residual) + LN1^T attn^T d mid
-        let (w1, b1) = (
-            self.layer(l, AttnLayerNormWeight),
-            self.layer(l, AttnLayerNormBias),
-        );
-        let need_dx = need_below || outs.wants(w1) || outs.wants(b1);
+        let ln1 = bt.ln1;
+        let need_dx = need_below || outs.wants(ln1.w) || outs.wants(ln1.b);
         let dx = need_dx.then_some(&mut adj.ln);
         self.attention_block_reverse(
             l,
@@ -1909,8 +1879,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 inp,
                 &la.ln1_mean,
                 &la.ln1_rstd,
-                w1,
-                b1,
+                ln1,
             );
         } else if need_dx {
             // only LayerNorm 1's own parameters are wanted: its input adjoint is scratch
@@ -1922,8 +1891,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 inp,
                 &la.ln1_mean,
                 &la.ln1_rstd,
-                w1,
-                b1,
+                ln1,
             );
         }
     }
@@ -1941,14 +1909,11 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         adj: &mut Adjoints<B::Buf>,
         outs: &mut Outputs<'_, T, B>,
     ) {
-        use LayerTensor::*;
+        let bt = self.m.tensors.blocks[l];
         let b = self.b;
         // d ffn_sum = LN2^T d out, kept in `ln`
         b.zero(b.view_mut(&mut adj.ln));
-        let (w2, b2) = (
-            self.layer(l, FinalLayerNormWeight),
-            self.layer(l, FinalLayerNormBias),
-        );
+        let ln2 = bt.ln2;
         self.layernorm_backward(
             outs,
             &mut adj.ln,
@@ -1956,8 +1921,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             &la.ffn_sum,
             &la.ln2_mean,
             &la.ln2_rstd,
-            w2,
-            b2,
+            ln2,
         );
         // d ffn_in = d ffn_sum (residual) + mlp^T d ffn_sum, in `tmp`
         b.copy(b.view_mut(&mut adj.tmp), b.view(&adj.ln));
@@ -1974,10 +1938,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         );
         // d mid = LN1^T d ffn_in, in `stream`, and a copy in `ln` to read from
         b.zero(b.view_mut(&mut adj.stream));
-        let (w1, b1) = (
-            self.layer(l, AttnLayerNormWeight),
-            self.layer(l, AttnLayerNormBias),
-        );
+        let ln1 = bt.ln1;
         self.layernorm_backward(
             outs,
             &mut adj.stream,
@@ -1985,8 +1946,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             &la.mid,
             &la.ln1_mean,
             &la.ln1_rstd,
-            w1,
-            b1,
+            ln1,
         );
         b.copy(b.view_mut(&mut adj.ln), b.view(&adj.stream));
         // d inp = d mid (residual) + attn^T d mid

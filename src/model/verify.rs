@@ -100,13 +100,12 @@ pub struct Reference {
     pub full_hessian_trace: Option<RefTensor>,
 }
 
-fn read_tensor(
-    st: &SafeTensors<'_>,
-    path: &Path,
-    name: &str,
-) -> Result<Option<(Vec<usize>, Dtype, Vec<u8>)>> {
+/// A tensor as stored: shape, element type and little-endian bytes.
+type Stored<'a> = (Vec<usize>, Dtype, &'a [u8]);
+
+fn read_tensor<'a>(st: &SafeTensors<'a>, path: &Path, name: &str) -> Result<Option<Stored<'a>>> {
     match st.tensor(name) {
-        Ok(t) => Ok(Some((t.shape().to_vec(), t.dtype(), t.data().to_vec()))),
+        Ok(t) => Ok(Some((t.shape().to_vec(), t.dtype(), t.data()))),
         Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
         Err(e) => Err(Error::file(path, format!("tensor `{name}`: {e}"))),
     }
@@ -156,7 +155,7 @@ impl Reference {
         let int_tensor = |name: &str| -> Result<(Vec<usize>, Vec<i64>)> {
             let (shape, dtype, data) = read_tensor(&st, path, name)?
                 .ok_or_else(|| Error::file(path, format!("missing tensor `{name}`")))?;
-            Ok((shape, ints(path, name, dtype, &data)?))
+            Ok((shape, ints(path, name, dtype, data)?))
         };
         let (shape, input_ids) = int_tensor("input_ids")?;
         let [batch, seq] = shape[..] else {
@@ -180,14 +179,14 @@ impl Reference {
             read_tensor(&st, path, name)?
                 .map(|(shape, dtype, data)| {
                     Ok(RefTensor {
-                        values: floats(path, name, dtype, &data)?,
+                        values: floats(path, name, dtype, data)?,
                         shape,
                     })
                 })
                 .transpose()
         };
         let mask_idx = read_tensor(&st, path, "mask_idx")?
-            .map(|(_, dtype, data)| ints(path, "mask_idx", dtype, &data))
+            .map(|(_, dtype, data)| ints(path, "mask_idx", dtype, data))
             .transpose()?;
         Ok(Reference {
             path: path.to_path_buf(),

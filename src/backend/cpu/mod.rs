@@ -15,7 +15,6 @@ mod sparse;
 
 use std::ops::Range;
 
-use faer::Par;
 use rayon::prelude::*;
 
 use super::Scalar;
@@ -146,9 +145,10 @@ impl<T: CpuScalar> Backend<T> for Cpu {
     }
 
     fn gemm(&self, spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
-        gemm::gemm(spec, a, b, c, Par::rayon(0));
+        gemm::gemm(spec, a, b, c);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sparse_matmul_nt(
         &self,
         out: &mut [T],
@@ -162,6 +162,7 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         sparse::matmul_nt(out, x, idx, values, rows, out_dim, in_dim);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sparse_matmul_nn(
         &self,
         out: &mut [T],
@@ -175,6 +176,7 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         sparse::matmul_nn(out, dy, idx, values, rows, out_dim, in_dim);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sampled_matmul_tn(
         &self,
         out: &mut [T],

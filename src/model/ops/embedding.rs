@@ -155,7 +155,7 @@ mod tests {
     fn sparse_lookup_and_sampled_gradient_match_dense_ones() {
         let idx: Vec<u32> = vec![1, 6, 7, 11];
         let values = normal(idx.len(), 1);
-        let mut dense = vec![0.0; TABLE_ROWS * E.width];
+        let mut dense = [0.0; TABLE_ROWS * E.width];
         for (&i, &v) in idx.iter().zip(&values) {
             dense[i as usize] = v;
         }
@@ -176,7 +176,7 @@ mod tests {
         assert!(rel_err(&y_sparse, &y_dense) < 1e-15);
 
         let dout = normal(E.rows * E.width, 3);
-        let mut full = vec![0.0; TABLE_ROWS * E.width];
+        let mut full = [0.0; TABLE_ROWS * E.width];
         E.vjp_jvp::<f64, Cpu>(&Cpu, TangentOut::Dense(&mut full[..]), &dout, &ids);
         let mut masked = vec![0.0; idx.len()];
         E.vjp_jvp::<f64, Cpu>(
