@@ -9,6 +9,7 @@ mod mask;
 mod probe;
 mod progress;
 mod reproduce;
+mod spectrum;
 mod theory;
 mod tokenizer;
 mod verify;
@@ -61,7 +62,9 @@ enum Command {
     Landscape(probe::LandscapeArgs),
     /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
     Sweep(probe::SweepArgs),
-    /// Timed benchmarks, one group per area (`bench theory`, `bench hvp`).
+    /// Eigenvalues, spectral density or trace of a dense symmetric matrix.
+    Spectrum(spectrum::SpectrumArgs),
+    /// Timed benchmarks, one group per area (`bench theory`, `bench hvp`, `bench spectral`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe::run_probe_command(args),
         Command::Landscape(args) => probe::run_landscape_command(args),
         Command::Sweep(args) => probe::run_sweep_command(args),
+        Command::Spectrum(args) => spectrum::run(args),
         Command::Bench(command) => bench::run(command),
     };
     match result {

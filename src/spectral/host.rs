@@ -14,7 +14,7 @@ use rand::Rng as _;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
-use super::vector::{Distribution, Precision, VectorSpace};
+use super::vector::{BlockDots, Distribution, Precision, VectorSpace};
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::rng;
@@ -155,6 +155,15 @@ fn check_len(space: &HostSpace, len: usize) -> Result<()> {
             expected: vec![space.dim],
             found: vec![len],
         })
+    }
+}
+
+/// Checks that every listed slot is stored.
+fn check_slots(basis: &HostBasis, slots: &[usize]) -> Result<()> {
+    let len = basis.len();
+    match slots.iter().find(|&&s| s >= len) {
+        Some(&bad) => Err(slot_error(bad, len)),
+        None => Ok(()),
     }
 }
 
@@ -302,6 +311,137 @@ impl VectorSpace for HostSpace {
         Ok(parts.into_iter().sum::<f64>().sqrt())
     }
 
+    fn axpy_dot_block(
+        &self,
+        alpha: f64,
+        x: &Vec<f64>,
+        y: &mut Vec<f64>,
+        z: &Vec<f64>,
+        basis: &HostBasis,
+        slots: &[usize],
+    ) -> Result<BlockDots> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        check_len(self, z.len())?;
+        check_slots(basis, slots)?;
+        let n = self.dim;
+        let m = slots.len();
+        let parts = with_store!(basis, vecs => {
+            y.par_chunks_mut(CHUNK)
+                .enumerate()
+                .map(|(c, yc)| {
+                    let r = chunk_range(n, c);
+                    axpy_kernel(alpha, &x[r.clone()], yc);
+                    let zc = &z[r.clone()];
+                    let mut out = Vec::with_capacity(2 * m + 3);
+                    out.push(dot_kernel(yc, zc));
+                    out.push(dot_kernel(yc, yc));
+                    out.push(dot_kernel(zc, zc));
+                    out.extend(slots.iter().map(|&s| dot_kernel(&vecs[s][r.clone()], yc)));
+                    out.extend(slots.iter().map(|&s| dot_kernel(&vecs[s][r.clone()], zc)));
+                    out
+                })
+                .collect::<Vec<_>>()
+        });
+        let sums = sum_parts(&parts, 2 * m + 3);
+        Ok(BlockDots {
+            z_dot: sums[0],
+            norm_squared: sums[1],
+            z_norm_squared: sums[2],
+            slot_dots: sums[3..m + 3].to_vec(),
+            slot_dots_z: sums[m + 3..].to_vec(),
+        })
+    }
+
+    fn update_scale_push(
+        &self,
+        alpha: f64,
+        x: &Vec<f64>,
+        y: &mut Vec<f64>,
+        basis: &mut HostBasis,
+        slots: &[usize],
+        coeffs: &[f64],
+        scale: f64,
+    ) -> Result<()> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        check_slots(basis, slots)?;
+        if basis.len() >= basis.capacity {
+            return Err(Error::Numerical(format!(
+                "basis full ({} vectors)",
+                basis.capacity
+            )));
+        }
+        fn sweep<T: Scalar>(
+            n: usize,
+            vecs: &[Vec<T>],
+            alpha: f64,
+            x: &[f64],
+            y: &mut [f64],
+            slots: &[usize],
+            coeffs: &[f64],
+            scale: f64,
+        ) -> Vec<T> {
+            let mut copy = vec![T::ZERO; n];
+            copy.par_chunks_mut(CHUNK)
+                .zip(y.par_chunks_mut(CHUNK))
+                .enumerate()
+                .for_each(|(c, (out, yc))| {
+                    let r = chunk_range(n, c);
+                    axpy_kernel(alpha, &x[r.clone()], yc);
+                    for (&s, &coef) in slots.iter().zip(coeffs) {
+                        axpy_kernel(-coef, &vecs[s][r.clone()], yc);
+                    }
+                    for (o, v) in out.iter_mut().zip(yc.iter_mut()) {
+                        *v *= scale;
+                        *o = T::from_f64(*v);
+                    }
+                });
+            copy
+        }
+        let n = self.dim;
+        match &mut basis.store {
+            Store::F64(vecs) => {
+                let copy = sweep(n, vecs, alpha, x, y, slots, coeffs, scale);
+                vecs.push(copy);
+            }
+            Store::F32(vecs) => {
+                let copy = sweep(n, vecs, alpha, x, y, slots, coeffs, scale);
+                vecs.push(copy);
+            }
+        }
+        Ok(())
+    }
+
+    fn axpy_subtract_norm(
+        &self,
+        alpha: f64,
+        x: &Vec<f64>,
+        y: &mut Vec<f64>,
+        basis: &HostBasis,
+        slots: &[usize],
+        coeffs: &[f64],
+    ) -> Result<f64> {
+        check_len(self, x.len())?;
+        check_len(self, y.len())?;
+        check_slots(basis, slots)?;
+        let n = self.dim;
+        let parts = with_store!(basis, vecs => {
+            y.par_chunks_mut(CHUNK)
+                .enumerate()
+                .map(|(c, yc)| {
+                    let r = chunk_range(n, c);
+                    axpy_kernel(alpha, &x[r.clone()], yc);
+                    for (&s, &coef) in slots.iter().zip(coeffs) {
+                        axpy_kernel(-coef, &vecs[s][r.clone()], yc);
+                    }
+                    dot_kernel(yc, yc)
+                })
+                .collect::<Vec<f64>>()
+        });
+        Ok(parts.into_iter().sum::<f64>().sqrt())
+    }
+
     fn new_basis(&self, capacity: usize, precision: Precision) -> Result<HostBasis> {
         let store = match precision {
             Precision::F64 => Store::F64(Vec::new()),
@@ -312,6 +452,13 @@ impl VectorSpace for HostSpace {
 
     fn basis_len(&self, basis: &HostBasis) -> usize {
         basis.len()
+    }
+
+    fn basis_precision(&self, basis: &HostBasis) -> Precision {
+        match basis.store {
+            Store::F64(_) => Precision::F64,
+            Store::F32(_) => Precision::F32,
+        }
     }
 
     fn basis_push(&self, basis: &mut HostBasis, x: &Vec<f64>) -> Result<()> {
@@ -325,6 +472,33 @@ impl VectorSpace for HostSpace {
         match &mut basis.store {
             Store::F64(v) => v.push(x.clone()),
             Store::F32(v) => v.push(x.par_iter().map(|&a| a as f32).collect()),
+        }
+        Ok(())
+    }
+
+    fn scale_and_push(&self, alpha: f64, x: &mut Vec<f64>, basis: &mut HostBasis) -> Result<()> {
+        check_len(self, x.len())?;
+        if basis.len() >= basis.capacity {
+            return Err(Error::Numerical(format!(
+                "basis full ({} vectors)",
+                basis.capacity
+            )));
+        }
+        fn scaled_copy<T: Scalar>(alpha: f64, x: &mut [f64]) -> Vec<T> {
+            let mut copy = vec![T::ZERO; x.len()];
+            copy.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks_mut(CHUNK))
+                .for_each(|(c, xc)| {
+                    for (ci, xi) in c.iter_mut().zip(xc.iter_mut()) {
+                        *xi *= alpha;
+                        *ci = T::from_f64(*xi);
+                    }
+                });
+            copy
+        }
+        match &mut basis.store {
+            Store::F64(v) => v.push(scaled_copy(alpha, x)),
+            Store::F32(v) => v.push(scaled_copy(alpha, x)),
         }
         Ok(())
     }
@@ -368,10 +542,7 @@ impl VectorSpace for HostSpace {
 
     fn basis_dots(&self, basis: &HostBasis, slots: &[usize], x: &Vec<f64>) -> Result<Vec<f64>> {
         check_len(self, x.len())?;
-        let len = basis.len();
-        if let Some(&bad) = slots.iter().find(|&&s| s >= len) {
-            return Err(slot_error(bad, len));
-        }
+        check_slots(basis, slots)?;
         let n = self.dim;
         let parts = with_store!(basis, vecs => map_chunks(n, |c| {
             let r = chunk_range(n, c);
@@ -391,10 +562,7 @@ impl VectorSpace for HostSpace {
         x: &mut Vec<f64>,
     ) -> Result<()> {
         check_len(self, x.len())?;
-        let len = basis.len();
-        if let Some(&bad) = slots.iter().find(|&&s| s >= len) {
-            return Err(slot_error(bad, len));
-        }
+        check_slots(basis, slots)?;
         with_store!(basis, vecs => {
             x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, xc)| {
                 let r = chunk_range(self.dim, c);
@@ -417,31 +585,21 @@ impl VectorSpace for HostSpace {
         x: &mut Vec<f64>,
     ) -> Result<(Vec<f64>, f64)> {
         let first = self.basis_dots(basis, slots, x)?;
-        let n = self.dim;
-        let subtract_then = |coeffs: &[f64], x: &mut Vec<f64>, then_dots: bool| {
-            with_store!(basis, vecs => {
-                x.par_chunks_mut(CHUNK)
-                    .enumerate()
-                    .map(|(c, xc)| {
-                        let r = chunk_range(n, c);
-                        for (&s, &coef) in slots.iter().zip(coeffs) {
-                            axpy_kernel(-coef, &vecs[s][r.clone()], xc);
-                        }
-                        if then_dots {
-                            slots
-                                .iter()
-                                .map(|&s| dot_kernel(&vecs[s][r.clone()], xc))
-                                .collect::<Vec<f64>>()
-                        } else {
-                            vec![dot_kernel(xc, xc)]
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            })
-        };
-        let second = sum_parts(&subtract_then(&first, x, true), slots.len());
-        let norm_squared = sum_parts(&subtract_then(&second, x, false), 1)[0];
+        let second = subtract_sweep(self.dim, basis, slots, &first, x, Then::Dots);
+        let norm_squared = subtract_sweep(self.dim, basis, slots, &second, x, Then::Norm)[0];
         let coeffs = first.iter().zip(&second).map(|(a, b)| a + b).collect();
+        Ok((coeffs, norm_squared.sqrt()))
+    }
+
+    /// One pass in two sweeps, the norm accumulated in the second.
+    fn basis_project_out(
+        &self,
+        basis: &HostBasis,
+        slots: &[usize],
+        x: &mut Vec<f64>,
+    ) -> Result<(Vec<f64>, f64)> {
+        let coeffs = self.basis_dots(basis, slots, x)?;
+        let norm_squared = subtract_sweep(self.dim, basis, slots, &coeffs, x, Then::Norm)[0];
         Ok((coeffs, norm_squared.sqrt()))
     }
 
@@ -523,6 +681,47 @@ impl VectorSpace for HostSpace {
         }
         Ok(gram)
     }
+}
+
+/// What a subtraction sweep accumulates after subtracting.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    /// The projections of the updated `x` on the same slots.
+    Dots,
+    /// `‖x‖²` of the updated `x` (a single value).
+    Norm,
+}
+
+/// `x -= Σ coeffs[i] v_{slots[i]}`, chunk by chunk, then per chunk either the new
+/// projections or the squared norm; returns their chunk-ordered sums.
+fn subtract_sweep(
+    n: usize,
+    basis: &HostBasis,
+    slots: &[usize],
+    coeffs: &[f64],
+    x: &mut [f64],
+    then: Then,
+) -> Vec<f64> {
+    let parts = with_store!(basis, vecs => {
+        x.par_chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(c, xc)| {
+                let r = chunk_range(n, c);
+                for (&s, &coef) in slots.iter().zip(coeffs) {
+                    axpy_kernel(-coef, &vecs[s][r.clone()], xc);
+                }
+                match then {
+                    Then::Dots => slots
+                        .iter()
+                        .map(|&s| dot_kernel(&vecs[s][r.clone()], xc))
+                        .collect::<Vec<f64>>(),
+                    Then::Norm => vec![dot_kernel(xc, xc)],
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let len = if then == Then::Dots { slots.len() } else { 1 };
+    sum_parts(&parts, len)
 }
 
 /// Element-wise sum of per-chunk partial results, in chunk order.

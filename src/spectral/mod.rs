@@ -24,8 +24,10 @@ pub mod bounds;
 pub mod dense;
 pub mod host;
 pub mod lanczos;
+pub mod metered;
 pub mod operator;
 pub mod power;
+pub mod report;
 pub mod slq;
 pub(crate) mod small;
 #[cfg(test)]

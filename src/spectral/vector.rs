@@ -104,11 +104,68 @@ pub trait VectorSpace: Sync {
         self.norm(y)
     }
 
+    /// `y += alpha x`, then the reductions a Lanczos step needs from one sweep:
+    /// `z · y`, `‖y‖²`, `‖z‖²`, and `v_s · y`, `v_s · z` for the listed slots
+    /// (selective orthogonalization folded in).
+    fn axpy_dot_block(
+        &self,
+        alpha: f64,
+        x: &Self::Vector,
+        y: &mut Self::Vector,
+        z: &Self::Vector,
+        basis: &Self::Basis,
+        slots: &[usize],
+    ) -> Result<BlockDots> {
+        let z_dot = self.axpy_dot(alpha, x, y, z)?;
+        Ok(BlockDots {
+            z_dot,
+            norm_squared: self.dot(y, y)?,
+            z_norm_squared: self.dot(z, z)?,
+            slot_dots: self.basis_dots(basis, slots, y)?,
+            slot_dots_z: self.basis_dots(basis, slots, z)?,
+        })
+    }
+    /// `y += alpha x - Σ coeffs[i] v_{slots[i]}`, then returns `‖y‖₂`: the second
+    /// sweep of a Lanczos step with selective orthogonalization folded in.
+    fn axpy_subtract_norm(
+        &self,
+        alpha: f64,
+        x: &Self::Vector,
+        y: &mut Self::Vector,
+        basis: &Self::Basis,
+        slots: &[usize],
+        coeffs: &[f64],
+    ) -> Result<f64> {
+        self.axpy(alpha, x, y)?;
+        self.basis_subtract(basis, slots, coeffs, y)?;
+        self.norm(y)
+    }
+
+    /// `y ← (y + alpha x - Σ coeffs[i] v_{slots[i]}) · scale`, then appends a copy of
+    /// `y` to `basis`: the second sweep of a Lanczos step whose norm is already known.
+    #[allow(clippy::too_many_arguments)]
+    fn update_scale_push(
+        &self,
+        alpha: f64,
+        x: &Self::Vector,
+        y: &mut Self::Vector,
+        basis: &mut Self::Basis,
+        slots: &[usize],
+        coeffs: &[f64],
+        scale: f64,
+    ) -> Result<()> {
+        self.axpy(alpha, x, y)?;
+        self.basis_subtract(basis, slots, coeffs, y)?;
+        self.scale_and_push(scale, y, basis)
+    }
+
     /// An empty basis that can hold up to `capacity` vectors in `precision`.
     /// Memory is taken as vectors are pushed, not up front.
     fn new_basis(&self, capacity: usize, precision: Precision) -> Result<Self::Basis>;
     /// Number of stored vectors.
     fn basis_len(&self, basis: &Self::Basis) -> usize;
+    /// The precision the basis stores its vectors in.
+    fn basis_precision(&self, basis: &Self::Basis) -> Precision;
     /// Appends a copy of `x` (rounded to the basis precision); fails when full.
     fn basis_push(&self, basis: &mut Self::Basis, x: &Self::Vector) -> Result<()>;
     /// `x *= alpha`, then appends a copy of `x` (one pass when fused).
@@ -160,6 +217,19 @@ pub trait VectorSpace: Sync {
         let coeffs = first.iter().zip(&second).map(|(a, b)| a + b).collect();
         Ok((coeffs, self.norm(x)?))
     }
+    /// One classical Gram–Schmidt pass: `x -= V_S (V_Sᵀ x)` over the listed slots.
+    /// Enough when `x` is already nearly orthogonal to them (partial
+    /// reorthogonalization). Returns the coefficients and the norm of the result.
+    fn basis_project_out(
+        &self,
+        basis: &Self::Basis,
+        slots: &[usize],
+        x: &mut Self::Vector,
+    ) -> Result<(Vec<f64>, f64)> {
+        let coeffs = self.basis_dots(basis, slots, x)?;
+        self.basis_subtract(basis, slots, &coeffs, x)?;
+        Ok((coeffs, self.norm(x)?))
+    }
     /// `out = Σ_i coeffs[i] v_i` over the first `coeffs.len()` slots (a Ritz vector).
     fn basis_combine(
         &self,
@@ -181,6 +251,21 @@ pub trait VectorSpace: Sync {
     /// The Gram matrix `V^T V` of all stored vectors (column-major), for measuring
     /// the loss of orthogonality. One pass over the basis, `O(len² n)` flops.
     fn basis_gram(&self, basis: &Self::Basis) -> Result<Vec<f64>>;
+}
+
+/// The reductions of [`VectorSpace::axpy_dot_block`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockDots {
+    /// `z · y`.
+    pub z_dot: f64,
+    /// `‖y‖²`.
+    pub norm_squared: f64,
+    /// `‖z‖²`.
+    pub z_norm_squared: f64,
+    /// `v_s · y` per slot.
+    pub slot_dots: Vec<f64>,
+    /// `v_s · z` per slot.
+    pub slot_dots_z: Vec<f64>,
 }
 
 /// `max_{i,j} |G_ij - δ_ij|` for a column-major Gram matrix of order `m`: the loss

@@ -29,14 +29,19 @@ use crate::spectral::vector::{Distribution, Precision, VectorSpace};
 /// `‖A‖` spans nothing new: the Krylov space is invariant.
 const BREAKDOWN: f64 = 64.0 * f64::EPSILON;
 
+/// The one-sweep norm `β² = ‖u‖² - α² - Σ c²` loses `log₁₀(‖u‖²/β²)` digits to
+/// cancellation; below this ratio (four digits) the norm is recomputed by a pass.
+const PYTHAGORAS_MIN: f64 = 1e-4;
+
 /// How the engine keeps its basis orthogonal.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Orthogonality {
     /// CGS2 against the whole basis at every step.
     Full,
-    /// Against the whole basis only when Simon's ω estimate exceeds the threshold
-    /// (and at the step after, as Simon prescribes).
-    Partial { threshold: f64 },
+    /// One Gram–Schmidt pass, only when Simon's ω estimate exceeds `threshold`,
+    /// against the slots whose estimate exceeds `eta` (and again at the step
+    /// after, as Simon prescribes).
+    Partial { threshold: f64, eta: f64 },
 }
 
 /// Which Ritz values the engine is after, `count` at each requested end.
@@ -119,7 +124,11 @@ pub(super) struct Engine<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
     /// `prev` holds slot `len - 1` and the coupling is `β e_{len-1}`.
     prev_is_neighbor: bool,
     omega: Option<Omega>,
-    reorthogonalize_next: bool,
+    /// Kept Ritz vectors converged to `√ε ‖A‖`: every new vector loses orthogonality
+    /// to them fastest (Paige), so each step orthogonalizes against them.
+    selective: Vec<usize>,
+    /// Slots the next step must be orthogonalized against (Simon's second step).
+    reorthogonalize_next: Option<Vec<usize>>,
     seed: u64,
     stream: u64,
     injections: u64,
@@ -176,7 +185,8 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
             work: space.zeros()?,
             prev_is_neighbor: false,
             omega,
-            reorthogonalize_next: false,
+            reorthogonalize_next: None,
+            selective: Vec::new(),
             seed,
             stream,
             injections: 0,
@@ -273,16 +283,60 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
 
         let j = self.len;
         let neighbors: Vec<usize> = (0..j).filter(|&i| self.coupling[i] != 0.0).collect();
-        let alpha = if self.prev_is_neighbor && neighbors == [j - 1] {
-            space.axpy_dot(-self.coupling[j - 1], &self.prev, &mut self.work, &self.cur)?
-        } else {
-            if !neighbors.is_empty() {
-                let coeffs: Vec<f64> = neighbors.iter().map(|&i| self.coupling[i]).collect();
-                space.basis_subtract(&self.basis, &neighbors, &coeffs, &mut self.work)?;
-            }
-            space.dot(&self.cur, &self.work)?
-        };
-        let mut beta = space.axpy_norm(-alpha, &self.cur, &mut self.work)?;
+        let lanczos_form = self.prev_is_neighbor && neighbors == [j - 1];
+        // In the partial mode a plain step takes two sweeps: the first forms
+        // u = A v_j - β v_{j-1} and every inner product the step needs, the norm
+        // β = ‖u - α v_j - Σ c_i y_i‖ follows by Pythagoras, and the second sweep
+        // subtracts, normalizes and stores. Selective orthogonalization against the
+        // converged kept Ritz vectors y_i rides along (their coefficients c_i are
+        // rounding errors and stay out of H, as in Parlett & Scott 1979).
+        let mut deferred: Option<Vec<f64>> = None;
+        let (alpha, mut beta) =
+            if lanczos_form && matches!(self.orthogonality, Orthogonality::Partial { .. }) {
+                let dots = space.axpy_dot_block(
+                    -self.coupling[j - 1],
+                    &self.prev,
+                    &mut self.work,
+                    &self.cur,
+                    &self.basis,
+                    &self.selective,
+                )?;
+                let alpha = dots.z_dot;
+                // The coefficients are taken before `α v_j` is subtracted; correct them
+                // for it, or the overlap with v_j is fed back amplified by α/β.
+                let so: Vec<f64> = dots
+                    .slot_dots
+                    .iter()
+                    .zip(&dots.slot_dots_z)
+                    .map(|(w, c)| w - alpha * c)
+                    .collect();
+                // ‖u - α v - Σ c_i y_i‖² with ‖v‖² measured, not assumed: an error in
+                // ‖v‖ would otherwise feed into the next norm, amplified by α²/β².
+                let squared = dots.norm_squared
+                    - alpha * alpha * (2.0 - dots.z_norm_squared)
+                    - so.iter().map(|c| c * c).sum::<f64>();
+                if squared > PYTHAGORAS_MIN * dots.norm_squared {
+                    deferred = Some(so);
+                    (alpha, squared.sqrt())
+                } else {
+                    let beta = space.axpy_subtract_norm(
+                        -alpha,
+                        &self.cur,
+                        &mut self.work,
+                        &self.basis,
+                        &self.selective,
+                        &so,
+                    )?;
+                    (alpha, beta)
+                }
+            } else {
+                if !neighbors.is_empty() {
+                    let coeffs: Vec<f64> = neighbors.iter().map(|&i| self.coupling[i]).collect();
+                    space.basis_subtract(&self.basis, &neighbors, &coeffs, &mut self.work)?;
+                }
+                let alpha = space.dot(&self.cur, &self.work)?;
+                (alpha, space.axpy_norm(-alpha, &self.cur, &mut self.work)?)
+            };
 
         let cap = self.cap;
         self.h[j + j * cap] = alpha;
@@ -302,20 +356,45 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
                     .1;
                 self.reorthogonalizations += 1;
             }
-            Orthogonality::Partial { threshold } => {
+            Orthogonality::Partial { threshold, eta } => {
                 // invariant: omega exists in partial mode (set in `new`).
                 let omega = self.omega.as_mut().expect("partial mode keeps ω");
-                let largest = omega.advance(&self.h, cap, j, beta, self.norm_estimate);
-                let forced = std::mem::take(&mut self.reorthogonalize_next);
-                if largest > threshold || forced {
-                    beta = space
-                        .basis_orthogonalize(&self.basis, &all, &mut self.work)?
-                        .1;
-                    omega.reset(j + 1);
-                    self.reorthogonalizations += 1;
+                omega.advance(&self.h, cap, j, beta, self.norm_estimate);
+                if lanczos_form {
+                    // Selectively orthogonalized (now or in the deferred sweep).
+                    omega.reset_slots(j + 1, &self.selective);
+                }
+                let largest = omega.largest_in_row(j + 1);
+                let forced = self.reorthogonalize_next.take();
+                if largest > threshold || forced.is_some() {
+                    let mut slots = omega.above(j + 1, eta);
+                    if let Some(previous) = &forced {
+                        slots.extend(previous.iter().filter(|&&s| s <= j));
+                        slots.sort_unstable();
+                        slots.dedup();
+                    }
+                    if !slots.is_empty() {
+                        if let Some(so) = deferred.take() {
+                            space.axpy_subtract_norm(
+                                -alpha,
+                                &self.cur,
+                                &mut self.work,
+                                &self.basis,
+                                &self.selective,
+                                &so,
+                            )?;
+                        }
+                        beta = space
+                            .basis_project_out(&self.basis, &slots, &mut self.work)?
+                            .1;
+                        omega.reset_slots(j + 1, &slots);
+                        self.reorthogonalizations += 1;
+                    }
                     // Simon: the vector after a reorthogonalized one needs it too,
                     // since the recurrence carries the error of both.
-                    self.reorthogonalize_next = !forced;
+                    if forced.is_none() {
+                        self.reorthogonalize_next = Some(slots);
+                    }
                 } else {
                     self.largest_omega = self.largest_omega.max(largest);
                 }
@@ -330,7 +409,18 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
             }
             return Ok(());
         }
-        space.scale_and_push(1.0 / beta, &mut self.work, &mut self.basis)?;
+        match deferred {
+            Some(so) => space.update_scale_push(
+                -alpha,
+                &self.cur,
+                &mut self.work,
+                &mut self.basis,
+                &self.selective,
+                &so,
+                1.0 / beta,
+            )?,
+            None => space.scale_and_push(1.0 / beta, &mut self.work, &mut self.basis)?,
+        }
         std::mem::swap(&mut self.prev, &mut self.cur);
         std::mem::swap(&mut self.cur, &mut self.work);
         self.coupling[j] = beta;
@@ -365,7 +455,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
         let ritz = self.ritz()?;
         let rows = self.len;
         let wanted = self.target.total();
-        let keep = (wanted + (rows - wanted) / 2)
+        let keep = (wanted + (rows - wanted) / 3)
             .min(rows - 1)
             .max(wanted.min(rows - 1));
         let kept = self.target.keep(rows, keep);
@@ -390,9 +480,9 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
                 Precision::F64 => f64::EPSILON,
             };
             omega.rotate(&s, rows, cols, floor * (rows as f64).sqrt());
-            // The first vector after a restart couples to every kept vector; Wu and
-            // Simon orthogonalize it against them explicitly.
-            self.reorthogonalize_next = true;
+            self.reorthogonalize_next = None;
+            let level = f64::EPSILON.sqrt() * self.norm_estimate;
+            self.selective = (0..cols).filter(|&b| coupling[b].abs() <= level).collect();
         }
         self.len = cols;
         self.prev_is_neighbor = false;

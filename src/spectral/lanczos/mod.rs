@@ -184,10 +184,14 @@ where
             op,
             space,
             options,
-            Orthogonality::Partial {
-                threshold: match options.basis_precision {
-                    Precision::F64 => f64::EPSILON.sqrt(),
-                    Precision::F32 => F32_SEMI_ORTHOGONALITY,
+            match options.basis_precision {
+                Precision::F64 => Orthogonality::Partial {
+                    threshold: f64::EPSILON.sqrt(),
+                    eta: f64::EPSILON.powf(0.75),
+                },
+                Precision::F32 => Orthogonality::Partial {
+                    threshold: F32_SEMI_ORTHOGONALITY,
+                    eta: (F32_SEMI_ORTHOGONALITY * f64::from(f32::EPSILON)).sqrt(),
                 },
             },
         )?

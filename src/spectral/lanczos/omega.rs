@@ -78,6 +78,24 @@ impl Omega {
         }
     }
 
+    /// Records that slot `j` was just orthogonalized against `slots`.
+    pub fn reset_slots(&mut self, j: usize, slots: &[usize]) {
+        for &k in slots {
+            self.set(j, k, self.unit);
+        }
+    }
+
+    /// `max_{k<j} |ω_{jk}|`.
+    pub fn largest_in_row(&self, j: usize) -> f64 {
+        (0..j).map(|k| self.at(j, k).abs()).fold(0.0, f64::max)
+    }
+
+    /// The slots `k < j` with `|ω_{jk}| > eta`: those a partial reorthogonalization
+    /// of slot `j` must include (Simon's η = ε^{3/4} selection).
+    pub fn above(&self, j: usize, eta: f64) -> Vec<usize> {
+        (0..j).filter(|&k| self.at(j, k).abs() > eta).collect()
+    }
+
     /// Carries the estimates through a thick restart: the kept vectors are
     /// `V S` (`S` column-major `rows × cols`), the continuation vector moves from
     /// slot `rows` to slot `cols`; `floor` is the rounding of the rotation itself.
