@@ -69,11 +69,33 @@ fn probe_writes_every_output_and_matches_the_fixture() {
     let dir = out.path().join("probe");
     let dir_s = dir.to_str().unwrap();
     let stdout = run_ok(&[
-        "probe", "--model", TINY, "--tokenized", REFERENCE, "--mask", REFERENCE, "--method",
-        "all", "--k", "5", "--which", "both", "--iters", "300", "--trace-products", "90",
-        "--probes", "2", "--save-eigenvectors", "--out", dir_s,
+        "probe",
+        "--model",
+        TINY,
+        "--tokenized",
+        REFERENCE,
+        "--mask",
+        REFERENCE,
+        "--method",
+        "all",
+        "--k",
+        "5",
+        "--which",
+        "both",
+        "--iters",
+        "300",
+        "--trace-products",
+        "90",
+        "--probes",
+        "2",
+        "--save-eigenvectors",
+        "--out",
+        dir_s,
     ]);
-    assert!(stdout.contains("largest eigenvalues (Lanczos): 1.8326"), "{stdout}");
+    assert!(
+        stdout.contains("largest eigenvalues (Lanczos): 1.8326"),
+        "{stdout}"
+    );
     for file in [
         "summary.json",
         "manifest.json",
@@ -140,7 +162,10 @@ fn probe_writes_every_output_and_matches_the_fixture() {
     assert_eq!(manifest["parameters"]["iters"], 300);
     assert_eq!(manifest["parameters"]["hessian"]["mask_seed"], 0);
     assert_eq!(manifest["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(summary["hessian"]["indices_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        summary["hessian"]["indices_sha256"].as_str().unwrap().len(),
+        64
+    );
     assert_eq!(summary["model"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(
         manifest["outputs"].as_array().unwrap().len(),
@@ -152,9 +177,23 @@ fn probe_writes_every_output_and_matches_the_fixture() {
     let eig = dir.join("eigenvectors.safetensors");
     let land = out.path().join("landscape");
     run_ok(&[
-        "landscape", "--model", TINY, "--tokenized", REFERENCE, "--mask", REFERENCE,
-        "--directions", "top-eigen", "--eigenvectors", eig.to_str().unwrap(), "--span", "1e-4",
-        "--points", "5", "--out", land.to_str().unwrap(),
+        "landscape",
+        "--model",
+        TINY,
+        "--tokenized",
+        REFERENCE,
+        "--mask",
+        REFERENCE,
+        "--directions",
+        "top-eigen",
+        "--eigenvectors",
+        eig.to_str().unwrap(),
+        "--span",
+        "1e-4",
+        "--points",
+        "5",
+        "--out",
+        land.to_str().unwrap(),
     ]);
     let s = json(&land.join("summary.json"));
     let curvature = s["directions"][0]["rayleigh_quotient"].as_f64().unwrap();
@@ -173,8 +212,17 @@ fn probe_writes_every_output_and_matches_the_fixture() {
     let other = out.path().join("other");
     assert_user_error(
         &[
-            "landscape", "--model", TINY, "--tokenized", REFERENCE, "--ratio", "0.05",
-            "--eigenvectors", eig.to_str().unwrap(), "--out", other.to_str().unwrap(),
+            "landscape",
+            "--model",
+            TINY,
+            "--tokenized",
+            REFERENCE,
+            "--ratio",
+            "0.05",
+            "--eigenvectors",
+            eig.to_str().unwrap(),
+            "--out",
+            other.to_str().unwrap(),
         ],
         "are not the",
     );
@@ -186,8 +234,23 @@ fn two_d_landscape_and_full_hessian_probe() {
     let out = tempfile::tempdir().unwrap();
     let land = out.path().join("land2d");
     run_ok(&[
-        "landscape", "--model", TINY, "--tokenized", REFERENCE, "--ratio", "0.05", "--mask-seed",
-        "3", "--directions", "random", "--2d", "--points", "5", "--span", "0.5", "--out",
+        "landscape",
+        "--model",
+        TINY,
+        "--tokenized",
+        REFERENCE,
+        "--ratio",
+        "0.05",
+        "--mask-seed",
+        "3",
+        "--directions",
+        "random",
+        "--2d",
+        "--points",
+        "5",
+        "--span",
+        "0.5",
+        "--out",
         land.to_str().unwrap(),
     ]);
     let table = std::fs::read_to_string(land.join("landscape.csv")).unwrap();
@@ -195,13 +258,30 @@ fn two_d_landscape_and_full_hessian_probe() {
     assert!(table.starts_with("alpha,beta,loss,quadratic_model"));
     let full = out.path().join("full");
     let stdout = run_ok(&[
-        "probe", "--model", TINY, "--tokenized", REFERENCE, "--full", "--method", "lanczos",
-        "--k", "2", "--which", "largest", "--out", full.to_str().unwrap(),
+        "probe",
+        "--model",
+        TINY,
+        "--tokenized",
+        REFERENCE,
+        "--full",
+        "--method",
+        "lanczos",
+        "--k",
+        "2",
+        "--which",
+        "largest",
+        "--out",
+        full.to_str().unwrap(),
     ]);
     let exact = tensor_f64(REFERENCE, "full_hessian_eigs");
     let summary = json(&full.join("summary.json"));
-    let top = summary["spectrum"]["lanczos"]["top"][0]["value"].as_f64().unwrap();
-    assert!((top - exact[exact.len() - 1]).abs() < 1e-8 * top.abs(), "{stdout}");
+    let top = summary["spectrum"]["lanczos"]["top"][0]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (top - exact[exact.len() - 1]).abs() < 1e-8 * top.abs(),
+        "{stdout}"
+    );
     assert_eq!(summary["hessian"]["dim"], 1680);
 }
 
@@ -282,13 +362,25 @@ fn bad_input_gives_one_line_errors_and_no_output() {
         "bad_label.jsonl",
         "{\"sentence\": \"Fine.\", \"label\": 1}\n{\"sentence\": \"Odd.\", \"label\": 2}\n",
     );
-    probe(&bad_label, ratio, "row 2: label 2 is not one of the candidates");
+    probe(
+        &bad_label,
+        ratio,
+        "row 2: label 2 is not one of the candidates",
+    );
     let empty = write("empty.jsonl", "");
     probe(&empty, ratio, "empty");
     let fine = write("fine.jsonl", "{\"sentence\": \"Fine.\", \"label\": 1}\n");
-    probe(&fine, &["--ratio", "0.01", "--device", "cuda"], "--device: cuda is not available in this build yet");
+    probe(
+        &fine,
+        &["--ratio", "0.01", "--device", "cuda"],
+        "--device: cuda is not available in this build yet",
+    );
     probe(&fine, &["--ratio", "0.5"], "--ratio");
-    probe(&fine, &["--ratio", "0.01", "--k", "0"], "--k: must be at least 1");
+    probe(
+        &fine,
+        &["--ratio", "0.01", "--k", "0"],
+        "--k: must be at least 1",
+    );
     let spec = write(
         "zero.toml",
         "kind = \"sweep\"\ntitle = \"x\"\n[sweep]\ndata = \"bundled/sst2-mini/dev.jsonl\"\n\

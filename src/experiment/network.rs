@@ -406,7 +406,7 @@ fn run_probe_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         );
     }
     let _ = writeln!(md, "- {} Hessian-vector products in all.\n", report.hvps);
-    let _ = write!(md, "{}\n", ritz_table(s).to_markdown());
+    let _ = writeln!(md, "{}", ritz_table(s).to_markdown());
     let _ = writeln!(
         md,
         "Tables (Ritz values, density, SLQ nodes, convergence), `summary.json` and `manifest.json`: `{}/`.",

@@ -727,12 +727,11 @@ impl SweepResult {
             )
             .with_f64(
                 "implied_trace_scope",
-                s.iter().map(|r| r.trace.mean / r.keep_probability).collect(),
+                s.iter()
+                    .map(|r| r.trace.mean / r.keep_probability)
+                    .collect(),
             )
-            .with_f64(
-                "trace_gap_se",
-                s.iter().map(|r| trace_gap_in_se(r)).collect(),
-            )
+            .with_f64("trace_gap_se", s.iter().map(trace_gap_in_se).collect())
     }
 
     /// The landscape-claim figure: λmax against the ratio with the ceiling, the
