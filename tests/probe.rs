@@ -554,3 +554,27 @@ fn interrupted_sweep_resumes_without_recomputing_finished_cells() {
     let redo = run_sweep(&changed, &cache, &Silent).unwrap();
     assert_eq!((redo.computed, redo.cached), (5, 0));
 }
+
+#[test]
+fn cancelling_between_products_stops_the_probe() {
+    // Cancel once the progress bar has seen 10 products: the run returns
+    // `Cancelled` (so the command line writes nothing) instead of a partial report.
+    let stop = StopAfter {
+        done: AtomicU64::new(0),
+        limit: 10,
+    };
+    let err = run_probe(
+        &request(
+            HessianChoice::File {
+                path: tiny().join("reference.safetensors"),
+            },
+            eigen_options(),
+        ),
+        Manifest::new("test", Some(0), &()).unwrap(),
+        &stop,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.to_string(), "cancelled");
+    assert_eq!(stop.done.load(Ordering::SeqCst), 10);
+}

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::device::{BackendJob, Device, Dtype, dispatch};
 use super::inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs, record_inputs};
 use super::operator::HessianOperator;
-use super::output::read_eigenvectors;
+use super::output::{read_eigenvectors, record_identities};
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 use crate::model::{Objective, Opt, ParamLayout};
@@ -161,6 +161,12 @@ pub struct Landscape {
     /// Loss evaluations (forward sweeps over the dataset) and products used.
     pub evaluations: usize,
     pub hvps: u64,
+    /// What identifies the inputs: the checkpoint's and the data's SHA-256, the
+    /// mask's spec and the hash of its indices.
+    pub model_sha256: String,
+    pub data_sha256: String,
+    pub mask_spec: Option<crate::mask::MaskSpec>,
+    pub indices_sha256: Option<String>,
 }
 
 impl Landscape {
@@ -328,6 +334,10 @@ impl BackendJob for LandscapeJob<'_> {
             loss,
             quadratic,
             hvps: op.products(),
+            model_sha256: model.sha256.clone(),
+            data_sha256: data.sha256.clone(),
+            mask_spec: resolved.mask.as_ref().and_then(|m| m.spec.clone()),
+            indices_sha256: resolved.mask_sha256(),
         };
         Ok(LandscapeRun {
             landscape,
@@ -364,11 +374,24 @@ pub fn write_landscape(run: &LandscapeRun, dir: &Path, figure_stem: &Path) -> Re
             "evaluations": l.evaluations,
             "hvps": l.hvps,
             "quadratic_trust_radius_1pct": l.quadratic_trust_radius(0.01),
+            "model_sha256": l.model_sha256,
+            "data_sha256": l.data_sha256,
+            "indices_sha256": l.indices_sha256,
         }),
     )?;
     written.push(summary);
     written.extend(landscape_chart(l).save(figure_stem)?);
     let mut manifest = run.inputs.clone();
+    record_identities(
+        &mut manifest,
+        serde_json::json!({
+            "model_sha256": l.model_sha256,
+            "data_sha256": l.data_sha256,
+            "mask_spec": l.mask_spec,
+            "indices_sha256": l.indices_sha256,
+            "dim": l.dim,
+        }),
+    );
     manifest.add_outputs(&written);
     manifest.write(dir)?;
     written.push(dir.join("manifest.json"));
@@ -498,6 +521,13 @@ fn directions<T: Scalar, B: Backend<T>>(
                     )?;
                     // invariant: ritz_vectors was requested.
                     let vectors = result.vectors.expect("Ritz vectors requested");
+                    if vectors.len() < count {
+                        return Err(Error::Numerical(format!(
+                            "Lanczos returned {} eigenvectors within --iters {}, {count} needed",
+                            vectors.len(),
+                            options.iters
+                        )));
+                    }
                     (result.eigenvalues, vectors)
                 }
             };

@@ -72,10 +72,34 @@ pub fn write_probe(run: &ProbeRun, outputs: &ProbeOutputs<'_>) -> Result<Vec<Pat
         written.push(path);
     }
     let mut manifest = run.inputs.clone();
+    record_identities(
+        &mut manifest,
+        serde_json::json!({
+            "model_sha256": report.model.sha256,
+            "data_sha256": report.data.sha256,
+            "mask_spec": report.hessian.mask_spec,
+            "indices_sha256": report.hessian.indices_sha256,
+            "dim": report.hessian.dim,
+        }),
+    );
     manifest.add_outputs(&written);
     manifest.write(dir)?;
     written.push(dir.join("manifest.json"));
     Ok(written)
+}
+
+/// Adds what the run resolved from its flags (content hashes, the mask's seed and
+/// the hash of its indices) to the manifest's parameters, under `resolved`.
+pub fn record_identities(manifest: &mut Manifest, resolved: serde_json::Value) {
+    match &mut manifest.parameters {
+        serde_json::Value::Object(map) => {
+            map.insert("resolved".into(), resolved);
+        }
+        other => {
+            let flags = other.take();
+            *other = serde_json::json!({ "flags": flags, "resolved": resolved });
+        }
+    }
 }
 
 /// One row per eigenvalue estimate: Lanczos's top and bottom, power's pairs.
@@ -392,11 +416,4 @@ pub fn read_eigenvectors(path: &Path) -> Result<Eigenvectors> {
         indices_sha256: meta.get("indices_sha256").cloned().unwrap_or_default(),
         model_sha256: meta.get("model_sha256").cloned().unwrap_or_default(),
     })
-}
-
-/// Writes `manifest` with `written` as its outputs into `dir`; returns the path.
-pub fn finish_manifest(mut manifest: Manifest, written: &[PathBuf], dir: &Path) -> Result<PathBuf> {
-    manifest.add_outputs(written);
-    manifest.write(dir)?;
-    Ok(dir.join("manifest.json"))
 }

@@ -205,8 +205,9 @@ pub struct SpectrumReport {
 }
 
 impl SpectrumReport {
-    /// The best estimate of the largest eigenvalue: Lanczos's, else power's when
-    /// the operator is known to be dominated by it.
+    /// The largest eigenvalue found by Lanczos; without Lanczos, power iteration's
+    /// first eigenvalue (the largest in magnitude, which is the largest only when
+    /// it is positive).
     pub fn lambda_max(&self) -> Option<RitzPair> {
         self.lanczos
             .as_ref()
