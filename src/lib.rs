@@ -1,6 +1,7 @@
 //! maskscape: a workbench for the loss landscape of randomly masked fine-tuning.
 //!
 //! - [`theory`]: the overparameterized linear-regression lab of Xu & Zhang (2024).
+//! - [`experiment`]: experiment specs and `reproduce`, which reruns them all.
 //! - [`spectral`]: eigenvalues, spectral densities and traces of any linear operator.
 //! - [`mask`]: random parameter masks as data.
 //! - [`data`]: datasets, the paper's prompts, and tokenization into id-level examples.
@@ -13,10 +14,12 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod experiment;
 pub mod mask;
 pub mod model;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod theory;
 
 pub use error::{Error, Result};

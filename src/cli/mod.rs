@@ -7,6 +7,8 @@ mod init;
 mod inspect;
 mod mask;
 mod progress;
+mod reproduce;
+mod theory;
 mod tokenizer;
 mod verify;
 
@@ -45,8 +47,14 @@ enum Command {
     Tokenizer(tokenizer::TokenizerArgs),
     /// Check the engine on a checkpoint against a reference file (PyTorch's values).
     Verify(verify::VerifyArgs),
-    /// Benchmarks (`bench hvp`: forward, gradient, full and masked HVP timings).
-    Bench(bench::BenchArgs),
+    /// The linear-regression theory lab: masked spectra, stable learning rates,
+    /// solution distances (tables, figures, manifest).
+    Theory(theory::TheoryArgs),
+    /// Rerun every experiment in experiments/ and rewrite figures/ and analysis/.
+    Reproduce(reproduce::ReproduceArgs),
+    /// Timed benchmarks, one group per area.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
@@ -59,7 +67,9 @@ pub fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Tokenizer(args) => tokenizer::run(args),
         Command::Verify(args) => verify::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Theory(args) => theory::run(args),
+        Command::Reproduce(args) => reproduce::run(args),
+        Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,5 +6,5 @@ pub mod plot;
 pub mod table;
 
 pub use manifest::Manifest;
-pub use plot::{Axis, Chart, ErrorPoint, Scale, SeriesData};
+pub use plot::{Axis, Chart, ErrorPoint, LegendPosition, Scale, SeriesData};
 pub use table::{Column, Table};

@@ -13,6 +13,7 @@ use plotters::chart::{DualCoordChartContext, SeriesAnno};
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::types::RangedCoordf64;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::atomic;
@@ -119,6 +120,27 @@ pub enum SeriesData {
     VerticalLines(Vec<f64>),
 }
 
+/// Where the legend box sits inside the plot area.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LegendPosition {
+    #[default]
+    UpperRight,
+    UpperLeft,
+    LowerRight,
+    LowerLeft,
+}
+
+impl LegendPosition {
+    fn to_plotters(self) -> SeriesLabelPosition {
+        match self {
+            LegendPosition::UpperRight => SeriesLabelPosition::UpperRight,
+            LegendPosition::UpperLeft => SeriesLabelPosition::UpperLeft,
+            LegendPosition::LowerRight => SeriesLabelPosition::LowerRight,
+            LegendPosition::LowerLeft => SeriesLabelPosition::LowerLeft,
+        }
+    }
+}
+
 /// One legend entry's worth of drawing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -140,6 +162,8 @@ pub struct Chart {
     /// The right-hand axis, for series marked `secondary`.
     pub y2: Option<Axis>,
     pub series: Vec<Series>,
+    /// Where the legend goes (upper right unless changed).
+    pub legend: LegendPosition,
 }
 
 impl Chart {
@@ -151,7 +175,14 @@ impl Chart {
             y,
             y2: None,
             series: Vec::new(),
+            legend: LegendPosition::default(),
         }
+    }
+
+    /// Places the legend elsewhere than the upper right corner.
+    pub fn with_legend(mut self, position: LegendPosition) -> Self {
+        self.legend = position;
+        self
     }
 
     /// Adds a secondary y axis on the right.
@@ -313,7 +344,7 @@ fn draw_chart<DB: DrawingBackend>(chart: &Chart, area: &DrawingArea<DB, Shift>) 
         for series in &primary {
             draw_series(&mut ctx, series, &frame)?;
         }
-        return draw_legend(&mut ctx);
+        return draw_legend(&mut ctx, chart.legend);
     };
 
     // The secondary coordinate must exist before the primary mesh is drawn: it takes
@@ -343,7 +374,7 @@ fn draw_chart<DB: DrawingBackend>(chart: &Chart, area: &DrawingArea<DB, Shift>) 
     for series in &secondary {
         draw_secondary_series(&mut dual, series, &frame2)?;
     }
-    draw_legend(&mut dual)
+    draw_legend(&mut dual, chart.legend)
 }
 
 fn configure_primary_axes<'a, DB: DrawingBackend + 'a>(
@@ -375,6 +406,16 @@ impl Frame {
     fn point(&self, x: f64, y: f64) -> Option<(f64, f64)> {
         Some((self.x.forward(x)?, self.y.forward(y)?))
     }
+
+    /// The lower end of an error bar or band: a value a log axis cannot show (an
+    /// interval reaching zero or below) is drawn at the bottom of the plot.
+    fn lower_y(&self, y: f64) -> Option<f64> {
+        match self.y.forward(y) {
+            Some(v) => Some(v),
+            None if y.is_finite() => Some(self.y_range.start),
+            None => None,
+        }
+    }
 }
 
 /// Generates `draw_series`/`draw_secondary_series`: plotters gives the two y axes
@@ -385,11 +426,16 @@ macro_rules! series_drawer {
             let c = color(series.color);
             let stroke = ShapeStyle::from(&c).stroke_width(2);
             let label = series.label.clone();
+            // The legend sample is dashed for dashed series (a dash longer than the
+            // sample draws it solid), so the legend tells the line styles apart.
+            let dash = if series.dashed { 6 } else { 100 };
             let legend = |anno: &mut SeriesAnno<'_, DB>| {
                 if let Some(label) = &label {
                     anno.label(label.clone()).legend(move |(x, y)| {
-                        PathElement::new(
-                            vec![(x, y), (x + 20, y)],
+                        DashedPathElement::new(
+                            vec![(x, y), (x + 22, y)],
+                            dash,
+                            4,
                             ShapeStyle::from(&c).stroke_width(3),
                         )
                     });
@@ -434,7 +480,7 @@ macro_rules! series_drawer {
                         .iter()
                         .filter_map(|p| {
                             let (x, _) = frame.point(p.x, p.y)?;
-                            let lo = frame.y.forward(p.lo.min(p.hi))?;
+                            let lo = frame.lower_y(p.lo.min(p.hi))?;
                             let hi = frame.y.forward(p.hi.max(p.lo))?;
                             Some(ErrorBar::new_vertical(
                                 x,
@@ -455,7 +501,7 @@ macro_rules! series_drawer {
                         .collect();
                     let lower: Vec<_> = points
                         .iter()
-                        .filter_map(|&(x, lo, _)| frame.point(x, lo))
+                        .filter_map(|&(x, lo, _)| Some((frame.x.forward(x)?, frame.lower_y(lo)?)))
                         .collect();
                     let polygon: Vec<_> =
                         upper.into_iter().chain(lower.into_iter().rev()).collect();
@@ -506,12 +552,13 @@ series_drawer!(
 
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     ctx: &mut ChartContext<'a, DB, CT>,
+    position: LegendPosition,
 ) -> Result<()> {
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position.to_plotters())
         .draw()
         .map_err(plot_error)
 }
@@ -680,6 +727,19 @@ mod tests {
     }
 
     #[test]
+    fn log_axes_draw_non_positive_interval_ends_at_the_bottom() {
+        let frame = Frame {
+            x: Scale::Log,
+            y: Scale::Log,
+            y_range: -2.0..3.0,
+        };
+        assert_eq!(frame.lower_y(-5.0), Some(-2.0));
+        assert_eq!(frame.lower_y(0.0), Some(-2.0));
+        assert_eq!(frame.lower_y(100.0), Some(2.0));
+        assert_eq!(frame.lower_y(f64::NAN), None);
+    }
+
+    #[test]
     fn symlog_round_trips() {
         let s = Scale::SymLog { linear_width: 0.1 };
         for x in [-20.0, -0.03, 0.0, 0.5, 1e4] {
@@ -692,7 +752,8 @@ mod tests {
     fn charts_render_to_svg_and_png() {
         let dir = tempfile::tempdir().unwrap();
         let mut chart = Chart::new("test", Axis::log("p"), Axis::log("lambda"))
-            .with_secondary(Axis::log("eta"));
+            .with_secondary(Axis::log("eta"))
+            .with_legend(LegendPosition::LowerLeft);
         chart.add(
             Some("measured"),
             0,

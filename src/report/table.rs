@@ -149,6 +149,17 @@ impl Table {
         }
     }
 
+    /// The columns called `names`, in that order (names not in the table are skipped).
+    pub fn select(&self, names: &[&str]) -> Table {
+        let mut table = Table::new();
+        for name in names {
+            if let Some(column) = self.column(name) {
+                table.push(*name, column.clone());
+            }
+        }
+        table
+    }
+
     fn to_polars(&self) -> Result<DataFrame> {
         let columns = self
             .names
@@ -272,6 +283,9 @@ mod tests {
     fn markdown_formats_floats() {
         let md = sample().to_markdown();
         assert!(md.contains("| 0.05 | 20 | p d = n |"), "{md}");
+        let narrow = sample().select(&["note", "p", "absent"]);
+        assert_eq!(narrow.names(), ["note", "p"]);
+        assert_eq!(narrow.f64_column("p"), Some(&[1.0, 0.05][..]));
         assert_eq!(format_float(62888.4), "62888");
         assert_eq!(format_float(0.0015903), "0.0015903");
         assert_eq!(format_float(1.5e-7), "1.5000e-7");
