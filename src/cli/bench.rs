@@ -23,8 +23,8 @@ pub enum BenchCommand {
     /// The theory lab: the n=200, d=20000 eigenvalue sweep (target < 20 s) and the
     /// theory specs of `reproduce` (target < 120 s).
     Theory(TheoryBenchArgs),
-    /// Time forward, gradient, full and masked Hessian-vector products of a random
-    /// OPT model on random tokens.
+    /// Exact Hessian-vector products of OPT: forward, gradient, full and masked HVP
+    /// of a random model on random tokens.
     Hvp(HvpArgs),
     /// Time per product spent outside the operator by the Lanczos modes, at large
     /// dimensions (full reorthogonalization where its basis fits in memory, and the
