@@ -1,9 +1,10 @@
-//! `maskscape bench <area>`: timed workloads, one subcommand per area (speed is
-//! measured here, never in tests).
+//! `maskscape bench <area>`: timed workloads, one subcommand per area.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::BarProgress;
+use super::verify::Precision;
 use crate::backend::{Backend, Cpu, Scalar};
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
@@ -15,8 +16,6 @@ use crate::report::Table;
 use crate::spectral::bench::{LanczosBench, lanczos_overhead};
 use crate::theory::{Part, Ratios, SweepSpec, run_sweep};
 
-use super::verify::Precision;
-
 /// The benchmark groups.
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
@@ -26,9 +25,10 @@ pub enum BenchCommand {
     /// Exact Hessian-vector products of OPT: forward, gradient, full and masked HVP
     /// of a random model on random tokens.
     Hvp(HvpArgs),
-    /// Time per product spent outside the operator by the Lanczos modes, at large
-    /// dimensions (full reorthogonalization where its basis fits in memory, and the
-    /// memory-bounded mode in f64 and f32).
+    /// The spectral toolkit: time per product spent outside the operator by the
+    /// Lanczos modes at large dimensions (full reorthogonalization where its basis
+    /// fits in memory, and the memory-bounded mode in f64 and f32), and the vector
+    /// passes per product.
     Spectral(SpectralBenchArgs),
 }
 
@@ -242,7 +242,7 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs) -> anyhow::Resul
 }
 
 /// Flags of `maskscape bench spectral`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args)]
 pub struct SpectralBenchArgs {
     /// Dimensions, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000, 10_000_000])]
@@ -279,7 +279,7 @@ fn spectral(args: SpectralBenchArgs) -> anyhow::Result<()> {
         memory_limit: (args.memory_gb * 1e9) as usize,
         repeats: args.repeats,
     };
-    let progress = super::BarProgress::new();
+    let progress = BarProgress::new();
     crate::progress::Progress::start(
         &progress,
         (bench.dims.len() * 3 * bench.repeats) as u64,

@@ -62,7 +62,8 @@ enum Command {
     Landscape(probe::LandscapeArgs),
     /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
     Sweep(probe::SweepArgs),
-    /// Eigenvalues, spectral density or trace of a dense symmetric matrix.
+    /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
+    /// the theory lab's masked Hessian).
     Spectrum(spectrum::SpectrumArgs),
     /// Timed benchmarks, one group per area (`bench theory`, `bench hvp`, `bench spectral`).
     #[command(subcommand)]

@@ -10,7 +10,7 @@ use super::BarProgress;
 use crate::report::Manifest;
 use crate::spectral::lanczos::{Reorthogonalization, Which};
 use crate::spectral::report::{Method, SpectrumConfig, run_spectrum};
-use crate::spectral::{DenseSymmetric, Precision};
+use crate::spectral::{DenseSymmetric, LinearOperator, Precision};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum MethodArg {
@@ -90,11 +90,6 @@ pub struct SpectrumArgs {
 
 /// Runs the command.
 pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
-    if args.iters == 0 {
-        anyhow::bail!("--iters: must be at least 1");
-    }
-    let matrix = DenseSymmetric::load(&args.matrix, args.tensor.as_deref())?;
-    let exact = matrix.eigenvalues()?;
     let config = SpectrumConfig {
         method: match args.method {
             MethodArg::Lanczos => Method::Lanczos,
@@ -127,6 +122,12 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
         linear_width: args.linear_width,
         width: args.width,
     };
+    if args.iters == 0 {
+        anyhow::bail!("--iters: must be at least 1");
+    }
+    let matrix = DenseSymmetric::load(&args.matrix, args.tensor.as_deref())?;
+    config.validate(LinearOperator::dim(&matrix))?;
+    let exact = matrix.eigenvalues()?;
     let mut manifest = Manifest::new("spectrum", Some(args.seed), &config)?;
     manifest.add_input("matrix", &args.matrix)?;
     let source = json!({ "kind": "matrix", "path": args.matrix.display().to_string(), "tensor": args.tensor });

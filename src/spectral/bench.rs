@@ -223,18 +223,9 @@ impl Rows {
     }
 
     fn skip(&mut self, n: usize, mode: &str, precision: Precision, basis: usize, bytes: usize) {
-        self.push(
-            n,
-            mode,
-            precision,
-            basis,
-            bytes,
-            f64::NAN,
-            f64::NAN,
-            0,
-            0,
-            0,
-        );
+        let nan = f64::NAN;
+        self.push(n, mode, precision, basis, bytes, nan, nan, 0, 0, 0);
+        self.passes.push(nan);
     }
 
     fn into_table(self) -> Table {
@@ -251,44 +242,5 @@ impl Rows {
             .with_f64("vector_passes_per_product", self.passes)
             .with_i64("reorthogonalizations", self.reorthogonalizations)
             .with_i64("restarts", self.restarts)
-    }
-}
-
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn scratch_breakdown() {
-        let n = 100_000;
-        let op = Timed {
-            inner: bench_operator(n),
-            nanos: AtomicU64::new(0),
-        };
-        let space = Metered::new(HostSpace::new(n));
-        for steps in [40usize, 120, 240] {
-            let options = LanczosOptions {
-                k: 5,
-                which: Which::Largest,
-                tol: 1e-15,
-                max_products: steps + 5,
-                reorthogonalization: Reorthogonalization::Partial,
-                max_basis: 40,
-                basis_precision: Precision::F64,
-                ritz_vectors: false,
-                verify_multiplicity: false,
-                measure_orthogonality: true,
-                seed: 0,
-            };
-            space.reset();
-            let r = lanczos(&op, &space, &options, &crate::progress::Silent).unwrap();
-            println!(
-                "steps {steps}: passes/product {:.2} reorth {} restarts {} loss {:?} omega {:?}",
-                space.passes() / r.products as f64,
-                r.reorthogonalizations,
-                r.restarts,
-                r.orthogonality_loss,
-                r.estimated_orthogonality
-            );
-        }
     }
 }

@@ -35,31 +35,10 @@ impl DenseSymmetric {
                 found: vec![rows, cols],
             });
         }
-        let mut largest: f64 = 0.0;
-        for j in 0..cols {
-            for i in 0..rows {
-                let v = matrix[(i, j)];
-                if !v.is_finite() {
-                    return Err(Error::NonFinite(format!("{name}: entry ({i}, {j}) is {v}")));
-                }
-                largest = largest.max(v.abs());
-            }
-        }
-        let mut worst = (0.0, 0, 0);
-        for j in 0..cols {
-            for i in j + 1..rows {
-                let gap = (matrix[(i, j)] - matrix[(j, i)]).abs();
-                if gap > worst.0 {
-                    worst = (gap, i, j);
-                }
-            }
-        }
-        if worst.0 > symmetry_tol * largest {
-            let (gap, i, j) = worst;
-            return Err(Error::Unsupported(format!(
-                "{name} is not symmetric: |A[{i},{j}] - A[{j},{i}]| = {gap:.3e} (largest entry {largest:.3e})"
-            )));
-        }
+        check_finite_symmetric(&matrix, symmetry_tol).map_err(|problem| match problem {
+            Problem::NonFinite(m) => Error::NonFinite(format!("{name}: {m}")),
+            Problem::Asymmetric(m) => Error::Unsupported(format!("{name} is {m}")),
+        })?;
         let symmetric = Mat::from_fn(rows, cols, |i, j| 0.5 * (matrix[(i, j)] + matrix[(j, i)]));
         Ok(DenseSymmetric {
             matrix: symmetric,
@@ -91,11 +70,8 @@ impl DenseSymmetric {
     /// float32/float64 data is accepted; symmetry is checked to 64 units of roundoff
     /// of the stored type.
     pub fn load(path: &Path, tensor: Option<&str>) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            ));
+        if !path.is_file() {
+            return Err(Error::file(path, "no such file"));
         }
         let extension = path
             .extension()
@@ -121,8 +97,12 @@ impl DenseSymmetric {
             || path.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
         );
-        Self::from_row_major(&values, shape[0], name, 64.0 * epsilon)
-            .map_err(|e| Error::file(path, e.to_string()))
+        let n = shape[0];
+        let matrix = Mat::from_fn(n, n, |i, j| values[i * n + j]);
+        check_finite_symmetric(&matrix, 64.0 * epsilon).map_err(|problem| match problem {
+            Problem::NonFinite(m) | Problem::Asymmetric(m) => Error::file(path, m),
+        })?;
+        Self::new(matrix, name, 64.0 * epsilon)
     }
 
     /// The matrix.
@@ -196,6 +176,45 @@ impl LinearOperator for DenseSymmetric {
     fn diagonal(&self) -> Option<Vec<f64>> {
         Some((0..self.dim()).map(|i| self.matrix[(i, i)]).collect())
     }
+}
+
+/// Why a matrix was rejected.
+enum Problem {
+    NonFinite(String),
+    Asymmetric(String),
+}
+
+/// Every entry finite, and `|a_ij - a_ji| ≤ tol · max |a|` (the worst pair named).
+fn check_finite_symmetric(matrix: &Mat<f64>, tol: f64) -> std::result::Result<(), Problem> {
+    let n = matrix.nrows();
+    let mut largest: f64 = 0.0;
+    for j in 0..n {
+        for i in 0..n {
+            let v = matrix[(i, j)];
+            if !v.is_finite() {
+                return Err(Problem::NonFinite(format!(
+                    "non-finite entry ({i}, {j}): {v}"
+                )));
+            }
+            largest = largest.max(v.abs());
+        }
+    }
+    let mut worst = (0.0, 0, 0);
+    for j in 0..n {
+        for i in j + 1..n {
+            let gap = (matrix[(i, j)] - matrix[(j, i)]).abs();
+            if gap > worst.0 {
+                worst = (gap, i, j);
+            }
+        }
+    }
+    if worst.0 > tol * largest {
+        let (gap, i, j) = worst;
+        return Err(Problem::Asymmetric(format!(
+            "not symmetric: |A[{i},{j}] - A[{j},{i}]| = {gap:.3e} (largest entry {largest:.3e})"
+        )));
+    }
+    Ok(())
 }
 
 /// Values (row-major, as f64), shape and unit roundoff of the stored type.

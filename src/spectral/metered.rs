@@ -65,13 +65,13 @@ impl<S: VectorSpace> VectorSpace for Metered<S> {
         self.count(1);
         self.inner.zeros()
     }
-    fn from_host(&self, values: &[f64]) -> Result<S::Vector> {
+    fn upload(&self, values: &[f64]) -> Result<S::Vector> {
         self.count(1);
-        self.inner.from_host(values)
+        self.inner.upload(values)
     }
-    fn to_host(&self, x: &S::Vector) -> Result<Vec<f64>> {
+    fn download(&self, x: &S::Vector) -> Result<Vec<f64>> {
         self.count(1);
-        self.inner.to_host(x)
+        self.inner.download(x)
     }
     fn random(&self, distribution: Distribution, seed: u64, stream: u64) -> Result<S::Vector> {
         self.count(1);
@@ -219,6 +219,16 @@ impl<S: VectorSpace> VectorSpace for Metered<S> {
         self.count(1);
         self.count_stored(basis, coeffs.len());
         self.inner.basis_combine(basis, coeffs, out)
+    }
+    fn basis_combine_many(
+        &self,
+        basis: &S::Basis,
+        coeffs: &[Vec<f64>],
+        outs: &mut [S::Vector],
+    ) -> Result<()> {
+        self.count(outs.len());
+        self.count_stored(basis, coeffs.iter().map(Vec::len).max().unwrap_or(0));
+        self.inner.basis_combine_many(basis, coeffs, outs)
     }
     fn basis_rotate(
         &self,

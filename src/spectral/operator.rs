@@ -238,13 +238,11 @@ impl<A: LinearOperator> PrincipalSubOperator<A> {
         if indices.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Error::arg("indices", "must be strictly increasing"));
         }
-        if let Some(&last) = indices.last() {
-            if last >= n {
-                return Err(Error::arg(
-                    "indices",
-                    format!("index {last} out of range for dimension {n}"),
-                ));
-            }
+        if let Some(&last) = indices.last().filter(|&&last| last >= n) {
+            return Err(Error::arg(
+                "indices",
+                format!("index {last} out of range for dimension {n}"),
+            ));
         }
         Ok(PrincipalSubOperator {
             inner,

@@ -75,6 +75,62 @@ impl Default for SpectrumConfig {
     }
 }
 
+impl SpectrumConfig {
+    /// Checks the configuration against an operator of dimension `dim`, so that a
+    /// bad flag is reported before any expensive work.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        if self.iters == 0 {
+            return Err(Error::arg("--iters", "must be at least 1"));
+        }
+        match self.method {
+            Method::Lanczos | Method::Power => {
+                let ends = if self.which == Which::Both { 2 } else { 1 };
+                if self.k == 0 || ends * self.k > dim {
+                    return Err(Error::arg(
+                        "--k",
+                        format!(
+                            "{} eigenvalues requested, but the operator has dimension {dim}",
+                            ends * self.k
+                        ),
+                    ));
+                }
+                let none = self.reorthogonalization == Reorthogonalization::None;
+                if !(self.tol < 1.0 && (self.tol > 0.0 || (none && self.tol == 0.0))) {
+                    return Err(Error::arg("--tol", "must lie in (0, 1)"));
+                }
+                if self.method == Method::Power && self.which != Which::Largest {
+                    return Err(Error::arg(
+                        "--which",
+                        "power iteration finds the eigenvalues of largest magnitude; use --method lanczos for smallest or both",
+                    ));
+                }
+            }
+            Method::Slq => {
+                if self.probes == 0 {
+                    return Err(Error::arg("--probes", "must be at least 1"));
+                }
+            }
+            Method::Trace => {
+                if self.iters < 4 {
+                    return Err(Error::arg(
+                        "--iters",
+                        "the trace estimators need at least 4 products",
+                    ));
+                }
+            }
+        }
+        for (flag, value) in [
+            ("--width", self.width),
+            ("--linear-width", self.linear_width),
+        ] {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(Error::arg(flag, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What `spectrum` reports back to the terminal.
 pub struct SpectrumOutcome {
     /// The main table (also written to disk).
@@ -97,15 +153,12 @@ pub fn run_spectrum<P: Progress + ?Sized>(
     mut manifest: Manifest,
     progress: &P,
 ) -> Result<SpectrumOutcome> {
-    if config.iters == 0 {
-        return Err(Error::arg("--iters", "must be at least 1"));
-    }
+    config.validate(op.dim())?;
     let exact: Option<Vec<f64>> = exact.map(|e| {
         let mut sorted = e.to_vec();
         sorted.sort_by(f64::total_cmp);
         sorted
     });
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let run = match config.method {
         Method::Lanczos => run_lanczos(op, exact.as_deref(), config, progress)?,
         Method::Power => run_power(op, exact.as_deref(), config, progress)?,

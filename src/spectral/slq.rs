@@ -372,10 +372,10 @@ impl SlqResult {
             return Err(Error::arg("--points", "must be at least 2"));
         }
         let scale = options.scale;
-        if let DensityScale::SymLog { linear_width } = scale {
-            if !(linear_width > 0.0 && linear_width.is_finite()) {
-                return Err(Error::arg("--linear-width", "must be positive"));
-            }
+        if let DensityScale::SymLog { linear_width } = scale
+            && !(linear_width > 0.0 && linear_width.is_finite())
+        {
+            return Err(Error::arg("--linear-width", "must be positive"));
         }
         let (lo, hi) = self.node_range();
         if !lo.is_finite() {

@@ -60,14 +60,14 @@ pub trait VectorSpace: Sync {
     /// A new zero vector.
     fn zeros(&self) -> Result<Self::Vector>;
     /// A vector holding `values` (length n).
-    fn from_host(&self, values: &[f64]) -> Result<Self::Vector>;
+    fn upload(&self, values: &[f64]) -> Result<Self::Vector>;
     /// The entries of `x`, copied to host memory.
-    fn to_host(&self, x: &Self::Vector) -> Result<Vec<f64>>;
+    fn download(&self, x: &Self::Vector) -> Result<Vec<f64>>;
     /// A random vector from `(seed, stream)` (see [`crate::rng`]): the same numbers
     /// on every backend and for every thread count, so results do not depend on
     /// where the vectors live.
     fn random(&self, distribution: Distribution, seed: u64, stream: u64) -> Result<Self::Vector> {
-        self.from_host(&super::host::random_values(
+        self.upload(&super::host::random_values(
             self.dim(),
             distribution,
             seed,
@@ -237,6 +237,19 @@ pub trait VectorSpace: Sync {
         coeffs: &[f64],
         out: &mut Self::Vector,
     ) -> Result<()>;
+    /// `outs[k] = Σ_i coeffs[k][i] v_i` for several coefficient vectors at once (one
+    /// pass over the basis on fused backends).
+    fn basis_combine_many(
+        &self,
+        basis: &Self::Basis,
+        coeffs: &[Vec<f64>],
+        outs: &mut [Self::Vector],
+    ) -> Result<()> {
+        for (c, out) in coeffs.iter().zip(outs.iter_mut()) {
+            self.basis_combine(basis, c, out)?;
+        }
+        Ok(())
+    }
     /// Thick-restart rotation in place: slots `0..cols` become `V S`, where `V` is
     /// slots `0..rows` and `S` the column-major `rows × cols` matrix `transform`;
     /// every slot from `cols` to `rows - 1` is dropped, later slots are kept (moved

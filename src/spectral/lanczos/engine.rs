@@ -33,6 +33,10 @@ const BREAKDOWN: f64 = 64.0 * f64::EPSILON;
 /// cancellation; below this ratio (four digits) the norm is recomputed by a pass.
 const PYTHAGORAS_MIN: f64 = 1e-4;
 
+/// Fewest steps between two restarts for lost orthogonality; closer losses are
+/// handled by partial reorthogonalization instead.
+const MIN_CYCLE: usize = 8;
+
 /// How the engine keeps its basis orthogonal.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Orthogonality {
@@ -127,6 +131,8 @@ pub(super) struct Engine<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
     /// Kept Ritz vectors converged to `√ε ‖A‖`: every new vector loses orthogonality
     /// to them fastest (Paige), so each step orthogonalizes against them.
     selective: Vec<usize>,
+    /// Steps since the last restart (a restart for lost orthogonality needs a few).
+    steps_since_restart: usize,
     /// Slots the next step must be orthogonalized against (Simon's second step).
     reorthogonalize_next: Option<Vec<usize>>,
     seed: u64,
@@ -187,6 +193,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
             omega,
             reorthogonalize_next: None,
             selective: Vec::new(),
+            steps_since_restart: 0,
             seed,
             stream,
             injections: 0,
@@ -366,6 +373,23 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
                 }
                 let largest = omega.largest_in_row(j + 1);
                 let forced = self.reorthogonalize_next.take();
+                let early_restart = forced.is_none()
+                    && largest > threshold
+                    && self.steps_since_restart >= MIN_CYCLE
+                    && beta > BREAKDOWN * self.norm_estimate;
+                if early_restart {
+                    if let Some(so) = deferred.take() {
+                        beta = space.axpy_subtract_norm(
+                            -alpha,
+                            &self.cur,
+                            &mut self.work,
+                            &self.basis,
+                            &self.selective,
+                            &so,
+                        )?;
+                    }
+                    return self.restart_on_lost_orthogonality(j, beta, eta);
+                }
                 if largest > threshold || forced.is_some() {
                     let mut slots = omega.above(j + 1, eta);
                     if let Some(previous) = &forced {
@@ -425,6 +449,39 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
         std::mem::swap(&mut self.cur, &mut self.work);
         self.coupling[j] = beta;
         self.prev_is_neighbor = true;
+        self.steps_since_restart += 1;
+        Ok(())
+    }
+
+    /// Partial mode, when ω says the new vector `work` (norm `beta`, expanding
+    /// slot `j`) has lost orthogonality: rather than orthogonalizing it against
+    /// the whole basis (and the next one too), restart now. Paige's theorem says
+    /// the lost directions are those of converged Ritz vectors; the restart makes
+    /// them explicit kept vectors, which every later step orthogonalizes against at
+    /// the cost of one extra vector read (selective orthogonalization). The new
+    /// continuation vector is projected off the kept vectors its ω still leans on.
+    fn restart_on_lost_orthogonality(&mut self, j: usize, beta: f64, eta: f64) -> Result<()> {
+        let space = self.space;
+        self.len = j + 1;
+        self.coupling[..self.len].fill(0.0);
+        self.coupling[j] = beta;
+        space.scale_and_push(1.0 / beta, &mut self.work, &mut self.basis)?;
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        std::mem::swap(&mut self.cur, &mut self.work);
+        self.restart()?;
+        let slot = self.len;
+        // invariant: omega exists in partial mode, the only caller.
+        let omega = self.omega.as_mut().expect("partial mode keeps ω");
+        let leaning = omega.above(slot, eta);
+        if !leaning.is_empty() {
+            let norm = space
+                .basis_project_out(&self.basis, &leaning, &mut self.cur)?
+                .1;
+            space.scale(1.0 / norm, &mut self.cur)?;
+            space.basis_set(&mut self.basis, slot, &self.cur)?;
+            omega.reset_slots(slot, &leaning);
+            self.reorthogonalizations += 1;
+        }
         Ok(())
     }
 
@@ -487,38 +544,42 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
         self.len = cols;
         self.prev_is_neighbor = false;
         self.restarts += 1;
+        self.steps_since_restart = 0;
         Ok(())
     }
 
-    /// The Ritz vector `V s` for coefficients `s` over the expanded slots.
-    pub fn ritz_vector(&self, coeffs: &[f64], out: &mut S::Vector) -> Result<()> {
-        if coeffs.len() != self.len {
+    /// The Ritz vectors `y = V s` for the given coefficient vectors (formed in one
+    /// pass over the basis), each normalized, with its computed residual: one product
+    /// each. Returns the Rayleigh quotient `yᵀ A y` (the best eigenvalue estimate for
+    /// `y`), `‖A y - θ y‖` and `y`.
+    pub fn explicit_residuals<P: Progress + ?Sized>(
+        &mut self,
+        coeffs: &[Vec<f64>],
+        progress: &P,
+    ) -> Result<Vec<(f64, f64, S::Vector)>> {
+        if coeffs.iter().any(|c| c.len() != self.len) {
             return Err(Error::Numerical(
                 "Ritz coefficients do not match the basis".into(),
             ));
         }
-        self.space.basis_combine(&self.basis, coeffs, out)
-    }
-
-    /// The computed residual of the Ritz vector `y = V s` (normalized in place): one
-    /// product. Returns the Rayleigh quotient `yᵀ A y` (the best eigenvalue
-    /// estimate for `y`) and `‖A y - θ y‖`.
-    pub fn explicit_residual<P: Progress + ?Sized>(
-        &mut self,
-        coeffs: &[f64],
-        y: &mut S::Vector,
-        progress: &P,
-    ) -> Result<(f64, f64)> {
-        self.ritz_vector(coeffs, y)?;
-        let norm = self.space.norm(y)?;
-        self.space.scale(1.0 / norm, y)?;
-        progress.check()?;
-        self.op.apply_in(self.space, y, &mut self.work)?;
-        self.products += 1;
-        progress.advance(1);
-        let theta = self.space.dot(y, &self.work)?;
-        let residual = self.space.axpy_norm(-theta, y, &mut self.work)?;
-        Ok((theta, residual))
+        let mut ys: Vec<S::Vector> = (0..coeffs.len())
+            .map(|_| self.space.zeros())
+            .collect::<Result<_>>()?;
+        self.space
+            .basis_combine_many(&self.basis, coeffs, &mut ys)?;
+        let mut out = Vec::with_capacity(ys.len());
+        for mut y in ys {
+            let norm = self.space.norm(&y)?;
+            self.space.scale(1.0 / norm, &mut y)?;
+            progress.check()?;
+            self.op.apply_in(self.space, &y, &mut self.work)?;
+            self.products += 1;
+            progress.advance(1);
+            let theta = self.space.dot(&y, &self.work)?;
+            let residual = self.space.axpy_norm(-theta, &y, &mut self.work)?;
+            out.push((theta, residual, y));
+        }
+        Ok(out)
     }
 
     /// `max |VᵀV - I|` over the stored basis (one pass, `O(len² n)` flops).

@@ -496,13 +496,11 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
         progress: &P,
     ) -> Result<Vec<(f64, f64, S::Vector)>> {
         let before = engine.products;
-        let mut out = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let mut y = self.space.zeros()?;
-            let (theta, residual) =
-                engine.explicit_residual(ritz.eig.vector(i), &mut y, progress)?;
-            out.push((theta, residual, y));
-        }
+        let coeffs: Vec<Vec<f64>> = indices
+            .iter()
+            .map(|&i| ritz.eig.vector(i).to_vec())
+            .collect();
+        let out = engine.explicit_residuals(&coeffs, progress)?;
         self.verification_products += engine.products - before;
         Ok(out)
     }
