@@ -163,7 +163,10 @@ fn probe_writes_every_output_and_matches_the_fixture() {
     assert_eq!(manifest["parameters"]["hessian"]["mask_seed"], 0);
     assert_eq!(manifest["version"], env!("CARGO_PKG_VERSION"));
     let resolved = &manifest["parameters"]["resolved"];
-    assert_eq!(resolved["indices_sha256"], summary["hessian"]["indices_sha256"]);
+    assert_eq!(
+        resolved["indices_sha256"],
+        summary["hessian"]["indices_sha256"]
+    );
     assert_eq!(resolved["model_sha256"], summary["model"]["sha256"]);
     assert_eq!(resolved["dim"], 168);
     assert_eq!(
