@@ -6,6 +6,7 @@
 //! - [`mask`]: random parameter masks as data.
 //! - [`data`]: datasets, the paper's prompts, and tokenization into id-level examples.
 //! - [`model`]: OPT checkpoints and their exact Hessian-vector products.
+//! - [`probe`]: Hessian probes, landscapes and ratio sweeps of checkpoints on data.
 //! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
 //! - [`report`]: tables, figures and run manifests.
 //! - [`cli`]: the `maskscape` command line.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod experiment;
 pub mod mask;
 pub mod model;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod rng;

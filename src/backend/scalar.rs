@@ -26,6 +26,16 @@ pub trait Scalar:
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn from_f32(x: f32) -> Self;
+    fn from_usize(n: usize) -> Self {
+        Self::from_f64(n as f64)
+    }
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn abs(self) -> Self;
+    /// The larger of two values (`other` when either is NaN is not guaranteed).
+    fn max(self, other: Self) -> Self;
+    fn is_finite(self) -> bool;
 }
 
 impl Scalar for f32 {
@@ -41,6 +51,24 @@ impl Scalar for f32 {
     fn from_f32(x: f32) -> Self {
         x
     }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
 }
 
 impl Scalar for f64 {
@@ -55,5 +83,23 @@ impl Scalar for f64 {
     }
     fn from_f32(x: f32) -> Self {
         f64::from(x)
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    fn max(self, other: Self) -> Self {
+        f64::max(self, other)
+    }
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
     }
 }

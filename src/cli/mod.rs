@@ -6,11 +6,13 @@ mod data;
 mod init;
 mod inspect;
 mod mask;
+mod probe;
 mod progress;
 mod reproduce;
 mod spectrum;
 mod theory;
 mod tokenizer;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -50,10 +52,20 @@ enum Command {
     Theory(theory::TheoryArgs),
     /// Rerun every experiment in experiments/ and rewrite figures/ and analysis/.
     Reproduce(reproduce::ReproduceArgs),
+    /// Check the engine on a checkpoint against a reference file (PyTorch's values).
+    Verify(verify::VerifyArgs),
+    /// Probe the Hessian of a checkpoint's loss on a dataset, restricted to a random
+    /// mask: extreme eigenvalues, density, trace, loss and accuracy.
+    Probe(probe::ProbeArgs),
+    /// The loss along one or two directions of the masked subspace, beside the
+    /// quadratic model from the measured curvature.
+    Landscape(probe::LandscapeArgs),
+    /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
+    Sweep(probe::SweepArgs),
     /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
     /// the theory lab's masked Hessian).
     Spectrum(spectrum::SpectrumArgs),
-    /// Timed benchmarks, one group per area.
+    /// Timed benchmarks, one group per area (`bench theory`, `bench hvp`, `bench spectral`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -69,6 +81,10 @@ pub fn main() -> ExitCode {
         Command::Tokenizer(args) => tokenizer::run(args),
         Command::Theory(args) => theory::run(args),
         Command::Reproduce(args) => reproduce::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Probe(args) => probe::run_probe_command(args),
+        Command::Landscape(args) => probe::run_landscape_command(args),
+        Command::Sweep(args) => probe::run_sweep_command(args),
         Command::Spectrum(args) => spectrum::run(args),
         Command::Bench(command) => bench::run(command),
     };

@@ -17,6 +17,7 @@
 //! ratios = { from = 1.0, to = 0.01, points = 10 }
 //! ```
 
+pub mod network;
 pub mod theory;
 
 use std::fmt::Write as _;
@@ -134,7 +135,12 @@ pub struct Runner {
 }
 
 /// Every kind of experiment `reproduce` knows.
-pub const RUNNERS: &[Runner] = &[theory::RUNNER];
+pub const RUNNERS: &[Runner] = &[
+    theory::RUNNER,
+    network::PROBE,
+    network::LANDSCAPE,
+    network::SWEEP,
+];
 
 /// The specs in `dir` (every `*.toml`), sorted by file name, each checked by its
 /// runner, so that a bad spec fails before anything runs.

@@ -1,13 +1,22 @@
 //! The OPT model: configuration, checkpoint loading, tokenizer, and the network as a
 //! sequence of explicit ops with exact first and second derivatives.
 
+pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod layout;
+pub mod objective;
+pub mod ops;
+pub mod opt;
 pub mod presets;
 pub mod tokenizer;
+pub mod verify;
 
+pub use batch::{Batch, Candidate, Question, Targets, TokenBatch};
 pub use checkpoint::{Checkpoint, StoredDtype};
 pub use config::OptConfig;
 pub use layout::{LayerTensor, ParamEntry, ParamLayout, ParamRole};
+pub use objective::{HvpResult, Objective};
+pub use opt::{MaskPlan, Opt, SweepScalars};
 pub use tokenizer::OptTokenizer;

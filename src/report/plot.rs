@@ -636,12 +636,16 @@ fn ticks(scale: Scale, range: &Range<f64>) -> Vec<f64> {
                     .collect()
             }
         }
-        Scale::SymLog { .. } => {
+        Scale::SymLog { linear_width } => {
             let max_abs = scale.inverse(range.start.abs().max(range.end.abs()));
             let top = max_abs.log10().floor() as i64;
             let mut values = vec![0.0];
             for k in (top - 12..=top).rev() {
                 let v = 10f64.powi(k as i32);
+                // Powers of ten well inside the linear part all land next to 0.
+                if v < 0.5 * linear_width {
+                    continue;
+                }
                 values.push(v);
                 values.push(-v);
             }

@@ -1,0 +1,392 @@
+//! Causal self-attention with a key padding mask, one (sequence, head) pair per
+//! rayon task, its small products through faer.
+//!
+//! Per pair, with `s = 1/sqrt(head_dim)`, `S = s Q K^T`, `P = softmax(S)` over the
+//! allowed keys, `O = P V`:
+//! - JVP: `S' = s (Q' K^T + Q K'^T)`, `P' = P * (S' - rowsum(P * S'))`, `O' = P' V + P V'`.
+//! - VJP: `Pb = Ob V^T`, `Vb = P^T Ob`, `Sb = P * (Pb - rowsum(P * Pb))`,
+//!   `Qb = s Sb K`, `Kb = s Sb^T Q`.
+//! - tangent of the VJP: `Pb' = Ob' V^T + Ob V'^T`, `Vb' = P'^T Ob + P^T Ob'`,
+//!   `Sb' = P' * (Pb - r) + P * (Pb' - r')` with `r = rowsum(P * Pb)`,
+//!   `r' = rowsum(P' * Pb + P * Pb')`, `Qb' = s (Sb' K + Sb K')`, `Kb' = s (Sb'^T Q + Sb^T Q')`.
+//!
+//! Disallowed entries have `P = 0`, hence `P' = Sb = Sb' = 0`: masking needs no
+//! special case beyond the softmax. A query with no allowed key (a left-padding
+//! position) gets an all-zero row instead of NaN.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use super::CpuScalar;
+use crate::backend::AttentionDims;
+
+/// One head of one sequence inside a `rows x width` matrix.
+fn head<'a, T: CpuScalar>(x: &'a [T], d: &AttentionDims, b: usize, h: usize) -> MatRef<'a, T> {
+    let w = d.width();
+    MatRef::from_row_major_slice_with_stride(
+        &x[b * d.seq * w + h * d.head_dim..],
+        d.seq,
+        d.head_dim,
+        w,
+    )
+}
+
+fn square<T: CpuScalar>(x: &[T], n: usize) -> MatRef<'_, T> {
+    MatRef::from_row_major_slice(x, n, n)
+}
+
+fn square_mut<T: CpuScalar>(x: &mut [T], n: usize) -> MatMut<'_, T> {
+    MatMut::from_row_major_slice_mut(x, n, n)
+}
+
+fn head_out<'a, T: CpuScalar>(x: &'a mut [T], d: &AttentionDims) -> MatMut<'a, T> {
+    MatMut::from_row_major_slice_mut(x, d.seq, d.head_dim)
+}
+
+/// `dst (+)= alpha * lhs * rhs`, sequential (we are inside a parallel task).
+fn mm<T: CpuScalar>(
+    dst: MatMut<'_, T>,
+    add: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+) {
+    let accum = if add { Accum::Add } else { Accum::Replace };
+    matmul(dst, accum, lhs, rhs, alpha, Par::Seq);
+    super::gemm::clear_upper_vector_state();
+}
+
+/// Writes per-(sequence, head) results of shape `seq x head_dim` into their columns of
+/// the `rows x width` outputs.
+fn scatter_heads<T: CpuScalar>(out: &mut [T], parts: &[Vec<T>], d: &AttentionDims) {
+    let w = d.width();
+    for (p, part) in parts.iter().enumerate() {
+        let (b, h) = (p / d.heads, p % d.heads);
+        for t in 0..d.seq {
+            let row = (b * d.seq + t) * w + h * d.head_dim;
+            out[row..row + d.head_dim].copy_from_slice(&part[t * d.head_dim..(t + 1) * d.head_dim]);
+        }
+    }
+}
+
+fn scale<T: CpuScalar>(d: &AttentionDims) -> T {
+    T::ONE / T::from_usize(d.head_dim).sqrt()
+}
+
+/// `sum_j a[i,j] b[i,j]` for each row `i` of two `n x n` matrices.
+fn row_dots<T: CpuScalar>(a: &[T], b: &[T], n: usize) -> Vec<T> {
+    a.chunks(n)
+        .zip(b.chunks(n))
+        .map(|(x, y)| x.iter().zip(y).fold(T::ZERO, |s, (&x, &y)| s + x * y))
+        .collect()
+}
+
+pub fn forward<T: CpuScalar>(
+    out: &mut [T],
+    probs: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    key_mask: &[u32],
+    d: AttentionDims,
+) {
+    let n = d.seq;
+    let s = scale::<T>(&d);
+    let parts: Vec<Vec<T>> = probs[..d.probs_len()]
+        .par_chunks_mut(n * n)
+        .enumerate()
+        .map(|(p, pr)| {
+            let (b, h) = (p / d.heads, p % d.heads);
+            mm(
+                square_mut(pr, n),
+                false,
+                head(q, &d, b, h),
+                head(k, &d, b, h).transpose(),
+                s,
+            );
+            let mask = &key_mask[b * n..(b + 1) * n];
+            for (i, row) in pr.chunks_mut(n).enumerate() {
+                softmax_causal(row, i, mask);
+            }
+            let mut o = vec![T::ZERO; n * d.head_dim];
+            mm(
+                head_out(&mut o, &d),
+                false,
+                square(pr, n),
+                head(v, &d, b, h),
+                T::ONE,
+            );
+            o
+        })
+        .collect();
+    scatter_heads(out, &parts, &d);
+}
+
+/// In place: scores of query `i` to probabilities over keys `j <= i` with `mask[j] != 0`.
+fn softmax_causal<T: CpuScalar>(row: &mut [T], i: usize, mask: &[u32]) {
+    let allowed = |j: usize| j <= i && mask[j] != 0;
+    let mut max: Option<T> = None;
+    for (j, &x) in row.iter().enumerate() {
+        if allowed(j) {
+            max = Some(max.map_or(x, |m: T| m.max(x)));
+        }
+    }
+    let Some(max) = max else {
+        row.fill(T::ZERO);
+        return;
+    };
+    let mut sum = T::ZERO;
+    for (j, x) in row.iter_mut().enumerate() {
+        *x = if allowed(j) {
+            (*x - max).exp()
+        } else {
+            T::ZERO
+        };
+        sum += *x;
+    }
+    let inv = T::ONE / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `P * (X - rowsum(P * X))`, the softmax Jacobian (transposed or not: it is
+/// symmetric) applied row by row, in place on `x`.
+fn softmax_jacobian<T: CpuScalar>(x: &mut [T], p: &[T], n: usize) {
+    let r = row_dots(p, x, n);
+    for (i, (xr, pr)) in x.chunks_mut(n).zip(p.chunks(n)).enumerate() {
+        xr.iter_mut()
+            .zip(pr)
+            .for_each(|(x, &p)| *x = p * (*x - r[i]));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn jvp<T: CpuScalar>(
+    out_dot: &mut [T],
+    probs_dot: &mut [T],
+    probs: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    q_dot: &[T],
+    k_dot: &[T],
+    v_dot: &[T],
+    d: AttentionDims,
+) {
+    let n = d.seq;
+    let s = scale::<T>(&d);
+    let parts: Vec<Vec<T>> = probs_dot[..d.probs_len()]
+        .par_chunks_mut(n * n)
+        .enumerate()
+        .map(|(p, pd)| {
+            let (b, h) = (p / d.heads, p % d.heads);
+            let pr = &probs[p * n * n..(p + 1) * n * n];
+            mm(
+                square_mut(pd, n),
+                false,
+                head(q_dot, &d, b, h),
+                head(k, &d, b, h).transpose(),
+                s,
+            );
+            mm(
+                square_mut(pd, n),
+                true,
+                head(q, &d, b, h),
+                head(k_dot, &d, b, h).transpose(),
+                s,
+            );
+            softmax_jacobian(pd, pr, n);
+            let mut o = vec![T::ZERO; n * d.head_dim];
+            mm(
+                head_out(&mut o, &d),
+                false,
+                square(pd, n),
+                head(v, &d, b, h),
+                T::ONE,
+            );
+            mm(
+                head_out(&mut o, &d),
+                true,
+                square(pr, n),
+                head(v_dot, &d, b, h),
+                T::ONE,
+            );
+            o
+        })
+        .collect();
+    scatter_heads(out_dot, &parts, &d);
+}
+
+/// `(Qb, Kb, Vb)` of one (sequence, head) pair, each `seq x head_dim`.
+type HeadGrads<T> = (Vec<T>, Vec<T>, Vec<T>);
+
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: CpuScalar>(
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+    dout: &[T],
+    probs: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    d: AttentionDims,
+) {
+    let n = d.seq;
+    let s = scale::<T>(&d);
+    let parts: Vec<HeadGrads<T>> = (0..d.batch * d.heads)
+        .into_par_iter()
+        .map(|p| {
+            let (b, h) = (p / d.heads, p % d.heads);
+            let pr = &probs[p * n * n..(p + 1) * n * n];
+            let ob = head(dout, &d, b, h);
+            let mut sb = vec![T::ZERO; n * n];
+            mm(
+                square_mut(&mut sb, n),
+                false,
+                ob,
+                head(v, &d, b, h).transpose(),
+                T::ONE,
+            );
+            softmax_jacobian(&mut sb, pr, n);
+            let (mut qb, mut kb, mut vb) = (
+                vec![T::ZERO; n * d.head_dim],
+                vec![T::ZERO; n * d.head_dim],
+                vec![T::ZERO; n * d.head_dim],
+            );
+            mm(
+                head_out(&mut vb, &d),
+                false,
+                square(pr, n).transpose(),
+                ob,
+                T::ONE,
+            );
+            mm(
+                head_out(&mut qb, &d),
+                false,
+                square(&sb, n),
+                head(k, &d, b, h),
+                s,
+            );
+            mm(
+                head_out(&mut kb, &d),
+                false,
+                square(&sb, n).transpose(),
+                head(q, &d, b, h),
+                s,
+            );
+            (qb, kb, vb)
+        })
+        .collect();
+    write_grads(dq, dk, dv, parts, &d);
+}
+
+fn write_grads<T: CpuScalar>(
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+    parts: Vec<HeadGrads<T>>,
+    d: &AttentionDims,
+) {
+    let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    for (q, k, v) in parts {
+        qs.push(q);
+        ks.push(k);
+        vs.push(v);
+    }
+    scatter_heads(dq, &qs, d);
+    scatter_heads(dk, &ks, d);
+    scatter_heads(dv, &vs, d);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn backward_jvp<T: CpuScalar>(
+    dq_dot: &mut [T],
+    dk_dot: &mut [T],
+    dv_dot: &mut [T],
+    dout: &[T],
+    dout_dot: &[T],
+    probs: &[T],
+    probs_dot: &[T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    q_dot: &[T],
+    k_dot: &[T],
+    v_dot: &[T],
+    d: AttentionDims,
+) {
+    let n = d.seq;
+    let s = scale::<T>(&d);
+    let parts: Vec<HeadGrads<T>> = (0..d.batch * d.heads)
+        .into_par_iter()
+        .map(|p| {
+            let (b, h) = (p / d.heads, p % d.heads);
+            let nn = p * n * n..(p + 1) * n * n;
+            let (pr, pd) = (&probs[nn.clone()], &probs_dot[nn]);
+            let (ob, obd) = (head(dout, &d, b, h), head(dout_dot, &d, b, h));
+            let (qh, kh, vh) = (head(q, &d, b, h), head(k, &d, b, h), head(v, &d, b, h));
+            let (qd, kd, vd) = (
+                head(q_dot, &d, b, h),
+                head(k_dot, &d, b, h),
+                head(v_dot, &d, b, h),
+            );
+            // Pb = Ob V^T and Pb' = Ob' V^T + Ob V'^T
+            let mut pb = vec![T::ZERO; n * n];
+            mm(square_mut(&mut pb, n), false, ob, vh.transpose(), T::ONE);
+            let mut pbd = vec![T::ZERO; n * n];
+            mm(square_mut(&mut pbd, n), false, obd, vh.transpose(), T::ONE);
+            mm(square_mut(&mut pbd, n), true, ob, vd.transpose(), T::ONE);
+            // Sb and Sb'
+            let r = row_dots(pr, &pb, n);
+            let r_dot: Vec<T> = row_dots(pd, &pb, n)
+                .into_iter()
+                .zip(row_dots(pr, &pbd, n))
+                .map(|(a, b)| a + b)
+                .collect();
+            let mut sb = vec![T::ZERO; n * n];
+            let mut sbd = vec![T::ZERO; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    let ij = i * n + j;
+                    sb[ij] = pr[ij] * (pb[ij] - r[i]);
+                    sbd[ij] = pd[ij] * (pb[ij] - r[i]) + pr[ij] * (pbd[ij] - r_dot[i]);
+                }
+            }
+            let zeros = || vec![T::ZERO; n * d.head_dim];
+            let (mut qb, mut kb, mut vb) = (zeros(), zeros(), zeros());
+            mm(
+                head_out(&mut vb, &d),
+                false,
+                square(pd, n).transpose(),
+                ob,
+                T::ONE,
+            );
+            mm(
+                head_out(&mut vb, &d),
+                true,
+                square(pr, n).transpose(),
+                obd,
+                T::ONE,
+            );
+            mm(head_out(&mut qb, &d), false, square(&sbd, n), kh, s);
+            mm(head_out(&mut qb, &d), true, square(&sb, n), kd, s);
+            mm(
+                head_out(&mut kb, &d),
+                false,
+                square(&sbd, n).transpose(),
+                qh,
+                s,
+            );
+            mm(
+                head_out(&mut kb, &d),
+                true,
+                square(&sb, n).transpose(),
+                qd,
+                s,
+            );
+            (qb, kb, vb)
+        })
+        .collect();
+    write_grads(dq_dot, dk_dot, dv_dot, parts, &d);
+}

@@ -1,0 +1,467 @@
+//! The CPU backend: host memory (`Vec<T>`), faer matrix products, rayon over rows,
+//! heads and mask entries. Generic over f32 and f64.
+//!
+//! Each kernel of [`Backend`] lives in the file named after its op; this module only
+//! binds them to the trait. Reductions over rows (parameter gradients) sum fixed
+//! blocks in a fixed order, so results do not depend on the number of threads.
+
+mod attention;
+mod elementwise;
+mod embedding;
+pub(crate) mod gemm;
+mod layernorm;
+mod logprob;
+mod sparse;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::Scalar;
+use super::kernels::{AttentionDims, Backend, Gemm};
+use crate::error::Result;
+
+/// The element types the CPU backend computes in (f32 and f64).
+pub trait CpuScalar: Scalar + faer::traits::ComplexField {}
+
+impl CpuScalar for f32 {}
+impl CpuScalar for f64 {}
+
+/// The CPU backend. Uses rayon's global thread pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+/// Rows per block of [`column_sums`]: fixed, so the summation order is too.
+const SUM_BLOCK: usize = 32;
+
+/// Sums per-row contributions into `groups * width` accumulators: `add_row(r, acc)`
+/// adds row `r`. Blocks of rows run in parallel and their partial sums are added in
+/// block order, which makes the result independent of the thread count.
+fn column_sums<T: CpuScalar>(
+    rows: usize,
+    width: usize,
+    groups: usize,
+    add_row: impl Fn(usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    let partials: Vec<Vec<T>> = (0..rows.div_ceil(SUM_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let mut acc = vec![T::ZERO; groups * width];
+            for r in block * SUM_BLOCK..((block + 1) * SUM_BLOCK).min(rows) {
+                add_row(r, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![T::ZERO; groups * width];
+    for p in partials {
+        total.iter_mut().zip(&p).for_each(|(t, &x)| *t += x);
+    }
+    total
+}
+
+impl<T: CpuScalar> Backend<T> for Cpu {
+    type Buf = Vec<T>;
+    type Index = Vec<u32>;
+    type View<'a> = &'a [T];
+    type ViewMut<'a> = &'a mut [T];
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<T>> {
+        Ok(vec![T::ZERO; len])
+    }
+
+    fn upload(&self, host: &[T]) -> Result<Vec<T>> {
+        Ok(host.to_vec())
+    }
+
+    fn upload_index(&self, host: &[u32]) -> Result<Vec<u32>> {
+        Ok(host.to_vec())
+    }
+
+    fn write(&self, dst: &mut [T], host: &[T]) -> Result<()> {
+        dst.copy_from_slice(host);
+        Ok(())
+    }
+
+    fn download(&self, src: &[T], host: &mut [T]) -> Result<()> {
+        host.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn view<'a>(&self, buf: &'a Vec<T>) -> &'a [T] {
+        buf
+    }
+
+    fn view_mut<'a>(&self, buf: &'a mut Vec<T>) -> &'a mut [T] {
+        buf
+    }
+
+    fn sub<'a>(&self, view: Self::View<'a>, range: Range<usize>) -> Self::View<'a> {
+        &view[range]
+    }
+
+    fn sub_mut<'a>(&self, view: Self::ViewMut<'a>, range: Range<usize>) -> Self::ViewMut<'a> {
+        &mut view[range]
+    }
+
+    fn split_mut<'a>(
+        &self,
+        view: Self::ViewMut<'a>,
+        mid: usize,
+    ) -> (Self::ViewMut<'a>, Self::ViewMut<'a>) {
+        view.split_at_mut(mid)
+    }
+
+    fn reborrow<'b>(&self, view: &'b mut &mut [T]) -> &'b mut [T] {
+        view
+    }
+
+    fn freeze<'b>(&self, view: &'b &mut [T]) -> &'b [T] {
+        view
+    }
+
+    fn zero(&self, dst: &mut [T]) {
+        dst.fill(T::ZERO);
+    }
+
+    fn copy(&self, dst: &mut [T], src: &[T]) {
+        dst.copy_from_slice(src);
+    }
+
+    fn add_assign(&self, dst: &mut [T], src: &[T]) {
+        elementwise::add_assign(dst, src);
+    }
+
+    fn scatter(&self, dst: &mut [T], idx: &Vec<u32>, values: &[T]) {
+        elementwise::scatter(dst, idx, values);
+    }
+
+    fn gather_add(&self, dst: &mut [T], idx: &Vec<u32>, src: &[T]) {
+        elementwise::gather_add(dst, idx, src);
+    }
+
+    fn gemm(&self, spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
+        gemm::gemm(spec, a, b, c);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_matmul_nt(
+        &self,
+        out: &mut [T],
+        x: &[T],
+        idx: &Vec<u32>,
+        values: &[T],
+        rows: usize,
+        out_dim: usize,
+        in_dim: usize,
+    ) {
+        sparse::matmul_nt(out, x, idx, values, rows, out_dim, in_dim);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_matmul_nn(
+        &self,
+        out: &mut [T],
+        dy: &[T],
+        idx: &Vec<u32>,
+        values: &[T],
+        rows: usize,
+        out_dim: usize,
+        in_dim: usize,
+    ) {
+        sparse::matmul_nn(out, dy, idx, values, rows, out_dim, in_dim);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sampled_matmul_tn(
+        &self,
+        out: &mut [T],
+        a: &[T],
+        b: &[T],
+        idx: &Vec<u32>,
+        rows: usize,
+        out_dim: usize,
+        in_dim: usize,
+    ) {
+        sparse::sampled_tn(out, a, b, idx, rows, out_dim, in_dim);
+    }
+
+    fn embedding_forward(
+        &self,
+        out: &mut [T],
+        ids: &Vec<u32>,
+        table: &[T],
+        rows: usize,
+        width: usize,
+        accumulate: bool,
+    ) {
+        embedding::forward(out, ids, table, rows, width, accumulate);
+    }
+
+    fn embedding_backward(
+        &self,
+        dtable: &mut [T],
+        dout: &[T],
+        ids: &Vec<u32>,
+        rows: usize,
+        width: usize,
+    ) {
+        embedding::backward(dtable, dout, ids, rows, width);
+    }
+
+    fn embedding_forward_sparse(
+        &self,
+        out: &mut [T],
+        ids: &Vec<u32>,
+        idx: &Vec<u32>,
+        values: &[T],
+        rows: usize,
+        width: usize,
+    ) {
+        embedding::forward_sparse(out, ids, idx, values, rows, width);
+    }
+
+    fn embedding_backward_sampled(
+        &self,
+        out: &mut [T],
+        dout: &[T],
+        ids: &Vec<u32>,
+        idx: &Vec<u32>,
+        rows: usize,
+        width: usize,
+    ) {
+        embedding::backward_sampled(out, dout, ids, idx, rows, width);
+    }
+
+    fn bias_forward(&self, out: &mut [T], bias: &[T], rows: usize, width: usize) {
+        elementwise::bias_forward(out, bias, rows, width);
+    }
+
+    fn bias_backward(&self, dbias: &mut [T], dout: &[T], rows: usize, width: usize) {
+        elementwise::bias_backward(dbias, dout, rows, width);
+    }
+
+    fn layernorm_forward(
+        &self,
+        out: &mut [T],
+        mean: &mut [T],
+        rstd: &mut [T],
+        inp: &[T],
+        weight: Option<&[T]>,
+        bias: Option<&[T]>,
+        rows: usize,
+        width: usize,
+        eps: f64,
+    ) {
+        layernorm::forward(out, mean, rstd, inp, weight, bias, rows, width, eps);
+    }
+
+    fn layernorm_jvp(
+        &self,
+        out_dot: &mut [T],
+        inp: &[T],
+        inp_dot: &[T],
+        mean: &[T],
+        rstd: &[T],
+        weight: Option<&[T]>,
+        weight_dot: Option<&[T]>,
+        bias_dot: Option<&[T]>,
+        rows: usize,
+        width: usize,
+    ) {
+        layernorm::jvp(
+            out_dot, inp, inp_dot, mean, rstd, weight, weight_dot, bias_dot, rows, width,
+        );
+    }
+
+    fn layernorm_backward(
+        &self,
+        dinp: &mut [T],
+        dweight: Option<&mut [T]>,
+        dbias: Option<&mut [T]>,
+        dout: &[T],
+        inp: &[T],
+        mean: &[T],
+        rstd: &[T],
+        weight: Option<&[T]>,
+        rows: usize,
+        width: usize,
+    ) {
+        layernorm::backward(
+            dinp, dweight, dbias, dout, inp, mean, rstd, weight, rows, width,
+        );
+    }
+
+    fn layernorm_backward_jvp(
+        &self,
+        dinp_dot: &mut [T],
+        dweight_dot: Option<&mut [T]>,
+        dbias_dot: Option<&mut [T]>,
+        dout: &[T],
+        dout_dot: &[T],
+        inp: &[T],
+        inp_dot: &[T],
+        mean: &[T],
+        rstd: &[T],
+        weight: Option<&[T]>,
+        weight_dot: Option<&[T]>,
+        rows: usize,
+        width: usize,
+    ) {
+        layernorm::backward_jvp(
+            dinp_dot,
+            dweight_dot,
+            dbias_dot,
+            dout,
+            dout_dot,
+            inp,
+            inp_dot,
+            mean,
+            rstd,
+            weight,
+            weight_dot,
+            rows,
+            width,
+        );
+    }
+
+    fn relu_forward(&self, out: &mut [T], inp: &[T]) {
+        elementwise::relu_forward(out, inp);
+    }
+
+    fn relu_backward(&self, out: &mut [T], inp: &[T], grad: &[T]) {
+        elementwise::relu_backward(out, inp, grad);
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut [T],
+        probs: &mut [T],
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        key_mask: &Vec<u32>,
+        dims: AttentionDims,
+    ) {
+        attention::forward(out, probs, q, k, v, key_mask, dims);
+    }
+
+    fn attention_jvp(
+        &self,
+        out_dot: &mut [T],
+        probs_dot: &mut [T],
+        probs: &[T],
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        q_dot: &[T],
+        k_dot: &[T],
+        v_dot: &[T],
+        dims: AttentionDims,
+    ) {
+        attention::jvp(
+            out_dot, probs_dot, probs, q, k, v, q_dot, k_dot, v_dot, dims,
+        );
+    }
+
+    fn attention_backward(
+        &self,
+        dq: &mut [T],
+        dk: &mut [T],
+        dv: &mut [T],
+        dout: &[T],
+        probs: &[T],
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        dims: AttentionDims,
+    ) {
+        attention::backward(dq, dk, dv, dout, probs, q, k, v, dims);
+    }
+
+    fn attention_backward_jvp(
+        &self,
+        dq_dot: &mut [T],
+        dk_dot: &mut [T],
+        dv_dot: &mut [T],
+        dout: &[T],
+        dout_dot: &[T],
+        probs: &[T],
+        probs_dot: &[T],
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        q_dot: &[T],
+        k_dot: &[T],
+        v_dot: &[T],
+        dims: AttentionDims,
+    ) {
+        attention::backward_jvp(
+            dq_dot, dk_dot, dv_dot, dout, dout_dot, probs, probs_dot, q, k, v, q_dot, k_dot, v_dot,
+            dims,
+        );
+    }
+
+    fn logprob_forward(
+        &self,
+        lp: &mut [T],
+        probs: &mut [T],
+        logits: &[T],
+        targets: &Vec<u32>,
+        rows: usize,
+        vocab: usize,
+    ) {
+        logprob::forward(lp, probs, logits, targets, rows, vocab);
+    }
+
+    fn logprob_jvp(
+        &self,
+        lp_dot: &mut [T],
+        probs: &[T],
+        logits_dot: &[T],
+        targets: &Vec<u32>,
+        rows: usize,
+        vocab: usize,
+    ) {
+        logprob::jvp(lp_dot, probs, logits_dot, targets, rows, vocab);
+    }
+
+    fn logprob_backward(
+        &self,
+        dlogits: &mut [T],
+        probs: &[T],
+        dlp: &[T],
+        targets: &Vec<u32>,
+        rows: usize,
+        vocab: usize,
+    ) {
+        logprob::backward(dlogits, probs, dlp, targets, rows, vocab);
+    }
+
+    fn logprob_backward_jvp(
+        &self,
+        dlogits_dot: &mut [T],
+        probs: &[T],
+        logits_dot: &[T],
+        dlp: &[T],
+        dlp_dot: &[T],
+        targets: &Vec<u32>,
+        rows: usize,
+        vocab: usize,
+    ) {
+        logprob::backward_jvp(
+            dlogits_dot,
+            probs,
+            logits_dot,
+            dlp,
+            dlp_dot,
+            targets,
+            rows,
+            vocab,
+        );
+    }
+}

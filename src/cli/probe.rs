@@ -1,0 +1,518 @@
+//! `maskscape probe`, `maskscape landscape` and `maskscape sweep`: parse the flags,
+//! call [`crate::probe`], write its outputs, print a summary.
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args};
+use serde::Serialize;
+
+use crate::data::DataSpec;
+use crate::error::{Error, Result};
+use crate::experiment::Spec;
+use crate::mask::{MaskSpec, RatioOf, Sampling, Scope, Structure};
+use crate::probe::inputs::data_spec;
+use crate::probe::landscape::write_landscape;
+use crate::probe::{
+    DataRequest, Device, DirectionKind, Dtype, HessianChoice, LandscapeOptions, LandscapeRequest,
+    Method, ProbeOptions, ProbeOutputs, ProbeRequest, run_landscape, run_probe, run_sweep,
+    write_probe, write_sweep,
+};
+use crate::report::Manifest;
+use crate::report::table::format_float;
+use crate::spectral::{Reorthogonalization, Which};
+
+/// The dataset flags of the probes (the data flags of `maskscape data`, with the
+/// sampling seed renamed `--data-seed` beside the probes' own seeds).
+#[derive(Args, Clone, Debug, Serialize)]
+#[command(group(ArgGroup::new("dataset").required(true).args(["data", "tokenized"])))]
+pub struct ProbeDataArgs {
+    /// Dataset: JSON lines (.jsonl/.json), CSV, TSV, Parquet, or tokenized .safetensors.
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Already tokenized data: safetensors with input_ids, attention_mask and labels
+    /// (language-modelling loss over the labels).
+    #[arg(long, value_name = "FILE")]
+    tokenized: Option<PathBuf>,
+    /// sst2, rte, cb, boolq (the paper's prompts), lm, or classification (with
+    /// --template and --candidates).
+    #[arg(long)]
+    task: Option<String>,
+    /// Read a field from another column, e.g. --column sentence=review (repeatable).
+    #[arg(long = "column", value_name = "FIELD=COLUMN")]
+    columns: Vec<String>,
+    /// Prompt template of --task classification, e.g. "{text} It was {answer}".
+    #[arg(long)]
+    template: Option<String>,
+    /// Candidate answers of --task classification in label order, e.g. terrible,great.
+    #[arg(long, value_delimiter = ',')]
+    candidates: Option<Vec<String>>,
+    /// Keep this many examples, drawn at random with --data-seed, in file order.
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// Seed of the --max-examples draw.
+    #[arg(long, default_value_t = 0)]
+    data_seed: u64,
+    /// A folder with the tokenizer (tokenizer.json, or vocab.json + merges.txt), for
+    /// checkpoints that ship none.
+    #[arg(long, value_name = "DIR")]
+    tokenizer: Option<PathBuf>,
+    /// Sequences per batch (a classification example's candidates stay together);
+    /// the loss is averaged exactly over all batches.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+}
+
+impl ProbeDataArgs {
+    fn request(&self) -> Result<DataRequest> {
+        let path = match (&self.data, &self.tokenized) {
+            (Some(path), None) => path.clone(),
+            (None, Some(path)) => {
+                if path
+                    .extension()
+                    .is_none_or(|e| !e.eq_ignore_ascii_case("safetensors"))
+                {
+                    return Err(Error::arg(
+                        "--tokenized",
+                        format!("{} must be a .safetensors file", path.display()),
+                    ));
+                }
+                path.clone()
+            }
+            // invariant: clap's `dataset` group requires exactly one of the two.
+            _ => unreachable!("clap requires one of --data and --tokenized"),
+        };
+        let spec: DataSpec = data_spec(
+            &path,
+            self.task.as_deref(),
+            self.template.as_deref(),
+            self.candidates.as_deref(),
+            &self.columns,
+            self.max_examples,
+            self.data_seed,
+        )?;
+        if self.batch == 0 {
+            return Err(Error::arg("--batch", "must be at least 1"));
+        }
+        Ok(DataRequest {
+            spec,
+            tokenizer: self.tokenizer.clone(),
+            batch_rows: self.batch,
+        })
+    }
+}
+
+/// Which coordinates the Hessian is restricted to (the mask flags of `maskscape
+/// mask`, prefixed `--mask-` where they would clash).
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct HessianArgs {
+    /// Reuse a saved mask, or any safetensors file with an int64 `mask_idx`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ratio", "full", "whole_scope"])]
+    mask: Option<PathBuf>,
+    /// The full Hessian over every parameter.
+    #[arg(long, conflicts_with_all = ["ratio", "whole_scope"])]
+    full: bool,
+    /// The Hessian over every parameter of --mask-scope (the interlacing ceiling).
+    #[arg(long, conflicts_with = "ratio")]
+    whole_scope: bool,
+    /// The tensors the mask draws from.
+    #[arg(long, value_enum, default_value = "qv")]
+    mask_scope: Scope,
+    /// The trainable ratio (see --ratio-of).
+    #[arg(long, required_unless_present_any = ["mask", "full", "whole_scope"])]
+    ratio: Option<f64>,
+    /// `total`: a fraction of all parameters (the paper's); `scope`: of the scope.
+    #[arg(long, value_enum, default_value = "total")]
+    ratio_of: RatioOf,
+    #[arg(long, value_enum, default_value = "bernoulli")]
+    sampling: Sampling,
+    #[arg(long, value_enum, default_value = "elements")]
+    structure: Structure,
+    /// Seed of the mask draw.
+    #[arg(long, default_value_t = 0)]
+    mask_seed: u64,
+}
+
+impl HessianArgs {
+    fn choice(&self) -> HessianChoice {
+        if let Some(path) = &self.mask {
+            HessianChoice::File { path: path.clone() }
+        } else if self.full {
+            HessianChoice::Full
+        } else if self.whole_scope {
+            HessianChoice::Scope {
+                scope: self.mask_scope,
+            }
+        } else {
+            HessianChoice::Draw {
+                spec: MaskSpec {
+                    scope: self.mask_scope,
+                    // invariant: clap requires --ratio unless --mask/--full/--whole-scope.
+                    ratio: self.ratio.expect("--ratio required"),
+                    ratio_of: self.ratio_of,
+                    sampling: self.sampling,
+                    structure: self.structure,
+                    seed: self.mask_seed,
+                },
+            }
+        }
+    }
+}
+
+/// Where the engine runs.
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct EngineArgs {
+    /// The precision of the network's sweeps (the spectral algorithms use f64).
+    #[arg(long, value_enum, default_value = "f64")]
+    dtype: Dtype,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+}
+
+/// Which end of the spectrum Lanczos computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum WhichArg {
+    Largest,
+    Smallest,
+    Both,
+}
+
+/// Lanczos's reorthogonalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum ReorthArg {
+    /// Full when the basis fits in 2 GiB, partial otherwise.
+    Auto,
+    Full,
+    Partial,
+}
+
+/// Probes the Hessian of a checkpoint's loss on a dataset, restricted to a random
+/// mask (or the full Hessian, or a whole scope): extreme eigenvalues, spectral
+/// density, trace, loss and accuracy; writes summary.json, tables, figures and a
+/// manifest to --out.
+#[derive(Args, Debug, Serialize)]
+pub struct ProbeArgs {
+    /// A HuggingFace OPT checkpoint folder.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    #[command(flatten)]
+    data: ProbeDataArgs,
+    #[command(flatten)]
+    hessian: HessianArgs,
+    /// lanczos | power | slq | trace | all.
+    #[arg(long, value_enum, default_value = "all")]
+    method: Method,
+    /// Eigenvalues per requested end.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    #[arg(long, value_enum, default_value = "both")]
+    which: WhichArg,
+    /// Product budget of Lanczos and power iteration; steps per SLQ probe.
+    #[arg(long, default_value_t = 100)]
+    iters: usize,
+    /// Relative residual tolerance (default: 1e-8 in f64, 1e-4 in f32).
+    #[arg(long)]
+    tol: Option<f64>,
+    /// Seed of the probe vectors (Lanczos start, SLQ and Hutch++ probes).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// SLQ probe vectors.
+    #[arg(long, default_value_t = 4)]
+    probes: usize,
+    /// Hutch++ products for the trace.
+    #[arg(long, default_value_t = 60)]
+    trace_products: usize,
+    /// Grid points of the density table.
+    #[arg(long, default_value_t = 400)]
+    density_points: usize,
+    /// Save the Lanczos eigenvectors (mask coordinates) to eigenvectors.safetensors.
+    #[arg(long)]
+    save_eigenvectors: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    reorth: ReorthArg,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// Runs `maskscape probe`.
+pub fn run_probe_command(args: ProbeArgs) -> anyhow::Result<()> {
+    let options = ProbeOptions {
+        method: args.method,
+        k: args.k,
+        which: match args.which {
+            WhichArg::Largest => Which::Largest,
+            WhichArg::Smallest => Which::Smallest,
+            WhichArg::Both => Which::Both,
+        },
+        iters: args.iters,
+        tol: args.tol.unwrap_or(args.engine.dtype.default_tolerance()),
+        seed: args.seed,
+        probes: args.probes,
+        trace_products: args.trace_products,
+        density_points: args.density_points,
+        eigenvectors: args.save_eigenvectors,
+        reorthogonalization: match args.reorth {
+            ReorthArg::Auto => None,
+            ReorthArg::Full => Some(Reorthogonalization::Full),
+            ReorthArg::Partial => Some(Reorthogonalization::Partial),
+        },
+    };
+    if args.save_eigenvectors && args.method != Method::Lanczos && args.method != Method::All {
+        return Err(Error::arg(
+            "--save-eigenvectors",
+            "needs --method lanczos or all (the eigenvectors come from Lanczos)",
+        )
+        .into());
+    }
+    let request = ProbeRequest {
+        model: args.model.clone(),
+        data: args.data.request()?,
+        hessian: args.hessian.choice(),
+        options,
+        dtype: args.engine.dtype,
+        device: args.engine.device,
+    };
+    let manifest = Manifest::new("probe", Some(args.seed), &args)?;
+    let progress = super::BarProgress::new();
+    let run = run_probe(&request, manifest, &progress)?;
+    drop(progress);
+    let stem = |name: &str| args.out.join(name);
+    let written = write_probe(
+        &run,
+        &ProbeOutputs {
+            dir: &args.out,
+            figure_stem: &stem,
+            timing: true,
+            eigenvectors: args.save_eigenvectors,
+        },
+    )?;
+    print_probe(&run.report);
+    println!("wrote {} files to {}", written.len(), args.out.display());
+    Ok(())
+}
+
+fn print_probe(report: &crate::probe::ProbeReport) {
+    println!(
+        "{}: {} parameters; Hessian {}",
+        report.model.path, report.model.parameters, report.hessian.description
+    );
+    println!(
+        "data {}: {} examples ({} sequences, {} batches): {}",
+        report.data.path,
+        report.data.examples,
+        report.data.sequences,
+        report.data.batches,
+        report.evaluation.describe()
+    );
+    let s = &report.spectrum;
+    let pairs = |pairs: &[crate::probe::spectrum::RitzPair]| {
+        pairs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (res {:.1e}{})",
+                    format_float(p.value),
+                    p.residual,
+                    if p.converged { "" } else { ", not converged" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(l) = &s.lanczos {
+        if !l.top.is_empty() {
+            println!("largest eigenvalues (Lanczos): {}", pairs(&l.top));
+        }
+        if !l.bottom.is_empty() {
+            println!("smallest eigenvalues (Lanczos): {}", pairs(&l.bottom));
+        }
+        println!(
+            "  {} products ({} for computed residuals)",
+            l.products, l.verification_products
+        );
+    }
+    if let Some(p) = &s.power {
+        println!(
+            "largest-magnitude eigenvalues (power): {} in {} products",
+            pairs(&p.pairs),
+            p.products
+        );
+    }
+    if let Some(d) = &s.density {
+        println!(
+            "density: {} SLQ probes x {} steps ({} products); quadrature trace {}",
+            d.probes,
+            d.steps,
+            d.products,
+            format_float(d.trace_estimate)
+        );
+    }
+    if let Some(t) = &s.trace {
+        println!(
+            "trace (Hutch++, {} products): {} ± {} (95%: {} to {})",
+            t.estimate.products,
+            format_float(t.estimate.estimate),
+            format_float(t.estimate.standard_error),
+            format_float(t.interval95.0),
+            format_float(t.interval95.1)
+        );
+    }
+    if let Some(t) = &report.timing {
+        println!(
+            "{} Hessian-vector products; wall {:.2} s = load {:.2} + evaluation {:.2} + HVPs {:.2} \
+             ({:.1} ms each) + other {:.2}",
+            report.hvps, t.total_s, t.load_s, t.evaluation_s, t.hvp_s, t.ms_per_hvp, t.other_s
+        );
+    }
+}
+
+/// The loss along one or two directions in the masked subspace, with the quadratic
+/// model from the measured gradient and curvature; writes a table, a figure,
+/// summary.json and a manifest to --out.
+#[derive(Args, Debug, Serialize)]
+pub struct LandscapeArgs {
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    #[command(flatten)]
+    data: ProbeDataArgs,
+    #[command(flatten)]
+    hessian: HessianArgs,
+    /// top-eigen (unit eigenvectors), random (normalized per weight matrix), gradient.
+    #[arg(long, value_enum, default_value = "top-eigen")]
+    directions: DirectionKind,
+    /// The grid spans [-span, span] along each direction.
+    #[arg(long, default_value_t = 1.0)]
+    span: f64,
+    /// Grid points per direction.
+    #[arg(long, default_value_t = 41)]
+    points: usize,
+    /// Two directions (a points x points grid).
+    #[arg(long = "2d")]
+    two_d: bool,
+    /// Seed of random directions and of the Lanczos start vector.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Lanczos budget for top-eigen directions.
+    #[arg(long, default_value_t = 100)]
+    iters: usize,
+    /// Lanczos tolerance for top-eigen directions.
+    #[arg(long, default_value_t = 1e-6)]
+    tol: f64,
+    /// Read top-eigen directions from a probe's eigenvectors.safetensors.
+    #[arg(long, value_name = "FILE")]
+    eigenvectors: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// Runs `maskscape landscape`.
+pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
+    let request = LandscapeRequest {
+        model: args.model.clone(),
+        data: args.data.request()?,
+        hessian: args.hessian.choice(),
+        options: LandscapeOptions {
+            directions: args.directions,
+            span: args.span,
+            points: args.points,
+            two_d: args.two_d,
+            seed: args.seed,
+            iters: args.iters,
+            tol: args.tol,
+            eigenvectors: args.eigenvectors.clone(),
+        },
+        dtype: args.engine.dtype,
+        device: args.engine.device,
+    };
+    let manifest = Manifest::new("landscape", Some(args.seed), &args)?;
+    let progress = super::BarProgress::new();
+    let run = run_landscape(&request, manifest, &progress)?;
+    drop(progress);
+    let written = write_landscape(&run, &args.out, &args.out.join("landscape"))?;
+    let l = &run.landscape;
+    println!(
+        "Hessian {}; loss at the checkpoint {}",
+        l.hessian,
+        format_float(l.base_loss)
+    );
+    for d in &l.directions {
+        println!(
+            "{}: g·d = {}, dᵀHd = {} (per unit length {})",
+            d.label,
+            format_float(d.slope),
+            format_float(d.curvature),
+            format_float(d.rayleigh_quotient)
+        );
+    }
+    println!(
+        "{} loss evaluations, {} Hessian-vector products; the quadratic model stays within 1% of \
+         the loss range up to |α| = {}",
+        l.evaluations,
+        l.hvps,
+        format_float(l.quadratic_trust_radius(0.01))
+    );
+    println!("wrote {} files to {}", written.len(), args.out.display());
+    Ok(())
+}
+
+/// Runs a ratio sweep spec (`kind = "sweep"`, as in experiments/): every ratio x
+/// mask seed x checkpoint cell, cached so that an interrupted sweep resumes.
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// The spec file (TOML with kind = "sweep" and a [sweep] table).
+    spec: PathBuf,
+    /// Output folder (cells cache, tables, figure, report); default runs/<spec name>.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Runs `maskscape sweep`.
+pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
+    let spec = Spec::load(&args.spec)?;
+    if spec.kind != "sweep" {
+        return Err(Error::file(
+            &args.spec,
+            format!(
+                "has kind `{}`; maskscape sweep runs kind = \"sweep\"",
+                spec.kind
+            ),
+        )
+        .into());
+    }
+    let sweep = crate::experiment::network::sweep_spec(&spec)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| Path::new("runs").join(&spec.name));
+    let progress = super::BarProgress::new();
+    let result = run_sweep(&sweep, &out.join("cells"), &progress)?;
+    drop(progress);
+    let mut written = write_sweep(&result, &out, &out.join(&spec.name))?;
+    let report = out.join("report.md");
+    crate::report::atomic::write_bytes(
+        &report,
+        format!("# {}\n\n{}", spec.title, result.markdown()).as_bytes(),
+    )?;
+    written.push(report);
+    let mut manifest = Manifest::new("sweep", Some(sweep.seed), &sweep)?;
+    manifest.add_input("spec", &args.spec)?;
+    manifest.add_outputs(&written);
+    manifest.write(&out)?;
+    println!("{}", result.summary_table().to_text());
+    for line in result.reading() {
+        println!("- {line}");
+    }
+    println!(
+        "{} cells computed ({} Hessian-vector products), {} reused from {}",
+        result.computed,
+        result.hvps_this_run,
+        result.cached,
+        out.join("cells").display()
+    );
+    Ok(())
+}

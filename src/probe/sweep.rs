@@ -1,0 +1,1158 @@
+//! Ratio sweeps: the largest masked-Hessian eigenvalue and the masked trace over a
+//! grid of trainable ratios x mask seeds (x checkpoints), beside what theory says
+//! of any network.
+//!
+//! For each checkpoint the whole-scope Hessian `H_scope` is probed once (its
+//! largest eigenvalue and trace); every cell then draws a mask at its ratio and
+//! seed and probes `H_m = P H_scope Pᵀ`. Three comparisons hold for any network:
+//! - Cauchy interlacing: `λmax(H_m) ≤ λmax(H_scope)` (the ceiling);
+//! - the trace identity: `E[tr H_m] = p tr H_scope` for Bernoulli(p) masks, with p
+//!   the keep probability per scoped entry;
+//! - p-proportional scaling `λmax(H_m) ≈ p λmax(H_scope)`, which the paper's linear
+//!   model obeys (its Hessian has low rank) and a network need not: the fitted
+//!   slope of `log λmax` against `log ratio` measures how far it is from 1.
+//!
+//! Each cell is cached as one JSON file, written atomically once it is complete
+//! and keyed by everything that determines it (checkpoint and data hashes, mask
+//! and probe settings, program version); a rerun skips the cells it finds, so an
+//! interrupted sweep resumes where it stopped.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::device::{BackendJob, Device, Dtype, dispatch};
+use super::inputs::{DataInputs, DataRequest, ModelInputs, data_spec, indices_hash, scope_indices};
+use super::operator::{HessianOperator, Restriction};
+use super::spectrum::RitzPair;
+use crate::backend::{Backend, Scalar};
+use crate::error::{Error, Result};
+use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
+use crate::model::Opt;
+use crate::progress::Progress;
+use crate::report::manifest::sha256_bytes;
+use crate::report::table::format_float;
+use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, SeriesData, Table, atomic, plot};
+use crate::rng;
+use crate::spectral::{
+    Distribution, HostSpace, LanczosOptions, LinearOperator, TraceEstimate, Which, hutch_plus_plus,
+    lanczos,
+};
+use crate::theory::stats::Summary;
+
+/// One checkpoint of a sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointEntry {
+    /// A short label (`init`, `after`), used in file names and legends.
+    pub name: String,
+    /// The checkpoint folder.
+    pub path: PathBuf,
+}
+
+/// A sweep: the `[sweep]` table of a `kind = "sweep"` spec. Paths are relative to
+/// the folder maskscape runs in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSpec {
+    pub checkpoints: Vec<CheckpointEntry>,
+    /// The dataset and how its rows become examples (as the data flags).
+    pub data: PathBuf,
+    pub task: Option<String>,
+    pub template: Option<String>,
+    pub candidates: Option<Vec<String>>,
+    /// `FIELD=COLUMN` overrides.
+    pub columns: Vec<String>,
+    pub max_examples: Option<usize>,
+    pub data_seed: u64,
+    /// A tokenizer folder for checkpoints that ship none.
+    pub tokenizer: Option<PathBuf>,
+    /// Sequences per batch.
+    pub batch: usize,
+    pub scope: Scope,
+    pub ratio_of: RatioOf,
+    pub sampling: Sampling,
+    pub structure: Structure,
+    /// Trainable ratios (of all parameters, unless `ratio_of = "scope"`).
+    pub ratios: Vec<f64>,
+    /// Mask seeds per ratio.
+    pub seeds: Vec<u64>,
+    pub dtype: Dtype,
+    pub device: Device,
+    /// Lanczos product budget and tolerance per cell.
+    pub iters: usize,
+    pub tol: f64,
+    /// Hutch++ products per cell.
+    pub trace_products: usize,
+    /// Seed of the probe vectors.
+    pub seed: u64,
+    /// Budgets of the whole-scope reference probe.
+    pub scope_iters: usize,
+    pub scope_trace_products: usize,
+}
+
+impl Default for SweepSpec {
+    fn default() -> Self {
+        SweepSpec {
+            checkpoints: Vec::new(),
+            data: PathBuf::new(),
+            task: None,
+            template: None,
+            candidates: None,
+            columns: Vec::new(),
+            max_examples: None,
+            data_seed: 0,
+            tokenizer: None,
+            batch: 64,
+            scope: Scope::Qv,
+            ratio_of: RatioOf::Total,
+            sampling: Sampling::Bernoulli,
+            structure: Structure::Elements,
+            ratios: Vec::new(),
+            seeds: vec![0, 1, 2],
+            dtype: Dtype::F64,
+            device: Device::Cpu,
+            iters: 80,
+            tol: 1e-6,
+            trace_products: 30,
+            seed: 0,
+            scope_iters: 150,
+            scope_trace_products: 90,
+        }
+    }
+}
+
+impl SweepSpec {
+    /// Checks everything that needs no file (the ratios' upper limit depends on the
+    /// model and is checked when the masks are drawn).
+    pub fn validate(&self) -> Result<()> {
+        if self.checkpoints.is_empty() {
+            return Err(Error::arg(
+                "checkpoints",
+                "list at least one { name, path } checkpoint",
+            ));
+        }
+        for (i, c) in self.checkpoints.iter().enumerate() {
+            let safe = !c.name.is_empty()
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !safe {
+                return Err(Error::arg(
+                    "checkpoints",
+                    format!(
+                        "name `{}` must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                        c.name
+                    ),
+                ));
+            }
+            if self.checkpoints[..i].iter().any(|o| o.name == c.name) {
+                return Err(Error::arg(
+                    "checkpoints",
+                    format!("name `{}` appears twice", c.name),
+                ));
+            }
+        }
+        if self.data.as_os_str().is_empty() {
+            return Err(Error::arg("data", "required: the dataset file"));
+        }
+        if self.ratios.is_empty() {
+            return Err(Error::arg("ratios", "list at least one ratio"));
+        }
+        if let Some(r) = self
+            .ratios
+            .iter()
+            .find(|r| !(r.is_finite() && **r > 0.0 && **r <= 1.0))
+        {
+            return Err(Error::arg(
+                "ratios",
+                format!("{r} is not a trainable ratio (each must lie in (0, 1])"),
+            ));
+        }
+        for (i, r) in self.ratios.iter().enumerate() {
+            if self.ratios[..i].contains(r) {
+                return Err(Error::arg("ratios", format!("{r} appears twice")));
+            }
+        }
+        if self.seeds.is_empty() {
+            return Err(Error::arg("seeds", "list at least one mask seed"));
+        }
+        for (i, s) in self.seeds.iter().enumerate() {
+            if self.seeds[..i].contains(s) {
+                return Err(Error::arg("seeds", format!("{s} appears twice")));
+            }
+        }
+        if self.batch == 0 {
+            return Err(Error::arg("batch", "must be at least 1"));
+        }
+        if self.iters < 4 || self.scope_iters < 4 {
+            return Err(Error::arg("iters", "budgets must be at least 4 products"));
+        }
+        if self.trace_products < 4 || self.scope_trace_products < 4 {
+            return Err(Error::arg(
+                "trace_products",
+                "Hutch++ needs at least 4 products",
+            ));
+        }
+        if !(self.tol > 0.0 && self.tol < 1.0) {
+            return Err(Error::arg("tol", "must lie in (0, 1)"));
+        }
+        self.data_request()?;
+        Ok(())
+    }
+
+    /// The dataset request the spec describes.
+    pub fn data_request(&self) -> Result<DataRequest> {
+        Ok(DataRequest {
+            spec: data_spec(
+                &self.data,
+                self.task.as_deref(),
+                self.template.as_deref(),
+                self.candidates.as_deref(),
+                &self.columns,
+                self.max_examples,
+                self.data_seed,
+            )?,
+            tokenizer: self.tokenizer.clone(),
+            batch_rows: self.batch,
+        })
+    }
+
+    /// The mask of one cell.
+    pub fn mask_spec(&self, ratio: f64, seed: u64) -> MaskSpec {
+        MaskSpec {
+            scope: self.scope,
+            ratio,
+            ratio_of: self.ratio_of,
+            sampling: self.sampling,
+            structure: self.structure,
+            seed,
+        }
+    }
+
+    /// Cells of the grid, scope references included.
+    pub fn cell_count(&self) -> usize {
+        self.checkpoints.len() * (1 + self.ratios.len() * self.seeds.len())
+    }
+}
+
+/// What a cell probed: a random mask, or the whole scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    Mask,
+    Scope,
+}
+
+/// One finished cell, as cached on disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellRecord {
+    /// SHA-256 of everything that determines the cell.
+    pub key: String,
+    pub checkpoint: String,
+    pub kind: CellKind,
+    pub ratio: Option<f64>,
+    pub seed: Option<u64>,
+    /// The probability with which each scoped entry is kept (1 for the scope).
+    pub keep_probability: f64,
+    /// Coordinates probed (k).
+    pub dim: usize,
+    pub indices_sha256: String,
+    pub lambda_max: RitzPair,
+    pub trace: TraceEstimate,
+    /// The loss at the checkpoint (the same for every cell of a checkpoint).
+    pub loss: f64,
+    pub hvps: u64,
+    pub seconds: f64,
+}
+
+/// The outcome of a sweep.
+#[derive(Clone, Debug)]
+pub struct SweepResult {
+    pub spec: SweepSpec,
+    /// Every grid cell, in checkpoint, ratio, seed order.
+    pub cells: Vec<CellRecord>,
+    /// The whole-scope reference of each checkpoint.
+    pub scopes: Vec<CellRecord>,
+    /// Cells computed by this run, and found in the cache.
+    pub computed: usize,
+    pub cached: usize,
+    /// Products spent by this run (cached cells cost none).
+    pub hvps_this_run: u64,
+}
+
+/// Runs (or resumes) `spec`, caching cells under `cache_dir`.
+pub fn run_sweep(
+    spec: &SweepSpec,
+    cache_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<SweepResult> {
+    spec.validate()?;
+    progress.start(spec.cell_count() as u64, "sweep");
+    dispatch(
+        spec.device,
+        spec.dtype,
+        SweepJob {
+            spec,
+            cache_dir,
+            progress,
+        },
+    )
+}
+
+struct SweepJob<'a> {
+    spec: &'a SweepSpec,
+    cache_dir: &'a Path,
+    progress: &'a dyn Progress,
+}
+
+/// Passes cancellation through while hiding the inner algorithms' progress, so the
+/// bar counts cells.
+struct CancelOnly<'a>(&'a dyn Progress);
+
+impl Progress for CancelOnly<'_> {
+    fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+impl BackendJob for SweepJob<'_> {
+    type Output = SweepResult;
+
+    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> Result<SweepResult> {
+        let SweepJob {
+            spec,
+            cache_dir,
+            progress,
+        } = self;
+        let inner = CancelOnly(progress);
+        let request = spec.data_request()?;
+        let mut result = SweepResult {
+            spec: spec.clone(),
+            cells: Vec::new(),
+            scopes: Vec::new(),
+            computed: 0,
+            cached: 0,
+            hvps_this_run: 0,
+        };
+        for checkpoint in &spec.checkpoints {
+            progress.check()?;
+            let mut model = ModelInputs::<T>::load(&checkpoint.path)?;
+            let data = DataInputs::load(&request, &model.dir, model.config())?;
+            let layout = model.layout().clone();
+            let params = std::mem::take(&mut model.checkpoint.params);
+            let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
+            drop(params);
+            let dir = cache_dir.join(&checkpoint.name);
+            let base_key = json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "commit": env!("MASKSCAPE_GIT_COMMIT"),
+                "model": model.sha256,
+                "data": data.sha256,
+                "data_spec": {
+                    "task": spec.task, "template": spec.template, "candidates": spec.candidates,
+                    "columns": spec.columns, "max_examples": spec.max_examples,
+                    "data_seed": spec.data_seed, "batch": spec.batch,
+                },
+                "dtype": spec.dtype,
+                "device": spec.device,
+                "seed": spec.seed,
+                "tol": spec.tol,
+            });
+
+            // The whole-scope reference.
+            let indices = scope_indices(spec.scope, &layout);
+            if indices.is_empty() {
+                return Err(Error::arg(
+                    "scope",
+                    format!(
+                        "scope `{}` holds no parameters in {}",
+                        spec.scope.name(),
+                        checkpoint.path.display()
+                    ),
+                ));
+            }
+            let cell = Cell {
+                checkpoint: &checkpoint.name,
+                kind: CellKind::Scope,
+                ratio: None,
+                seed: None,
+                keep_probability: 1.0,
+                iters: spec.scope_iters,
+                trace_products: spec.scope_trace_products,
+                path: dir.join("scope.json"),
+                key: cell_key(
+                    &base_key,
+                    json!({"scope": spec.scope, "iters": spec.scope_iters,
+                    "trace_products": spec.scope_trace_products}),
+                ),
+            };
+            let record =
+                cell.get_or_compute(&network, &data, indices, spec, &inner, &mut result)?;
+            progress.advance(1);
+            result.scopes.push(record);
+
+            for &ratio in &spec.ratios {
+                for &seed in &spec.seeds {
+                    progress.check()?;
+                    let mask_spec = spec.mask_spec(ratio, seed);
+                    let keep_probability = mask_spec.keep_probability(&layout).map_err(|e| {
+                        Error::arg(
+                            "ratios",
+                            format!("{ratio} in {}: {e}", checkpoint.path.display()),
+                        )
+                    })?;
+                    let cell = Cell {
+                        checkpoint: &checkpoint.name,
+                        kind: CellKind::Mask,
+                        ratio: Some(ratio),
+                        seed: Some(seed),
+                        keep_probability,
+                        iters: spec.iters,
+                        trace_products: spec.trace_products,
+                        path: dir.join(format!("ratio-{ratio:e}-seed-{seed}.json")),
+                        key: cell_key(
+                            &base_key,
+                            json!({"mask": mask_spec, "iters": spec.iters,
+                            "trace_products": spec.trace_products}),
+                        ),
+                    };
+                    let mask = Mask::draw(&mask_spec, &layout)?;
+                    if mask.is_empty() {
+                        return Err(Error::arg(
+                            "ratios",
+                            format!(
+                                "{ratio} keeps no parameter with mask seed {seed} in {} (raise the ratio)",
+                                checkpoint.path.display()
+                            ),
+                        ));
+                    }
+                    let record = cell.get_or_compute(
+                        &network,
+                        &data,
+                        mask.indices().to_vec(),
+                        spec,
+                        &inner,
+                        &mut result,
+                    )?;
+                    progress.advance(1);
+                    result.cells.push(record);
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// A cell to look up or compute.
+struct Cell<'a> {
+    checkpoint: &'a str,
+    kind: CellKind,
+    ratio: Option<f64>,
+    seed: Option<u64>,
+    keep_probability: f64,
+    iters: usize,
+    trace_products: usize,
+    path: PathBuf,
+    key: String,
+}
+
+impl Cell<'_> {
+    /// The cached record when one with this key is on disk, else the computed one
+    /// (written atomically before it is returned).
+    fn get_or_compute<T: Scalar, B: Backend<T>>(
+        &self,
+        network: &Opt<T, B>,
+        data: &DataInputs,
+        indices: Vec<u64>,
+        spec: &SweepSpec,
+        progress: &dyn Progress,
+        result: &mut SweepResult,
+    ) -> Result<CellRecord> {
+        if let Some(record) = self.cached()? {
+            result.cached += 1;
+            return Ok(record);
+        }
+        let started = Instant::now();
+        let indices_sha256 = indices_hash(&indices);
+        let op = HessianOperator::new(network, &data.batches, &Restriction::Indices(indices))?;
+        let space = HostSpace::new(op.dim());
+        let seed = |part: u64| rng::stream_id(&[spec.seed, part]);
+        let top = lanczos(
+            &op,
+            &space,
+            &LanczosOptions {
+                k: 1,
+                which: Which::Largest,
+                tol: spec.tol,
+                max_products: self.iters,
+                verify_multiplicity: false,
+                measure_orthogonality: false,
+                seed: seed(1),
+                ..LanczosOptions::default()
+            },
+            progress,
+        )?;
+        let trace = hutch_plus_plus(
+            &op,
+            &space,
+            self.trace_products,
+            Distribution::Rademacher,
+            seed(4),
+            progress,
+        )?;
+        let loss = op.with_objective(|o| o.loss())??;
+        let record = CellRecord {
+            key: self.key.clone(),
+            checkpoint: self.checkpoint.to_string(),
+            kind: self.kind,
+            ratio: self.ratio,
+            seed: self.seed,
+            keep_probability: self.keep_probability,
+            dim: op.dim(),
+            indices_sha256,
+            lambda_max: RitzPair {
+                value: top.eigenvalues[0],
+                residual: top.residuals[0],
+                converged: top.converged[0],
+            },
+            trace,
+            loss,
+            hvps: op.products(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        atomic::write_json(&self.path, &record)?;
+        result.computed += 1;
+        result.hvps_this_run += record.hvps;
+        Ok(record)
+    }
+
+    /// The record on disk, when it is readable and its key matches (a stale or
+    /// damaged file is recomputed and replaced).
+    fn cached(&self) -> Result<Option<CellRecord>> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_str::<CellRecord>(&text)
+            .ok()
+            .filter(|r| r.key == self.key))
+    }
+}
+
+fn cell_key(base: &serde_json::Value, cell: serde_json::Value) -> String {
+    sha256_bytes(json!({"base": base, "cell": cell}).to_string().as_bytes())
+}
+
+/// Per checkpoint and ratio: the cells' λmax and trace over seeds.
+#[derive(Clone, Debug)]
+pub struct RatioSummary {
+    pub checkpoint: String,
+    pub ratio: f64,
+    pub keep_probability: f64,
+    pub mean_k: f64,
+    pub lambda_max: Summary,
+    pub lambda_min_over_seeds: f64,
+    pub lambda_max_over_seeds: f64,
+    pub trace: Summary,
+    /// `p λmax(H_scope)` and `p tr(H_scope)`.
+    pub proportional_lambda: f64,
+    pub expected_trace: f64,
+    /// The standard error of `expected_trace` (from the scope's Hutch++ error).
+    pub expected_trace_se: f64,
+}
+
+impl SweepResult {
+    /// The scope reference of `checkpoint`.
+    pub fn scope(&self, checkpoint: &str) -> Option<&CellRecord> {
+        self.scopes.iter().find(|s| s.checkpoint == checkpoint)
+    }
+
+    /// Summaries per checkpoint and ratio, in spec order.
+    pub fn summaries(&self) -> Vec<RatioSummary> {
+        let mut out = Vec::new();
+        for checkpoint in &self.spec.checkpoints {
+            let Some(scope) = self.scope(&checkpoint.name) else {
+                continue;
+            };
+            for &ratio in &self.spec.ratios {
+                let cells: Vec<&CellRecord> = self
+                    .cells
+                    .iter()
+                    .filter(|c| c.checkpoint == checkpoint.name && c.ratio == Some(ratio))
+                    .collect();
+                if cells.is_empty() {
+                    continue;
+                }
+                let p = cells[0].keep_probability;
+                let lambdas: Vec<f64> = cells.iter().map(|c| c.lambda_max.value).collect();
+                out.push(RatioSummary {
+                    checkpoint: checkpoint.name.clone(),
+                    ratio,
+                    keep_probability: p,
+                    mean_k: cells.iter().map(|c| c.dim as f64).sum::<f64>() / cells.len() as f64,
+                    lambda_max: Summary::of(lambdas.iter().copied()),
+                    lambda_min_over_seeds: lambdas.iter().copied().fold(f64::INFINITY, f64::min),
+                    lambda_max_over_seeds: lambdas
+                        .iter()
+                        .copied()
+                        .fold(f64::NEG_INFINITY, f64::max),
+                    trace: Summary::of(cells.iter().map(|c| c.trace.estimate)),
+                    proportional_lambda: p * scope.lambda_max.value,
+                    expected_trace: p * scope.trace.estimate,
+                    expected_trace_se: p * scope.trace.standard_error,
+                });
+            }
+        }
+        out
+    }
+
+    /// One row per cell (scope references first within each checkpoint).
+    pub fn cells_table(&self) -> Table {
+        let rows: Vec<&CellRecord> = self
+            .spec
+            .checkpoints
+            .iter()
+            .flat_map(|c| {
+                self.scopes
+                    .iter()
+                    .chain(&self.cells)
+                    .filter(move |r| r.checkpoint == c.name)
+            })
+            .collect();
+        Table::new()
+            .with_str(
+                "checkpoint",
+                rows.iter().map(|r| r.checkpoint.clone()).collect(),
+            )
+            .with_str(
+                "kind",
+                rows.iter()
+                    .map(|r| match r.kind {
+                        CellKind::Mask => "mask".to_string(),
+                        CellKind::Scope => "scope".to_string(),
+                    })
+                    .collect(),
+            )
+            .with_f64(
+                "ratio",
+                rows.iter().map(|r| r.ratio.unwrap_or(f64::NAN)).collect(),
+            )
+            .with_i64(
+                "mask_seed",
+                rows.iter()
+                    .map(|r| r.seed.map_or(-1, |s| s as i64))
+                    .collect(),
+            )
+            .with_f64(
+                "keep_probability",
+                rows.iter().map(|r| r.keep_probability).collect(),
+            )
+            .with_i64("k", rows.iter().map(|r| r.dim as i64).collect())
+            .with_f64(
+                "lambda_max",
+                rows.iter().map(|r| r.lambda_max.value).collect(),
+            )
+            .with_f64(
+                "lambda_max_residual",
+                rows.iter().map(|r| r.lambda_max.residual).collect(),
+            )
+            .with_bool(
+                "converged",
+                rows.iter().map(|r| r.lambda_max.converged).collect(),
+            )
+            .with_f64(
+                "stable_lr",
+                rows.iter().map(|r| 2.0 / r.lambda_max.value).collect(),
+            )
+            .with_f64("trace", rows.iter().map(|r| r.trace.estimate).collect())
+            .with_f64(
+                "trace_se",
+                rows.iter().map(|r| r.trace.standard_error).collect(),
+            )
+            .with_f64("loss", rows.iter().map(|r| r.loss).collect())
+            .with_i64("hvps", rows.iter().map(|r| r.hvps as i64).collect())
+            .with_str(
+                "indices_sha256",
+                rows.iter().map(|r| r.indices_sha256.clone()).collect(),
+            )
+    }
+
+    /// One row per checkpoint and ratio.
+    pub fn summary_table(&self) -> Table {
+        let s = self.summaries();
+        Table::new()
+            .with_str(
+                "checkpoint",
+                s.iter().map(|r| r.checkpoint.clone()).collect(),
+            )
+            .with_f64("ratio", s.iter().map(|r| r.ratio).collect())
+            .with_f64(
+                "keep_probability",
+                s.iter().map(|r| r.keep_probability).collect(),
+            )
+            .with_f64("mean_k", s.iter().map(|r| r.mean_k).collect())
+            .with_f64(
+                "lambda_max_mean",
+                s.iter().map(|r| r.lambda_max.mean).collect(),
+            )
+            .with_f64(
+                "lambda_max_min",
+                s.iter().map(|r| r.lambda_min_over_seeds).collect(),
+            )
+            .with_f64(
+                "lambda_max_max",
+                s.iter().map(|r| r.lambda_max_over_seeds).collect(),
+            )
+            .with_f64(
+                "p_lambda_scope",
+                s.iter().map(|r| r.proportional_lambda).collect(),
+            )
+            .with_f64(
+                "lambda_over_p_lambda_scope",
+                s.iter()
+                    .map(|r| r.lambda_max.mean / r.proportional_lambda)
+                    .collect(),
+            )
+            .with_f64(
+                "stable_lr",
+                s.iter().map(|r| 2.0 / r.lambda_max.mean).collect(),
+            )
+            .with_f64("trace_mean", s.iter().map(|r| r.trace.mean).collect())
+            .with_f64(
+                "p_trace_scope",
+                s.iter().map(|r| r.expected_trace).collect(),
+            )
+            .with_f64(
+                "implied_trace_scope",
+                s.iter()
+                    .map(|r| r.trace.mean / r.keep_probability)
+                    .collect(),
+            )
+            .with_f64("trace_gap_se", s.iter().map(trace_gap_in_se).collect())
+    }
+
+    /// The landscape-claim figure: λmax against the ratio with the ceiling, the
+    /// p-proportional line, the fit and 2/λmax; and the masked trace against p tr.
+    pub fn figure(&self, stem: &Path) -> Result<Vec<PathBuf>> {
+        let summaries = self.summaries();
+        let mut lambda = Chart::new(
+            "Largest masked-Hessian eigenvalue against the trainable ratio",
+            Axis::log("trainable ratio (fraction of all parameters)"),
+            Axis::log("λmax of the masked Hessian"),
+        )
+        .with_secondary(Axis::log("largest stable learning rate 2/λmax"))
+        .with_legend(LegendPosition::LowerRight);
+        let positive = summaries
+            .iter()
+            .all(|s| s.trace.mean > 0.0 && s.expected_trace > 0.0);
+        let trace_axis = if positive {
+            Axis::log("trace of the masked Hessian")
+        } else {
+            let width = summaries
+                .iter()
+                .map(|s| s.expected_trace.abs())
+                .fold(0.0, f64::max)
+                * 1e-2;
+            Axis::symlog(
+                "trace of the masked Hessian (symmetric log)",
+                width.max(1e-12),
+            )
+        };
+        let mut trace = Chart::new(
+            "Trace identity: E[tr H_m] = p tr H_scope",
+            Axis::log("trainable ratio (fraction of all parameters)"),
+            trace_axis,
+        )
+        .with_legend(LegendPosition::LowerRight);
+        let several = self.spec.checkpoints.len() > 1;
+        for (c, checkpoint) in self.spec.checkpoints.iter().enumerate() {
+            let rows: Vec<&RatioSummary> = summaries
+                .iter()
+                .filter(|s| s.checkpoint == checkpoint.name)
+                .collect();
+            let Some(scope) = self.scope(&checkpoint.name) else {
+                continue;
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            let tag = |what: &str| {
+                if several {
+                    format!("{what} [{}]", checkpoint.name)
+                } else {
+                    what.to_string()
+                }
+            };
+            let base = 4 * c;
+            let seeds = self.spec.seeds.len();
+            lambda.add(
+                Some(&tag(&format!(
+                    "measured (mean, min-max over {seeds} seeds)"
+                ))),
+                base,
+                SeriesData::ErrorBars(
+                    rows.iter()
+                        .map(|s| ErrorPoint {
+                            x: s.ratio,
+                            y: s.lambda_max.mean,
+                            lo: s.lambda_min_over_seeds,
+                            hi: s.lambda_max_over_seeds,
+                        })
+                        .collect(),
+                ),
+            );
+            let (lo, hi) = rows.iter().fold((f64::INFINITY, 0.0f64), |(l, h), s| {
+                (l.min(s.ratio), h.max(s.ratio))
+            });
+            lambda
+                .add(
+                    Some(&tag("ceiling λmax(H_scope)")),
+                    base + 3,
+                    SeriesData::Line(vec![
+                        (lo, scope.lambda_max.value),
+                        (hi, scope.lambda_max.value),
+                    ]),
+                )
+                .dashed();
+            lambda
+                .add(
+                    Some(&tag("p·λmax(H_scope) (p-proportional)")),
+                    base + 2,
+                    SeriesData::Line(
+                        rows.iter()
+                            .map(|s| (s.ratio, s.proportional_lambda))
+                            .collect(),
+                    ),
+                )
+                .dashed();
+            let (slope, intercept) = log_log_fit(rows.iter().map(|s| (s.ratio, s.lambda_max.mean)));
+            if slope.is_finite() {
+                lambda
+                    .add(
+                        Some(&tag(&format!("fit: slope {slope:.3}"))),
+                        7,
+                        SeriesData::Line(
+                            [lo, hi]
+                                .iter()
+                                .map(|&r| (r, (intercept + slope * r.ln()).exp()))
+                                .collect(),
+                        ),
+                    )
+                    .dashed();
+            }
+            lambda
+                .add(
+                    Some(&tag("2/λmax (right axis)")),
+                    base + 1,
+                    SeriesData::Line(
+                        rows.iter()
+                            .map(|s| (s.ratio, 2.0 / s.lambda_max.mean))
+                            .collect(),
+                    ),
+                )
+                .secondary();
+            trace.add(
+                Some(&tag(&format!(
+                    "measured tr H_m (mean, min-max over {seeds} seeds)"
+                ))),
+                base,
+                SeriesData::ErrorBars(
+                    rows.iter()
+                        .map(|s| {
+                            let cells = self.cells.iter().filter(|c| {
+                                c.checkpoint == checkpoint.name && c.ratio == Some(s.ratio)
+                            });
+                            let (l, h) = cells
+                                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), c| {
+                                    (l.min(c.trace.estimate), h.max(c.trace.estimate))
+                                });
+                            ErrorPoint {
+                                x: s.ratio,
+                                y: s.trace.mean,
+                                lo: l,
+                                hi: h,
+                            }
+                        })
+                        .collect(),
+                ),
+            );
+            trace
+                .add(
+                    Some(&tag("p·tr(H_scope)")),
+                    base + 2,
+                    SeriesData::Line(rows.iter().map(|s| (s.ratio, s.expected_trace)).collect()),
+                )
+                .dashed();
+        }
+        plot::save_panels(&[lambda, trace], 2, stem)
+    }
+
+    /// Sentences that read the figure's numbers, per checkpoint.
+    pub fn reading(&self) -> Vec<String> {
+        let summaries = self.summaries();
+        let several = self.spec.checkpoints.len() > 1;
+        let mut lines = Vec::new();
+        for checkpoint in &self.spec.checkpoints {
+            let rows: Vec<&RatioSummary> = summaries
+                .iter()
+                .filter(|s| s.checkpoint == checkpoint.name)
+                .collect();
+            let Some(scope) = self.scope(&checkpoint.name) else {
+                continue;
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            let prefix = if several {
+                format!("{}: ", checkpoint.name)
+            } else {
+                String::new()
+            };
+            let mut by_ratio = rows.clone();
+            by_ratio.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+            // invariant: rows is non-empty.
+            let (smallest, largest) = (by_ratio[0], by_ratio[by_ratio.len() - 1]);
+            let (slope, _) = log_log_fit(rows.iter().map(|s| (s.ratio, s.lambda_max.mean)));
+            let span = largest.ratio / smallest.ratio;
+            let factor = largest.lambda_max.mean / smallest.lambda_max.mean;
+            lines.push(format!(
+                "{prefix}Fitted slope of log λmax against log ratio: {slope:.3} over ratios {} to {} \
+                 (p-proportional scaling has slope 1, a flat curve 0). Across that ×{} change of \
+                 ratio, mean λmax changes ×{} (p-proportional: ×{}).",
+                format_float(smallest.ratio),
+                format_float(largest.ratio),
+                format_float(span),
+                format_float(factor),
+                format_float(span),
+            ));
+            lines.push(format!(
+                "{prefix}Measured λmax / (p·λmax(H_scope)): {} at ratio {} (p = {}, mean k = {}) and {} at \
+                 ratio {} (p = {}): at the sparsest mask the top eigenvalue is {}× what p-proportional \
+                 scaling predicts.",
+                format_float(largest.lambda_max.mean / largest.proportional_lambda),
+                format_float(largest.ratio),
+                format_float(largest.keep_probability),
+                format_float(largest.mean_k),
+                format_float(smallest.lambda_max.mean / smallest.proportional_lambda),
+                format_float(smallest.ratio),
+                format_float(smallest.keep_probability),
+                format_float(smallest.lambda_max.mean / smallest.proportional_lambda),
+            ));
+            let highest = self
+                .cells
+                .iter()
+                .filter(|c| c.checkpoint == checkpoint.name)
+                .map(|c| c.lambda_max.value)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let above = self
+                .cells
+                .iter()
+                .filter(|c| {
+                    c.checkpoint == checkpoint.name
+                        && c.lambda_max.value
+                            > scope.lambda_max.value
+                                + scope.lambda_max.residual
+                                + c.lambda_max.residual
+                })
+                .count();
+            lines.push(format!(
+                "{prefix}Interlacing ceiling λmax(H_scope) = {} (whole scope, {} parameters; residual {}): \
+                 the largest λmax of any mask reaches {:.1}% of it, and {above} of {} cells exceed it \
+                 beyond their residuals.",
+                format_float(scope.lambda_max.value),
+                scope.dim,
+                format_float(scope.lambda_max.residual),
+                100.0 * highest / scope.lambda_max.value,
+                self.cells.iter().filter(|c| c.checkpoint == checkpoint.name).count(),
+            ));
+            let (worst, worst_ratio) = rows
+                .iter()
+                .map(|s| (trace_gap_in_se(s), s.ratio))
+                .max_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
+                .unwrap_or((f64::NAN, f64::NAN));
+            let ratios_of_trace: Vec<f64> = rows
+                .iter()
+                .map(|s| s.trace.mean / s.expected_trace)
+                .collect();
+            let (lo, hi) = ratios_of_trace
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &r| {
+                    (l.min(r), h.max(r))
+                });
+            lines.push(format!(
+                "{prefix}Trace identity E[tr H_m] = p·tr(H_scope) with tr(H_scope) = {} ± {} (Hutch++): \
+                 mean measured / expected lies between {} and {}; the largest gap is {worst:.2} standard \
+                 errors (ratio {}; the error combines the spread over seeds and the reference's Hutch++ \
+                 error, which all ratios share, so their gaps move together).",
+                format_float(scope.trace.estimate),
+                format_float(scope.trace.standard_error),
+                format_float(lo),
+                format_float(hi),
+                format_float(worst_ratio),
+            ));
+            let cells: Vec<&CellRecord> = self
+                .cells
+                .iter()
+                .filter(|c| c.checkpoint == checkpoint.name)
+                .collect();
+            let (implied, implied_se) = implied_scope_trace(&cells);
+            let z = (implied - scope.trace.estimate)
+                / (implied_se.powi(2) + scope.trace.standard_error.powi(2)).sqrt();
+            lines.push(format!(
+                "{prefix}The masks give their own estimate of tr(H_scope): Σ tr H_m / Σ p over the {} \
+                 cells is {} ± {} (jackknife), {z:+.2} combined standard errors from the direct estimate.",
+                cells.len(),
+                format_float(implied),
+                format_float(implied_se),
+            ));
+            lines.push(format!(
+                "{prefix}Implied largest stable learning rate 2/λmax (gradient descent on the local \
+                 quadratic model): {} at ratio {} and {} at ratio {}, ×{} over the sweep (p-proportional \
+                 scaling would give ×{}).",
+                format_float(2.0 / largest.lambda_max.mean),
+                format_float(largest.ratio),
+                format_float(2.0 / smallest.lambda_max.mean),
+                format_float(smallest.ratio),
+                format_float(largest.lambda_max.mean / smallest.lambda_max.mean),
+                format_float(span),
+            ));
+            let unconverged = self
+                .cells
+                .iter()
+                .chain(std::iter::once(scope))
+                .filter(|c| c.checkpoint == checkpoint.name && !c.lambda_max.converged)
+                .count();
+            if unconverged > 0 {
+                lines.push(format!(
+                    "{prefix}{unconverged} cell(s) did not reach the tolerance {} within their budget; \
+                     their λmax is the best Ritz value (see the residual column).",
+                    format_float(self.spec.tol)
+                ));
+            }
+        }
+        lines
+    }
+
+    /// The reading and the summary table as Markdown (for reports).
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("Reading the numbers:\n\n");
+        for line in self.reading() {
+            let _ = writeln!(out, "- {line}");
+        }
+        let _ = write!(out, "\n{}\n", self.summary_table().to_markdown());
+        out
+    }
+}
+
+/// `(mean trace − p tr H_scope)` in standard errors: the seeds' spread of the mean
+/// and the reference's Hutch++ error combined.
+fn trace_gap_in_se(s: &RatioSummary) -> f64 {
+    let se = (s.trace.standard_error().powi(2) + s.expected_trace_se.powi(2)).sqrt();
+    if se > 0.0 {
+        (s.trace.mean - s.expected_trace) / se
+    } else {
+        f64::NAN
+    }
+}
+
+/// tr(H_scope) as the masks see it: the ratio estimator `Σ tr H_m / Σ p` over
+/// the cells (unbiased to first order by the trace identity), with its
+/// leave-one-cell-out jackknife standard error (NaN with fewer than two cells).
+fn implied_scope_trace(cells: &[&CellRecord]) -> (f64, f64) {
+    let n = cells.len();
+    let total_trace: f64 = cells.iter().map(|c| c.trace.estimate).sum();
+    let total_p: f64 = cells.iter().map(|c| c.keep_probability).sum();
+    let estimate = total_trace / total_p;
+    if n < 2 {
+        return (estimate, f64::NAN);
+    }
+    let leave_one_out: Vec<f64> = cells
+        .iter()
+        .map(|c| (total_trace - c.trace.estimate) / (total_p - c.keep_probability))
+        .collect();
+    let mean = leave_one_out.iter().sum::<f64>() / n as f64;
+    let spread: f64 = leave_one_out.iter().map(|x| (x - mean).powi(2)).sum();
+    (estimate, ((n - 1) as f64 / n as f64 * spread).sqrt())
+}
+
+/// Least-squares fit `ln y = intercept + slope ln x` over positive finite pairs.
+fn log_log_fit(points: impl IntoIterator<Item = (f64, f64)>) -> (f64, f64) {
+    let logs: Vec<(f64, f64)> = points
+        .into_iter()
+        .filter(|&(x, y)| x > 0.0 && y > 0.0 && x.is_finite() && y.is_finite())
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
+    let slope = crate::theory::stats::log_log_slope(logs.iter().map(|&(x, y)| (x.exp(), y.exp())));
+    if !slope.is_finite() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = logs.len() as f64;
+    let mx = logs.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = logs.iter().map(|p| p.1).sum::<f64>() / n;
+    (slope, my - slope * mx)
+}
+
+/// Writes a sweep's table (`cells`, `summary`) under `tables_dir` and its figure at
+/// `figure_stem`; returns the files.
+pub fn write_sweep(
+    result: &SweepResult,
+    tables_dir: &Path,
+    figure_stem: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut written = result.cells_table().write_both(&tables_dir.join("cells"))?;
+    written.extend(
+        result
+            .summary_table()
+            .write_both(&tables_dir.join("summary"))?,
+    );
+    written.extend(result.figure(figure_stem)?);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_recovers_a_power_law() {
+        let (slope, intercept) = log_log_fit([
+            (0.1, 2.0 * 0.1f64.powf(0.7)),
+            (0.01, 2.0 * 0.01f64.powf(0.7)),
+        ]);
+        assert!((slope - 0.7).abs() < 1e-12);
+        assert!((intercept - 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn spec_errors_name_the_key() {
+        let spec = SweepSpec {
+            checkpoints: vec![CheckpointEntry {
+                name: "init".into(),
+                path: "m".into(),
+            }],
+            data: "d.jsonl".into(),
+            task: Some("sst2".into()),
+            ratios: vec![0.01, 0.0],
+            ..SweepSpec::default()
+        };
+        let err = spec.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "ratios: 0 is not a trainable ratio (each must lie in (0, 1])"
+        );
+        let spec = SweepSpec {
+            ratios: vec![0.01],
+            seeds: vec![1, 1],
+            ..spec
+        };
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("seeds:")
+        );
+    }
+}
