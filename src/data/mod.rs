@@ -419,38 +419,36 @@ fn resolve_column(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    fn write(dir: &Path, name: &str, text: &str) -> TestResult<PathBuf> {
         let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        std::fs::write(&path, text)?;
+        Ok(path)
     }
 
     #[test]
-    fn sampling_is_seeded_sorted_and_nested() {
-        let a = sample_indices(100, Some(10), 7).unwrap();
-        assert_eq!(a, sample_indices(100, Some(10), 7).unwrap());
-        assert_ne!(a, sample_indices(100, Some(10), 8).unwrap());
+    fn sampling_is_seeded_sorted_and_nested() -> TestResult {
+        let a = sample_indices(100, Some(10), 7)?;
+        assert_eq!(a, sample_indices(100, Some(10), 7)?);
+        assert_ne!(a, sample_indices(100, Some(10), 8)?);
         assert!(a.windows(2).all(|w| w[0] < w[1]));
-        let b = sample_indices(100, Some(20), 7).unwrap();
+        let b = sample_indices(100, Some(20), 7)?;
         assert!(a.iter().all(|i| b.contains(i)));
-        assert_eq!(sample_indices(3, Some(5), 0).unwrap(), vec![0, 1, 2]);
+        assert_eq!(sample_indices(3, Some(5), 0)?, vec![0, 1, 2]);
         assert!(sample_indices(3, Some(0), 0).is_err());
+        Ok(())
     }
 
     #[test]
-    fn hub_column_variants_load_without_flags() {
-        let dir = tempfile::tempdir().unwrap();
+    fn hub_column_variants_load_without_flags() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let glue_rte = write(
             dir.path(),
             "rte.jsonl",
             "{\"sentence1\": \"A cat sat.\", \"sentence2\": \"A cat exists.\", \"label\": 0, \"idx\": 0}\n",
-        );
-        let data = load_text(&DataSpec::new(
-            &glue_rte,
-            Task::new("rte", None, None).unwrap(),
-        ))
-        .unwrap();
+        )?;
+        let data = load_text(&DataSpec::new(&glue_rte, Task::new("rte", None, None)?))?;
         assert_eq!(
             data.columns,
             vec![
@@ -463,28 +461,28 @@ mod tests {
             dir.path(),
             "boolq.jsonl",
             "{\"question\": \"is it\", \"answer\": false, \"passage\": \"It is not.\"}\n",
-        );
+        )?;
         let data = load_text(&DataSpec::new(
             &google_boolq,
-            Task::new("boolq", None, None).unwrap(),
-        ))
-        .unwrap();
+            Task::new("boolq", None, None)?,
+        ))?;
         let TextDataset::Classification(examples) = data.examples else {
             panic!("classification expected")
         };
         assert_eq!(examples[0].prompt, "It is not. Is it?\n");
         assert_eq!(examples[0].gold, 0);
+        Ok(())
     }
 
     #[test]
-    fn overrides_missing_columns_and_bad_rows() {
-        let dir = tempfile::tempdir().unwrap();
+    fn overrides_missing_columns_and_bad_rows() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = write(
             dir.path(),
             "d.csv",
             "review,stars\nGood.,1\nBad.,0\nOdd.,2\n",
-        );
-        let sst2 = Task::new("sst2", None, None).unwrap();
+        )?;
+        let sst2 = Task::new("sst2", None, None)?;
         let err = load_text(&DataSpec::new(&path, sst2.clone()))
             .unwrap_err()
             .to_string();
@@ -497,8 +495,8 @@ mod tests {
         );
         let mut spec = DataSpec::new(&path, sst2);
         spec.columns = vec![
-            parse_column_flag("sentence=review").unwrap(),
-            parse_column_flag("label = stars").unwrap(),
+            parse_column_flag("sentence=review")?,
+            parse_column_flag("label = stars")?,
         ];
         let err = load_text(&spec).unwrap_err().to_string();
         assert!(
@@ -512,37 +510,36 @@ mod tests {
             "--column: `premise` is not a field of task sst2 (fields: sentence, label)"
         );
         assert!(parse_column_flag("sentence").is_err());
+        Ok(())
     }
 
     #[test]
-    fn null_text_is_named_by_row_and_column() {
-        let dir = tempfile::tempdir().unwrap();
+    fn null_text_is_named_by_row_and_column() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = write(
             dir.path(),
             "d.jsonl",
             "{\"sentence\": \"Fine.\", \"label\": 1}\n{\"sentence\": null, \"label\": 0}\n",
-        );
-        let err = load_text(&DataSpec::new(
-            &path,
-            Task::new("sst2", None, None).unwrap(),
-        ))
-        .unwrap_err()
-        .to_string();
+        )?;
+        let err = load_text(&DataSpec::new(&path, Task::new("sst2", None, None)?))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.ends_with("d.jsonl: row 2: column `sentence` is null"),
             "{err}"
         );
+        Ok(())
     }
 
     #[test]
-    fn lm_skips_blank_rows_and_empty_files_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
+    fn lm_skips_blank_rows_and_empty_files_are_errors() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = write(
             dir.path(),
             "w.jsonl",
             "{\"text\": \"\"}\n{\"text\": \" Hello . \"}\n",
-        );
-        let data = load_text(&DataSpec::new(&path, Task::new("lm", None, None).unwrap())).unwrap();
+        )?;
+        let data = load_text(&DataSpec::new(&path, Task::new("lm", None, None)?))?;
         assert_eq!(data.empty_rows_skipped, 1);
         assert_eq!(
             data.examples,
@@ -550,16 +547,14 @@ mod tests {
                 text: "Hello .".into()
             }])
         );
-        let empty = write(dir.path(), "e.csv", "sentence,label\n");
-        let err = load_text(&DataSpec::new(
-            &empty,
-            Task::new("sst2", None, None).unwrap(),
-        ))
-        .unwrap_err()
-        .to_string();
+        let empty = write(dir.path(), "e.csv", "sentence,label\n")?;
+        let err = load_text(&DataSpec::new(&empty, Task::new("sst2", None, None)?))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.ends_with("e.csv: the dataset is empty (no rows)"),
             "{err}"
         );
+        Ok(())
     }
 }

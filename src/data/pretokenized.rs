@@ -172,9 +172,10 @@ fn same_shape(matrix: IntMatrix, ids: &IntMatrix, path: &Path) -> Result<IntMatr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use std::collections::HashMap;
 
-    fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<i64>)]) {
+    fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<i64>)]) -> TestResult {
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
             .iter()
             .map(|(n, s, v)| {
@@ -185,21 +186,20 @@ mod tests {
                 )
             })
             .collect();
-        let views: HashMap<String, safetensors::tensor::TensorView> = bytes
+        let views = bytes
             .iter()
             .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(Dtype::I64, s.clone(), b).unwrap(),
-                )
+                let view = safetensors::tensor::TensorView::new(Dtype::I64, s.clone(), b)?;
+                Ok((n.clone(), view))
             })
-            .collect();
-        safetensors::serialize_to_file(&views, None, path).unwrap();
+            .collect::<TestResult<HashMap<String, safetensors::tensor::TensorView>>>()?;
+        safetensors::serialize_to_file(&views, None, path)?;
+        Ok(())
     }
 
     #[test]
-    fn padding_is_removed_and_defaults_fill_in() {
-        let dir = tempfile::tempdir().unwrap();
+    fn padding_is_removed_and_defaults_fill_in() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.safetensors");
         write(
             &path,
@@ -207,17 +207,18 @@ mod tests {
                 ("input_ids", vec![2, 3], vec![2, 7, 8, 2, 9, 1]),
                 ("attention_mask", vec![2, 3], vec![1, 1, 1, 1, 1, 0]),
             ],
-        );
-        let rows = read_pretokenized(&path).unwrap();
+        )?;
+        let rows = read_pretokenized(&path)?;
         assert_eq!(rows[0].ids, vec![2, 7, 8]);
         assert_eq!(rows[0].labels, vec![None, Some(7), Some(8)]);
         assert_eq!(rows[1].ids, vec![2, 9]);
         assert_eq!(rows[1].scored_tokens(), 1);
+        Ok(())
     }
 
     #[test]
-    fn left_padding_and_scored_padding_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    fn left_padding_and_scored_padding_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.safetensors");
         write(
             &path,
@@ -225,7 +226,7 @@ mod tests {
                 ("input_ids", vec![1, 3], vec![1, 7, 8]),
                 ("attention_mask", vec![1, 3], vec![0, 1, 1]),
             ],
-        );
+        )?;
         let err = read_pretokenized(&path).unwrap_err().to_string();
         assert!(
             err.contains("row 1: attention_mask is not right padding"),
@@ -238,23 +239,25 @@ mod tests {
                 ("attention_mask", vec![1, 3], vec![1, 1, 0]),
                 ("labels", vec![1, 3], vec![-100, 7, 1]),
             ],
-        );
+        )?;
         let err = read_pretokenized(&path).unwrap_err().to_string();
         assert!(
             err.contains("row 1: labels score padded position 2"),
             "{err}"
         );
+        Ok(())
     }
 
     #[test]
-    fn missing_input_ids_lists_the_tensors() {
-        let dir = tempfile::tempdir().unwrap();
+    fn missing_input_ids_lists_the_tensors() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.safetensors");
-        write(&path, &[("tokens", vec![1, 2], vec![2, 3])]);
+        write(&path, &[("tokens", vec![1, 2], vec![2, 3])])?;
         let err = read_pretokenized(&path).unwrap_err().to_string();
         assert!(
             err.ends_with("missing tensor `input_ids` (tensors present: tokens)"),
             "{err}"
         );
+        Ok(())
     }
 }

@@ -294,112 +294,126 @@ fn read_delimited(path: &Path, separator: u8) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    fn write(dir: &Path, name: &str, text: &str) -> TestResult<PathBuf> {
         let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        std::fs::write(&path, text)?;
+        Ok(path)
     }
 
     #[test]
-    fn json_lines_keep_types_and_order() {
-        let dir = tempfile::tempdir().unwrap();
+    fn json_lines_keep_types_and_order() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = write(
             dir.path(),
             "d.jsonl",
             "{\"sentence\": \"fine\", \"label\": 1}\n\n{\"sentence\": \"dull\", \"label\": 0}\n",
-        );
-        let table = RawTable::read(&path).unwrap();
+        )?;
+        let table = RawTable::read(&path)?;
         assert_eq!(table.format(), Format::JsonLines);
         assert_eq!(table.rows(), 2);
         assert_eq!(
-            table.text_column("sentence").unwrap(),
+            table.text_column("sentence")?,
             vec![Some("fine".to_string()), Some("dull".to_string())]
         );
         assert_eq!(
-            table.label_column("label").unwrap(),
+            table.label_column("label")?,
             vec![Some(LabelValue::Int(1)), Some(LabelValue::Int(0))]
         );
+        Ok(())
     }
 
     #[test]
-    fn malformed_json_line_is_named_by_number() {
-        let dir = tempfile::tempdir().unwrap();
+    fn malformed_json_line_is_named_by_number() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = write(
             dir.path(),
             "d.jsonl",
             "{\"sentence\": \"fine\", \"label\": 1}\n{\"sentence\": \"dull\", \"label\": 0\n",
-        );
-        let err = RawTable::read(&path).err().unwrap().to_string();
+        )?;
+        let err = RawTable::read(&path)
+            .err()
+            .ok_or("malformed JSON was accepted")?
+            .to_string();
         assert!(err.contains("line 2: malformed JSON"), "{err}");
+        Ok(())
     }
 
     #[test]
-    fn json_extension_accepts_lines_and_arrays() {
-        let dir = tempfile::tempdir().unwrap();
+    fn json_extension_accepts_lines_and_arrays() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let lines = write(
             dir.path(),
             "a.json",
             "{\"text\": \"x\"}\n{\"text\": \"y\"}\n",
-        );
+        )?;
         let array = write(
             dir.path(),
             "b.json",
             "[{\"text\": \"x\"}, {\"text\": \"y\"}]",
-        );
-        assert_eq!(Format::of(&lines).unwrap(), Format::JsonLines);
-        assert_eq!(Format::of(&array).unwrap(), Format::JsonArray);
+        )?;
+        assert_eq!(Format::of(&lines)?, Format::JsonLines);
+        assert_eq!(Format::of(&array)?, Format::JsonArray);
         for path in [lines, array] {
-            let table = RawTable::read(&path).unwrap();
+            let table = RawTable::read(&path)?;
             assert_eq!(
-                table.text_column("text").unwrap(),
+                table.text_column("text")?,
                 vec![Some("x".to_string()), Some("y".to_string())]
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn labels_as_booleans_text_and_whole_floats() {
-        let dir = tempfile::tempdir().unwrap();
+    fn labels_as_booleans_text_and_whole_floats() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = write(
             dir.path(),
             "d.csv",
             "answer,name,score\ntrue,positive,1.0\nfalse,negative,0.0\n",
-        );
-        let table = RawTable::read(&path).unwrap();
+        )?;
+        let table = RawTable::read(&path)?;
         assert_eq!(
-            table.label_column("answer").unwrap(),
+            table.label_column("answer")?,
             vec![Some(LabelValue::Bool(true)), Some(LabelValue::Bool(false))]
         );
         assert_eq!(
-            table.label_column("name").unwrap()[0],
+            table.label_column("name")?[0],
             Some(LabelValue::Text("positive".into()))
         );
         assert_eq!(
-            table.label_column("score").unwrap(),
+            table.label_column("score")?,
             vec![Some(LabelValue::Int(1)), Some(LabelValue::Int(0))]
         );
+        Ok(())
     }
 
     #[test]
-    fn tsv_and_missing_column_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "d.tsv", "sentence\tlabel\na, b\t1\n");
-        let table = RawTable::read(&path).unwrap();
-        assert_eq!(
-            table.text_column("sentence").unwrap(),
-            vec![Some("a, b".into())]
-        );
-        let err = table.text_column("text").err().unwrap().to_string();
+    fn tsv_and_missing_column_message() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = write(dir.path(), "d.tsv", "sentence\tlabel\na, b\t1\n")?;
+        let table = RawTable::read(&path)?;
+        assert_eq!(table.text_column("sentence")?, vec![Some("a, b".into())]);
+        let err = table
+            .text_column("text")
+            .err()
+            .ok_or("a missing column was found")?
+            .to_string();
         assert!(
             err.contains("no column `text`; columns present: sentence, label"),
             "{err}"
         );
+        Ok(())
     }
 
     #[test]
-    fn unknown_extension_is_refused() {
-        let err = Format::of(Path::new("data.txt")).err().unwrap().to_string();
+    fn unknown_extension_is_refused() -> TestResult {
+        let err = Format::of(Path::new("data.txt"))
+            .err()
+            .ok_or("data.txt got a format")?
+            .to_string();
         assert!(err.contains("unknown dataset format"), "{err}");
+        Ok(())
     }
 }

@@ -274,6 +274,7 @@ pub fn tokenize_lm(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     /// A toy encoder: one token per space-separated word, id = 10 + word length,
     /// a leading space costs a token of its own (id 4) so continuations are visible.
@@ -299,9 +300,9 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn candidates_follow_the_prompt_without_bos() {
+    fn candidates_follow_the_prompt_without_bos() -> TestResult {
         let data = [text("a bb ccc", &[" dddd", " e"], 0)];
-        let out = tokenize_classification(&data, &WordLengths, 64).unwrap();
+        let out = tokenize_classification(&data, &WordLengths, 64)?;
         let Dataset::Classification(ex) = out.dataset else {
             panic!("classification expected")
         };
@@ -314,13 +315,14 @@ pub(crate) mod tests {
         assert_eq!(row.labels, vec![None, None, None, None, Some(4), Some(14)]);
         assert_eq!(row.scored_tokens(), 2);
         assert_eq!(out.truncated, 0);
+        Ok(())
     }
 
     #[test]
-    fn long_prompts_lose_their_start_and_keep_bos() {
+    fn long_prompts_lose_their_start_and_keep_bos() -> TestResult {
         // BOS + 5 prompt tokens + 2 candidate tokens = 8 > 6: drop 2 from the left.
         let data = [text("a bb ccc dddd eeeee", &[" f", " gg"], 1)];
-        let out = tokenize_classification(&data, &WordLengths, 6).unwrap();
+        let out = tokenize_classification(&data, &WordLengths, 6)?;
         let Dataset::Classification(ex) = &out.dataset else {
             panic!("classification expected")
         };
@@ -332,14 +334,15 @@ pub(crate) mod tests {
             err.to_string().contains("exceeds the model's 2 positions"),
             "{err}"
         );
+        Ok(())
     }
 
     #[test]
-    fn lm_rows_start_with_bos_and_keep_their_start() {
+    fn lm_rows_start_with_bos_and_keep_their_start() -> TestResult {
         let data = [LmText {
             text: "a bb ccc".into(),
         }];
-        let out = tokenize_lm(&data, &WordLengths, 3).unwrap();
+        let out = tokenize_lm(&data, &WordLengths, 3)?;
         assert_eq!(
             out.dataset,
             Dataset::Lm(vec![LmExample {
@@ -348,6 +351,7 @@ pub(crate) mod tests {
             }])
         );
         assert_eq!(out.truncated, 1);
+        Ok(())
     }
 
     #[test]

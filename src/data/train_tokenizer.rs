@@ -115,8 +115,10 @@ pub fn save_tokenizer(tokenizer: &Tokenizer, dir: &Path) -> Result<Vec<PathBuf>>
     let mut written = Vec::new();
     for file in saved {
         let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-        // invariant: the model saved files under names of its own.
-        let target = dir.join(file.file_name().expect("saved file has a name"));
+        let name = file.file_name().ok_or_else(|| {
+            Error::file(&file, "the tokenizer library saved a file without a name")
+        })?;
+        let target = dir.join(name);
         atomic::write_bytes(&target, &bytes)?;
         written.push(target);
     }
@@ -132,10 +134,11 @@ pub fn save_tokenizer(tokenizer: &Tokenizer, dir: &Path) -> Result<Vec<PathBuf>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::model::tokenizer::OptTokenizer;
 
-    fn ids(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
-        tokenizer.encode(text, false).unwrap().get_ids().to_vec()
+    fn ids(tokenizer: &Tokenizer, text: &str) -> TestResult<Vec<u32>> {
+        Ok(tokenizer.encode(text, false)?.get_ids().to_vec())
     }
 
     fn corpus() -> Vec<String> {
@@ -151,55 +154,56 @@ mod tests {
     }
 
     #[test]
-    fn opt_ids_bos_and_continuations() {
-        let tokenizer = train_byte_level_bpe(&corpus(), 300).unwrap();
+    fn opt_ids_bos_and_continuations() -> TestResult {
+        let tokenizer = train_byte_level_bpe(&corpus(), 300)?;
         // The tiny corpus runs out of pairs seen twice before 300 tokens.
         let size = tokenizer.get_vocab_size(true);
         assert!((MIN_VOCAB_SIZE + 10..=300).contains(&size), "{size}");
-        let joint = ids(&tokenizer, "The plot was lovely");
-        let mut split = ids(&tokenizer, "The plot was");
-        split.extend(ids(&tokenizer, " lovely"));
+        let joint = ids(&tokenizer, "The plot was lovely")?;
+        let mut split = ids(&tokenizer, "The plot was")?;
+        split.extend(ids(&tokenizer, " lovely")?);
         assert_eq!(joint, split, "a candidate encodes as a continuation");
-        let with_bos = tokenizer.encode("The plot", true).unwrap();
+        let with_bos = tokenizer.encode("The plot", true)?;
         assert_eq!(with_bos.get_ids()[0], 2);
-        let decoded = tokenizer.decode(&joint, false).unwrap();
+        let decoded = tokenizer.decode(&joint, false)?;
         assert_eq!(decoded, "The plot was lovely");
         // Unseen bytes still encode (byte-level: no unknown token).
-        assert!(!ids(&tokenizer, "Ωmega").is_empty());
+        assert!(!ids(&tokenizer, "Ωmega")?.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn training_is_deterministic_and_files_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = train_byte_level_bpe(&corpus(), 320).unwrap();
-        let b = train_byte_level_bpe(&corpus(), 320).unwrap();
-        let paths = save_tokenizer(&a, &dir.path().join("a")).unwrap();
-        save_tokenizer(&b, &dir.path().join("b")).unwrap();
+    fn training_is_deterministic_and_files_reload() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let a = train_byte_level_bpe(&corpus(), 320)?;
+        let b = train_byte_level_bpe(&corpus(), 320)?;
+        let paths = save_tokenizer(&a, &dir.path().join("a"))?;
+        save_tokenizer(&b, &dir.path().join("b"))?;
         for name in ["vocab.json", "merges.txt", "tokenizer.json"] {
-            let x = std::fs::read(dir.path().join("a").join(name)).unwrap();
-            let y = std::fs::read(dir.path().join("b").join(name)).unwrap();
+            let x = std::fs::read(dir.path().join("a").join(name))?;
+            let y = std::fs::read(dir.path().join("b").join(name))?;
             assert_eq!(x, y, "{name} differs between two trainings");
         }
         assert_eq!(paths.len(), 3);
         let vocab: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("a/vocab.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join("a/vocab.json"))?)?;
         assert_eq!(vocab["<s>"], 0);
         assert_eq!(vocab["</s>"], 2);
         assert_eq!(vocab["<unk>"], 3);
-        let merges = std::fs::read_to_string(dir.path().join("a/merges.txt")).unwrap();
+        let merges = std::fs::read_to_string(dir.path().join("a/merges.txt"))?;
         assert!(merges.starts_with("#version: 0.2\n"));
         // The OPT loader reads the files both ways a hub checkpoint ships them and
         // gets the trained ids: tokenizer.json, then vocab.json + merges.txt.
         let text = "A lovely plot, never quiet";
         let mut expected = vec![2];
-        expected.extend(ids(&a, text));
-        let from_json = OptTokenizer::from_dir(&dir.path().join("a")).unwrap();
-        assert_eq!(from_json.encode(text, true).unwrap(), expected);
-        std::fs::remove_file(dir.path().join("a/tokenizer.json")).unwrap();
-        let from_pair = OptTokenizer::from_dir(&dir.path().join("a")).unwrap();
-        assert_eq!(from_pair.encode(text, true).unwrap(), expected);
+        expected.extend(ids(&a, text)?);
+        let from_json = OptTokenizer::from_dir(&dir.path().join("a"))?;
+        assert_eq!(from_json.encode(text, true)?, expected);
+        std::fs::remove_file(dir.path().join("a/tokenizer.json"))?;
+        let from_pair = OptTokenizer::from_dir(&dir.path().join("a"))?;
+        assert_eq!(from_pair.encode(text, true)?, expected);
         assert_eq!(from_pair.vocab_size(), a.get_vocab_size(true));
+        Ok(())
     }
 
     #[test]
