@@ -68,8 +68,7 @@ impl Mask {
                         kept
                     }
                     Structure::Columns => {
-                        // invariant: layout shapes have rank 1 or 2, never 0.
-                        let columns = *entry.shape.last().expect("tensor rank >= 1") as u64;
+                        let columns = entry.columns() as u64;
                         let rows = entry.len() as u64 / columns;
                         let kept = sample::kept_units(&mut rng, columns, q, spec.sampling);
                         (0..rows)

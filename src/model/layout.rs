@@ -104,6 +104,11 @@ impl ParamEntry {
         self.len() == 0
     }
 
+    /// The length of the last dimension: a matrix's columns, a vector's length.
+    pub fn columns(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
     /// The flat index range this tensor occupies.
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len()
@@ -257,6 +262,7 @@ fn layer_tensors(config: &OptConfig, hidden: usize, ffn: usize) -> Vec<(LayerTen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     fn config(proj: usize, pre_ln: bool) -> OptConfig {
         OptConfig {
@@ -298,15 +304,25 @@ mod tests {
     }
 
     #[test]
-    fn entry_of_finds_the_owning_tensor() {
+    fn entry_of_finds_the_owning_tensor() -> TestResult {
         let layout = ParamLayout::new(&config(8, true));
         for e in layout.entries() {
-            assert_eq!(layout.entry_of(e.offset).unwrap().name, e.name);
             assert_eq!(
-                layout.entry_of(e.offset + e.len() - 1).unwrap().name,
+                layout
+                    .entry_of(e.offset)
+                    .ok_or("offset outside the layout")?
+                    .name,
+                e.name
+            );
+            assert_eq!(
+                layout
+                    .entry_of(e.offset + e.len() - 1)
+                    .ok_or("offset outside the layout")?
+                    .name,
                 e.name
             );
         }
         assert!(layout.entry_of(layout.total()).is_none());
+        Ok(())
     }
 }

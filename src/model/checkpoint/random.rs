@@ -28,8 +28,7 @@ fn law(entry: &ParamEntry) -> Law {
         } => Law::LayerNormWeight,
         _ if entry.shape.len() == 1 => Law::Bias,
         _ => Law::Matrix {
-            // invariant: a matrix has a last dimension, and it is positive.
-            std: 1.0 / (*entry.shape.last().expect("rank-2 tensor") as f64).sqrt(),
+            std: 1.0 / (entry.columns() as f64).sqrt(),
         },
     }
 }
@@ -74,17 +73,18 @@ impl ExactSizeIterator for RandomTensor {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::model::{ParamLayout, presets::preset};
 
     #[test]
-    fn laws_follow_the_fixtures() {
-        let layout = ParamLayout::new(&preset("opt-mini").unwrap());
+    fn laws_follow_the_fixtures() -> TestResult {
+        let layout = ParamLayout::new(&preset("opt-mini").ok_or("no preset opt-mini")?);
         let find = |name: &str| {
             layout
                 .entries()
                 .iter()
                 .position(|e| e.name.ends_with(name))
-                .unwrap()
+                .ok_or_else(|| format!("no tensor *{name}"))
         };
         let stats = |index: usize| {
             let entry = &layout.entries()[index];
@@ -96,17 +96,17 @@ mod tests {
             (mean, var.sqrt(), n)
         };
         // fc2 is [256, 1024]: std 1/32. Standard errors: std / sqrt(n).
-        let (mean, std, n) = stats(find("layers.0.fc2.weight"));
+        let (mean, std, n) = stats(find("layers.0.fc2.weight")?);
         assert!(
             mean.abs() < 4.0 / 32.0 / n.sqrt() && (std * 32.0 - 1.0).abs() < 0.01,
             "{mean} {std}"
         );
-        let (mean, std, _) = stats(find("layers.1.self_attn_layer_norm.weight"));
+        let (mean, std, _) = stats(find("layers.1.self_attn_layer_norm.weight")?);
         assert!(
             (mean - 1.0).abs() < 0.03 && (std - 0.1).abs() < 0.015,
             "{mean} {std}"
         );
-        let (mean, std, _) = stats(find("layers.1.fc1.bias"));
+        let (mean, std, _) = stats(find("layers.1.fc1.bias")?);
         assert!(
             mean.abs() < 0.015 && (std - 0.1).abs() < 0.01,
             "{mean} {std}"
@@ -126,5 +126,6 @@ mod tests {
             a,
             RandomTensor::new(entry, 5, 4).take(4).collect::<Vec<_>>()
         );
+        Ok(())
     }
 }
