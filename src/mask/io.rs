@@ -132,13 +132,12 @@ impl Mask {
                 ),
             ));
         }
-        let indices = file
-            .bytes(tensor)
-            .chunks_exact(8)
+        let (chunks, _) = file.bytes(tensor).as_chunks::<8>();
+        let indices = chunks
+            .iter()
             .enumerate()
-            .map(|(i, b)| {
-                // invariant: chunks_exact(8) yields 8 bytes.
-                let value = i64::from_le_bytes(b.try_into().expect("8 bytes"));
+            .map(|(i, &b)| {
+                let value = i64::from_le_bytes(b);
                 u64::try_from(value).map_err(|_| {
                     Error::file(path, format!("{MASK_TENSOR}[{i}] = {value} is negative"))
                 })

@@ -64,10 +64,11 @@ fn exact(rng: &mut Rng, n: u64, k: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::rng;
 
     #[test]
-    fn bernoulli_gaps_give_the_right_rate_and_uniform_positions() {
+    fn bernoulli_gaps_give_the_right_rate_and_uniform_positions() -> TestResult {
         let n = 2_000_000u64;
         let q = 1e-3;
         let kept = kept_units(&mut rng::stream(1, 0), n, q, Sampling::Bernoulli);
@@ -78,7 +79,7 @@ mod tests {
             "{} vs {mean}",
             kept.len()
         );
-        assert!(kept.windows(2).all(|w| w[0] < w[1]) && *kept.last().unwrap() < n);
+        assert!(kept.windows(2).all(|w| w[0] < w[1]) && *kept.last().ok_or("nothing kept")? < n);
         // Positions are uniform: each tenth of the range holds about a tenth.
         for decile in 0..10u64 {
             let count = kept.iter().filter(|&&i| i * 10 / n == decile).count() as f64;
@@ -96,6 +97,7 @@ mod tests {
             (mean_gap - expected_gap).abs() < 5.0 * sd_mean,
             "{mean_gap}"
         );
+        Ok(())
     }
 
     #[test]
@@ -119,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn exact_sampling_keeps_the_rounded_count_uniformly() {
+    fn exact_sampling_keeps_the_rounded_count_uniformly() -> TestResult {
         let n = 1000u64;
         let mut hits = vec![0u32; n as usize];
         for stream in 0..400 {
@@ -131,11 +133,13 @@ mod tests {
             }
         }
         // Each position is kept 400 x 0.123 = 49.2 times on average.
-        let (min, max) = (hits.iter().min().unwrap(), hits.iter().max().unwrap());
+        let min = hits.iter().min().ok_or("no positions")?;
+        let max = hits.iter().max().ok_or("no positions")?;
         assert!(*min > 20 && *max < 85, "{min} {max}");
         assert_eq!(
             kept_units(&mut rng::stream(3, 0), 7, 1.0, Sampling::Exact),
             (0..7).collect::<Vec<_>>()
         );
+        Ok(())
     }
 }
