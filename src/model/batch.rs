@@ -214,14 +214,6 @@ pub enum Padding {
     Right,
 }
 
-/// One sequence waiting to be padded into a batch.
-struct Row<'a> {
-    ids: &'a [u32],
-    /// Language modelling: per position, the token it is predicted as (see
-    /// [`LmExample::labels`]).
-    labels: Option<&'a [Option<u32>]>,
-}
-
 /// Packs a tokenized dataset into batches of at most `max_rows` sequences, each
 /// padded with `pad_id` to its batch's longest sequence. The candidates of one
 /// classification example always share a batch (the choice loss couples them), so a
@@ -240,15 +232,9 @@ pub fn batches(
         Dataset::Lm(examples) => Ok(examples
             .chunks(max_rows)
             .map(|chunk| {
-                let rows: Vec<Row<'_>> = chunk
-                    .iter()
-                    .map(|e: &LmExample| Row {
-                        ids: &e.ids,
-                        labels: Some(&e.labels),
-                    })
-                    .collect();
-                let (tokens, _) = pad(&rows, pad_id, padding);
-                let labels = lm_labels(&rows, &tokens, padding);
+                let rows: Vec<&[u32]> = chunk.iter().map(|e| e.ids.as_slice()).collect();
+                let (tokens, shifts) = pad(&rows, pad_id, padding);
+                let labels = lm_labels(chunk, &tokens, &shifts);
                 Batch {
                     tokens,
                     targets: Targets::NextToken { labels },
@@ -277,25 +263,25 @@ pub fn batches(
 }
 
 /// Pads `rows` to one length; returns the batch and each row's shift (left padding).
-fn pad(rows: &[Row<'_>], pad_id: u32, padding: Padding) -> (TokenBatch, Vec<usize>) {
-    let seq = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+fn pad(rows: &[&[u32]], pad_id: u32, padding: Padding) -> (TokenBatch, Vec<usize>) {
+    let seq = rows.iter().map(|ids| ids.len()).max().unwrap_or(0);
     let mut input_ids = Vec::with_capacity(rows.len() * seq);
     let mut attention_mask = Vec::with_capacity(rows.len() * seq);
     let mut shifts = Vec::with_capacity(rows.len());
-    for r in rows {
-        let gap = seq - r.ids.len();
+    for ids in rows {
+        let gap = seq - ids.len();
         let (left, right) = match padding {
             Padding::Left => (gap, 0),
             Padding::Right => (0, gap),
         };
         input_ids.extend(
             std::iter::repeat_n(pad_id, left)
-                .chain(r.ids.iter().copied())
+                .chain(ids.iter().copied())
                 .chain(std::iter::repeat_n(pad_id, right)),
         );
         attention_mask.extend(
             std::iter::repeat_n(0, left)
-                .chain(std::iter::repeat_n(1, r.ids.len()))
+                .chain(std::iter::repeat_n(1, ids.len()))
                 .chain(std::iter::repeat_n(0, right)),
         );
         shifts.push(left);
@@ -311,16 +297,13 @@ fn pad(rows: &[Row<'_>], pad_id: u32, padding: Padding) -> (TokenBatch, Vec<usiz
     )
 }
 
-fn lm_labels(rows: &[Row<'_>], tokens: &TokenBatch, padding: Padding) -> Vec<i64> {
+/// The labels of `examples` padded into `tokens` (row b shifted right by `shifts[b]`),
+/// in HuggingFace's layout: position t holds the token the logits at t - 1 predict,
+/// [`IGNORE_LABEL`] where nothing is scored (first positions, padding).
+fn lm_labels(examples: &[LmExample], tokens: &TokenBatch, shifts: &[usize]) -> Vec<i64> {
     let mut labels = vec![IGNORE_LABEL; tokens.rows()];
-    for (b, r) in rows.iter().enumerate() {
-        let shift = match padding {
-            Padding::Left => tokens.seq - r.ids.len(),
-            Padding::Right => 0,
-        };
-        // invariant: only language-modelling rows are padded through `lm_labels`
-        let row_labels = r.labels.expect("language-modelling row");
-        for (t, l) in row_labels.iter().enumerate().skip(1) {
+    for (b, (example, shift)) in examples.iter().zip(shifts).enumerate() {
+        for (t, l) in example.labels.iter().enumerate().skip(1) {
             if let Some(l) = l {
                 labels[b * tokens.seq + shift + t] = i64::from(*l);
             }
@@ -334,10 +317,7 @@ fn choice_batch(examples: &[&ClassificationExample], pad_id: u32, padding: Paddi
         .iter()
         .flat_map(|e| (0..e.candidates.len()).map(|c| e.sequence(c)))
         .collect();
-    let rows: Vec<Row<'_>> = sequences
-        .iter()
-        .map(|ids| Row { ids, labels: None })
-        .collect();
+    let rows: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
     let (tokens, shifts) = pad(&rows, pad_id, padding);
     let mut row = 0;
     let questions = examples
@@ -424,17 +404,18 @@ fn validate_questions(questions: &[Question], t: &TokenBatch) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::model::presets::preset;
 
-    fn config() -> OptConfig {
-        let mut c = preset("opt-mini").unwrap();
+    fn config() -> TestResult<OptConfig> {
+        let mut c = preset("opt-mini").ok_or("no preset opt-mini")?;
         c.vocab_size = 10;
         c.max_position_embeddings = 6;
-        c
+        Ok(c)
     }
 
     #[test]
-    fn next_token_targets_shift_labels_by_one() {
+    fn next_token_targets_shift_labels_by_one() -> TestResult {
         let tokens = TokenBatch::unpadded(1, 4, vec![5, 6, 7, 8]);
         let batch = Batch {
             tokens,
@@ -442,13 +423,14 @@ mod tests {
                 labels: vec![-100, 6, -100, 8],
             },
         };
-        batch.validate(&config()).unwrap();
+        batch.validate(&config()?)?;
         assert_eq!(batch.row_targets(), vec![6, NO_TARGET, 8, NO_TARGET]);
         assert_eq!(batch.loss_terms(), 2);
+        Ok(())
     }
 
     #[test]
-    fn choice_targets_score_answer_tokens_from_the_previous_position() {
+    fn choice_targets_score_answer_tokens_from_the_previous_position() -> TestResult {
         let tokens = TokenBatch::unpadded(2, 3, vec![4, 5, 6, 4, 7, 8]);
         let q = Question {
             candidates: vec![
@@ -467,7 +449,7 @@ mod tests {
             tokens,
             targets: Targets::Choice { questions: vec![q] },
         };
-        batch.validate(&config()).unwrap();
+        batch.validate(&config()?)?;
         assert_eq!(
             batch.row_targets(),
             vec![NO_TARGET, 6, NO_TARGET, 7, 8, NO_TARGET]
@@ -480,15 +462,16 @@ mod tests {
             }])
         );
         assert_eq!(batch.loss_terms(), 1);
+        Ok(())
     }
 
     #[test]
-    fn datasets_pack_into_padded_batches() {
+    fn datasets_pack_into_padded_batches() -> TestResult {
         let lm = Dataset::Lm(vec![
             LmExample::from_ids(vec![2, 5, 6]),
             LmExample::from_ids(vec![2, 7]),
         ]);
-        let [right] = &batches(&lm, 4, 1, Padding::Right).unwrap()[..] else {
+        let [right] = &batches(&lm, 4, 1, Padding::Right)?[..] else {
             panic!()
         };
         assert_eq!(right.tokens.input_ids, vec![2, 5, 6, 2, 7, 1]);
@@ -497,7 +480,7 @@ mod tests {
             right.row_targets(),
             vec![5, 6, NO_TARGET, 7, NO_TARGET, NO_TARGET]
         );
-        let [left] = &batches(&lm, 4, 1, Padding::Left).unwrap()[..] else {
+        let [left] = &batches(&lm, 4, 1, Padding::Left)?[..] else {
             panic!()
         };
         assert_eq!(left.tokens.input_ids, vec![2, 5, 6, 1, 2, 7]);
@@ -505,7 +488,7 @@ mod tests {
             left.row_targets(),
             vec![5, 6, NO_TARGET, NO_TARGET, 7, NO_TARGET]
         );
-        assert_eq!(batches(&lm, 1, 1, Padding::Right).unwrap().len(), 2);
+        assert_eq!(batches(&lm, 1, 1, Padding::Right)?.len(), 2);
 
         let e = |gold| ClassificationExample {
             prompt: vec![2, 4],
@@ -513,9 +496,9 @@ mod tests {
             gold,
         };
         let cls = Dataset::Classification(vec![e(0), e(1), e(0)]);
-        let packed = batches(&cls, 5, 1, Padding::Left).unwrap();
+        let packed = batches(&cls, 5, 1, Padding::Left)?;
         assert_eq!(packed.len(), 2, "whole examples only: 2 + 2 rows, then 2");
-        packed[0].validate(&config()).unwrap();
+        packed[0].validate(&config()?)?;
         assert_eq!(packed[0].tokens.input_ids[..4], [1, 2, 4, 5]);
         let Targets::Choice { questions } = &packed[0].targets else {
             panic!()
@@ -532,10 +515,12 @@ mod tests {
             packed[0].row_targets()[..4],
             [NO_TARGET, NO_TARGET, 5, NO_TARGET]
         );
+        Ok(())
     }
 
     #[test]
-    fn bad_batches_are_named_errors() {
+    fn bad_batches_are_named_errors() -> TestResult {
+        let config = config()?;
         let ids = TokenBatch::unpadded(1, 3, vec![4, 12, 5]);
         let err = Batch {
             tokens: ids,
@@ -543,7 +528,7 @@ mod tests {
                 labels: vec![-100; 3],
             },
         }
-        .validate(&config())
+        .validate(&config)
         .unwrap_err()
         .to_string();
         assert!(
@@ -557,7 +542,7 @@ mod tests {
                 labels: vec![-100; 7],
             },
         }
-        .validate(&config())
+        .validate(&config)
         .unwrap_err()
         .to_string();
         assert!(err.contains("max_position_embeddings"), "{err}");
@@ -573,9 +558,10 @@ mod tests {
             tokens,
             targets: Targets::Choice { questions: vec![q] },
         }
-        .validate(&config())
+        .validate(&config)
         .unwrap_err()
         .to_string();
         assert!(err.contains("two candidates"), "{err}");
+        Ok(())
     }
 }

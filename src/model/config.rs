@@ -227,11 +227,11 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     fn parse(json: &str) -> Result<OptConfig> {
-        let Value::Object(map) = serde_json::from_str(json).unwrap() else {
-            unreachable!()
-        };
+        let map: serde_json::Map<String, Value> = serde_json::from_str(json)
+            .map_err(|e| Error::file("config.json", format!("not valid JSON: {e}")))?;
         OptConfig::from_map(&map, Path::new("config.json"))
     }
 
@@ -240,14 +240,15 @@ mod tests {
         "word_embed_proj_dim": 6, "do_layer_norm_before": false, "unknown": [1]}"#;
 
     #[test]
-    fn parses_fields_and_defaults() {
-        let c = parse(TINY).unwrap();
+    fn parses_fields_and_defaults() -> TestResult {
+        let c = parse(TINY)?;
         assert_eq!(c.word_embed_proj_dim, 6);
         assert!(c.has_projections());
         assert!(!c.has_final_layer_norm());
         assert!(c.enable_bias && c.tie_word_embeddings);
         assert_eq!((c.pad_token_id, c.bos_token_id), (1, 2));
         assert_eq!(c.head_dim(), 4);
+        Ok(())
     }
 
     #[test]

@@ -44,20 +44,22 @@ pub fn preset(name: &str) -> Option<OptConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::model::ParamLayout;
 
     #[test]
-    fn parameter_counts_match_the_paper() {
+    fn parameter_counts_match_the_paper() -> TestResult {
         // Total parameter counts P quoted in the paper (tied LM head counted once).
         for (name, total) in [
             ("opt-125m", 125_239_296),
             ("opt-1.3b", 1_315_758_080),
             ("opt-13b", 12_853_473_280),
         ] {
-            let config = preset(name).unwrap();
+            let config = preset(name).ok_or_else(|| format!("no preset {name}"))?;
             assert_eq!(ParamLayout::new(&config).total(), total, "{name}");
         }
         assert!(PRESET_NAMES.iter().all(|n| preset(n).is_some()));
         assert!(preset("opt-7b").is_none());
+        Ok(())
     }
 }

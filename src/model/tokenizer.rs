@@ -170,44 +170,37 @@ impl OptTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     /// A hand-made byte-level vocabulary: the four specials, nine characters
     /// (`Ġ` is GPT-2's stand-in for a space byte), and eight merges, ranked by line.
-    fn hand_made(dir: &Path) {
+    fn hand_made(dir: &Path) -> TestResult {
         let vocab = serde_json::json!({
             "<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3,
             "h": 4, "e": 5, "l": 6, "o": 7, "Ġ": 8, "w": 9, "r": 10, "d": 11, "!": 12,
             "he": 13, "ll": 14, "hell": 15, "hello": 16, "Ġw": 17, "or": 18, "Ġwor": 19, "ld": 20
         });
-        std::fs::write(dir.join("vocab.json"), vocab.to_string()).unwrap();
+        std::fs::write(dir.join("vocab.json"), vocab.to_string())?;
         let merges = "#version: 0.2\nh e\nl l\nhe ll\nhell o\nĠ w\no r\nĠw or\nl d\n";
-        std::fs::write(dir.join("merges.txt"), merges).unwrap();
+        std::fs::write(dir.join("merges.txt"), merges)?;
+        Ok(())
     }
 
     #[test]
-    fn encodes_by_merge_rank_and_decodes_back() {
-        let dir = tempfile::tempdir().unwrap();
-        hand_made(dir.path());
-        let tokenizer = OptTokenizer::from_dir(dir.path()).unwrap();
+    fn encodes_by_merge_rank_and_decodes_back() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        hand_made(dir.path())?;
+        let tokenizer = OptTokenizer::from_dir(dir.path())?;
         // "hello": h e l l o -> he l l o -> he ll o -> hell o -> hello = [16].
         // " world" is the pre-token "Ġworld": Ġ w o r l d -> Ġw o r l d (rank 4) ->
         // Ġw or l d (5) -> Ġwor l d (6) -> Ġwor ld (7) = [19, 20]. "!" alone = [12].
-        assert_eq!(
-            tokenizer.encode("hello world!", false).unwrap(),
-            [16, 19, 20, 12]
-        );
-        assert_eq!(
-            tokenizer.encode("hello world!", true).unwrap(),
-            [2, 16, 19, 20, 12]
-        );
-        assert_eq!(
-            tokenizer.decode(&[16, 19, 20, 12], false).unwrap(),
-            "hello world!"
-        );
-        assert_eq!(tokenizer.decode(&[2, 16], true).unwrap(), "hello");
+        assert_eq!(tokenizer.encode("hello world!", false)?, [16, 19, 20, 12]);
+        assert_eq!(tokenizer.encode("hello world!", true)?, [2, 16, 19, 20, 12]);
+        assert_eq!(tokenizer.decode(&[16, 19, 20, 12], false)?, "hello world!");
+        assert_eq!(tokenizer.decode(&[2, 16], true)?, "hello");
         // Special tokens in text are single tokens; unknown characters map to <unk>.
-        assert_eq!(tokenizer.encode("hello</s>", false).unwrap(), [16, 2]);
-        assert_eq!(tokenizer.encode("hz", false).unwrap(), [4, 3]);
+        assert_eq!(tokenizer.encode("hello</s>", false)?, [16, 2]);
+        assert_eq!(tokenizer.encode("hz", false)?, [4, 3]);
         assert_eq!(tokenizer.vocab_size(), 21);
         assert!(
             tokenizer
@@ -216,33 +209,31 @@ mod tests {
                 .to_string()
                 .contains("21")
         );
+        Ok(())
     }
 
     #[test]
-    fn tokenizer_json_gives_the_same_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        hand_made(dir.path());
-        let from_pair = OptTokenizer::from_dir(dir.path()).unwrap();
+    fn tokenizer_json_gives_the_same_ids() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        hand_made(dir.path())?;
+        let from_pair = OptTokenizer::from_dir(dir.path())?;
         from_pair
             .inner
-            .save(dir.path().join("tokenizer.json"), false)
-            .unwrap();
-        std::fs::remove_file(dir.path().join("merges.txt")).unwrap();
-        let from_json = OptTokenizer::from_dir(dir.path()).unwrap();
+            .save(dir.path().join("tokenizer.json"), false)?;
+        std::fs::remove_file(dir.path().join("merges.txt"))?;
+        let from_json = OptTokenizer::from_dir(dir.path())?;
         for text in ["hello world!", "hello</s>hello", " wor"] {
-            assert_eq!(
-                from_json.encode(text, true).unwrap(),
-                from_pair.encode(text, true).unwrap()
-            );
+            assert_eq!(from_json.encode(text, true)?, from_pair.encode(text, true)?);
         }
+        Ok(())
     }
 
     #[test]
-    fn ids_beyond_the_model_vocabulary_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        hand_made(dir.path());
-        let tokenizer = OptTokenizer::from_dir(dir.path()).unwrap();
-        let mut config = crate::model::presets::preset("opt-mini").unwrap();
+    fn ids_beyond_the_model_vocabulary_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        hand_made(dir.path())?;
+        let tokenizer = OptTokenizer::from_dir(dir.path())?;
+        let mut config = crate::model::presets::preset("opt-mini").ok_or("no preset opt-mini")?;
         assert!(tokenizer.check_against(&config).is_ok());
         config.vocab_size = 16;
         let err = tokenizer.check_against(&config).unwrap_err().to_string();
@@ -250,10 +241,11 @@ mod tests {
             err.contains("20") && err.contains("vocab_size is 16"),
             "{err}"
         );
-        std::fs::remove_file(dir.path().join("vocab.json")).unwrap();
+        std::fs::remove_file(dir.path().join("vocab.json"))?;
         assert!(
             OptTokenizer::from_dir(dir.path())
                 .is_err_and(|e| e.to_string().contains("no tokenizer"))
         );
+        Ok(())
     }
 }

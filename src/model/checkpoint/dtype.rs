@@ -124,9 +124,9 @@ impl std::fmt::Display for StoredDtype {
 /// Decodes fixed-width little-endian elements one by one (no alignment required,
 /// so slices of a memory map at any offset work).
 fn decode_each<T, const W: usize>(bytes: &[u8], out: &mut [T], decode: impl Fn([u8; W]) -> T) {
-    for (chunk, slot) in bytes.chunks_exact(W).zip(out.iter_mut()) {
-        // invariant: chunks_exact yields exactly W bytes.
-        *slot = decode(chunk.try_into().expect("chunk of W bytes"));
+    let (chunks, _) = bytes.as_chunks::<W>();
+    for (&chunk, slot) in chunks.iter().zip(out.iter_mut()) {
+        *slot = decode(chunk);
     }
 }
 

@@ -134,8 +134,7 @@ impl<T: Scalar> Checkpoint<T> {
     /// Checks a stored `lm_head.weight` of a tied model against the embedding.
     fn check_tied_head(&self, head: &StoredTensor) -> Result<()> {
         let embedding = self.layout.find(ParamRole::TokenEmbedding);
-        // invariant: every layout has a token embedding.
-        let embedding = embedding.expect("token embedding in layout");
+        let embedding = embedding.expect("token embedding"); // invariant: in every layout
         check_shape(head, &embedding.shape)?;
         if head.equals(&self.params[embedding.range()])? {
             Ok(())

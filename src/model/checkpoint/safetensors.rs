@@ -213,10 +213,11 @@ impl<'w> SafetensorsWriter<'w> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn written_files_read_back_and_truncation_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    fn written_files_read_back_and_truncation_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.safetensors");
         let tensors = [
             HeaderEntry {
@@ -240,31 +241,37 @@ mod tests {
             }
             writer.write(&7i64.to_le_bytes())?;
             writer.finish()
-        })
-        .unwrap();
-        let file = MappedSafetensors::open(&path).unwrap();
+        })?;
+        let file = MappedSafetensors::open(&path)?;
         assert_eq!(file.metadata, metadata);
-        let a = file.tensor("a").unwrap();
+        let a = file.tensor("a").ok_or("no tensor a")?;
         assert_eq!(
             (a.dtype, a.shape.clone()),
             (safetensors::Dtype::F32, vec![2, 3])
         );
         assert_eq!(&file.bytes(a)[4..8], &1f32.to_le_bytes());
-        assert_eq!(file.bytes(file.tensor("b").unwrap()), &7i64.to_le_bytes());
+        assert_eq!(
+            file.bytes(file.tensor("b").ok_or("no tensor b")?),
+            &7i64.to_le_bytes()
+        );
         // The data start is 8-byte aligned.
         assert_eq!(a.bytes.start % 8, 0);
 
-        let bytes = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        let err = MappedSafetensors::open(&path).err().unwrap().to_string();
+        let bytes = std::fs::read(&path)?;
+        std::fs::write(&path, &bytes[..bytes.len() - 3])?;
+        let err = MappedSafetensors::open(&path)
+            .err()
+            .ok_or("the corrupt file opened")?
+            .to_string();
         assert!(
             err.contains("t.safetensors") && err.contains("truncated"),
             "{err}"
         );
+        Ok(())
     }
 
     #[test]
-    fn short_data_is_an_error() {
+    fn short_data_is_an_error() -> TestResult {
         let tensors = [HeaderEntry {
             name: "a".into(),
             dtype: "F64",
@@ -273,9 +280,9 @@ mod tests {
         }];
         let mut sink = Vec::new();
         let mut writer =
-            SafetensorsWriter::begin(&mut sink, Path::new("x"), &tensors, &BTreeMap::new())
-                .unwrap();
-        writer.write(&[0; 8]).unwrap();
+            SafetensorsWriter::begin(&mut sink, Path::new("x"), &tensors, &BTreeMap::new())?;
+        writer.write(&[0; 8])?;
         assert!(writer.finish().is_err());
+        Ok(())
     }
 }

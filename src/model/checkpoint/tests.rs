@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ::safetensors::tensor::TensorView;
 
 use super::*;
+use crate::error::TestResult;
 use crate::model::presets::preset;
 
 const FIXTURES: [&str; 3] = ["opt-tiny-preln", "opt-tiny-postln-proj", "opt-small-preln"];
@@ -17,55 +18,67 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A tensor as the safetensors crate writes it: name, dtype, shape, little-endian bytes.
+type RawTensor = (String, ::safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// Name -> (shape, values) of a float64 safetensors file.
+type RawF64 = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+
 /// The tensors of a float64 safetensors file, read with the safetensors crate alone.
-fn raw_f64(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
+fn raw_f64(path: &Path) -> TestResult<RawF64> {
+    let bytes = std::fs::read(path)?;
+    let file = ::safetensors::SafeTensors::deserialize(&bytes)?;
+    Ok(file
+        .tensors()
         .into_iter()
         .map(|(name, view)| {
             assert_eq!(view.dtype(), ::safetensors::Dtype::F64);
-            let values = view
-                .data()
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let (chunks, _) = view.data().as_chunks::<8>();
+            let values = chunks.iter().map(|c| f64::from_le_bytes(*c)).collect();
             (name, (view.shape().to_vec(), values))
         })
-        .collect()
+        .collect())
 }
 
-/// Writes `tensors` (name, dtype, shape, little-endian bytes) with the safetensors crate.
-fn write_raw(path: &Path, tensors: &[(String, ::safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
-    let views: Vec<(String, TensorView)> = tensors
+/// Writes `tensors` with the safetensors crate.
+fn write_raw(path: &Path, tensors: &[RawTensor]) -> TestResult {
+    let views = tensors
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    ::safetensors::serialize_to_file(views, None, path).unwrap();
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+        .collect::<TestResult<Vec<(String, TensorView)>>>()?;
+    ::safetensors::serialize_to_file(views, None, path)?;
+    Ok(())
 }
 
 /// A copy of fixture `name`'s config in a fresh folder, with tensors edited by `edit`
 /// (starting from the fixture's f64 tensors) written as one safetensors file.
 fn variant(
     name: &str,
-    edit: impl FnOnce(&mut Vec<(String, ::safetensors::Dtype, Vec<usize>, Vec<u8>)>),
-) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+    edit: impl FnOnce(&mut Vec<RawTensor>) -> TestResult,
+) -> TestResult<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
     std::fs::copy(
         fixture(name).join("config.json"),
         dir.path().join("config.json"),
-    )
-    .unwrap();
-    let mut tensors: Vec<_> = raw_f64(&fixture(name).join("model.safetensors"))
+    )?;
+    let mut tensors: Vec<_> = raw_f64(&fixture(name).join("model.safetensors"))?
         .into_iter()
         .map(|(n, (s, v))| {
             let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             (n, ::safetensors::Dtype::F64, s, bytes)
         })
         .collect();
-    edit(&mut tensors);
-    write_raw(&dir.path().join("model.safetensors"), &tensors);
-    dir
+    edit(&mut tensors)?;
+    write_raw(&dir.path().join("model.safetensors"), &tensors)?;
+    Ok(dir)
+}
+
+/// The tensor of `tensors` whose name ends with `suffix`.
+fn tensor_named<'a>(tensors: &'a mut [RawTensor], suffix: &str) -> TestResult<&'a mut RawTensor> {
+    Ok(tensors
+        .iter_mut()
+        .find(|t| t.0.ends_with(suffix))
+        .ok_or_else(|| format!("no tensor named *{suffix}"))?)
 }
 
 fn load_err(dir: &Path) -> String {
@@ -73,28 +86,34 @@ fn load_err(dir: &Path) -> String {
 }
 
 #[test]
-fn fixtures_flatten_in_params_json_order_with_the_stored_values() {
+fn fixtures_flatten_in_params_json_order_with_the_stored_values() -> TestResult {
     for name in FIXTURES {
         let dir = fixture(name);
         let params: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("params.json")).unwrap())
-                .unwrap();
-        let checkpoint = Checkpoint::<f64>::load(&dir).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("params.json"))?)?;
+        let checkpoint = Checkpoint::<f64>::load(&dir)?;
         let entries = checkpoint.layout.entries();
         let order: Vec<&str> = params["order"]
             .as_array()
-            .unwrap()
+            .ok_or("params.json: `order` is not an array")?
             .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+            .map(|v| {
+                v.as_str()
+                    .ok_or("params.json: a name in `order` is not a string")
+            })
+            .collect::<Result<_, _>>()?;
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, order, "{name}");
-        for (entry, shape) in entries.iter().zip(params["shapes"].as_array().unwrap()) {
-            let shape: Vec<usize> = serde_json::from_value(shape.clone()).unwrap();
+        for (entry, shape) in entries.iter().zip(
+            params["shapes"]
+                .as_array()
+                .ok_or("params.json: `shapes` is not an array")?,
+        ) {
+            let shape: Vec<usize> = serde_json::from_value(shape.clone())?;
             assert_eq!(entry.shape, shape, "{name}: {}", entry.name);
         }
         // Every value sits in its tensor's slice, bit for bit.
-        let raw = raw_f64(&dir.join("model.safetensors"));
+        let raw = raw_f64(&dir.join("model.safetensors"))?;
         assert_eq!(raw.len(), entries.len());
         for entry in entries {
             assert_eq!(
@@ -105,7 +124,7 @@ fn fixtures_flatten_in_params_json_order_with_the_stored_values() {
             );
         }
         // f32 is the same weights rounded.
-        let single = Checkpoint::<f32>::load(&dir).unwrap();
+        let single = Checkpoint::<f32>::load(&dir)?;
         assert!(
             single
                 .params
@@ -114,7 +133,7 @@ fn fixtures_flatten_in_params_json_order_with_the_stored_values() {
                 .all(|(a, b)| *a == *b as f32)
         );
     }
-    let tiny = Checkpoint::<f64>::load(&fixture("opt-tiny-preln")).unwrap();
+    let tiny = Checkpoint::<f64>::load(&fixture("opt-tiny-preln"))?;
     assert_eq!(tiny.params.len(), 1680);
     // A spot check against numbers read off the file by hand: the first two entries
     // of the token embedding, and the first of layer 1's q_proj bias.
@@ -122,22 +141,24 @@ fn fixtures_flatten_in_params_json_order_with_the_stored_values() {
         layer: 1,
         tensor: crate::model::LayerTensor::QBias,
     };
-    let raw = raw_f64(&fixture("opt-tiny-preln/model.safetensors"));
+    let raw = raw_f64(&fixture("opt-tiny-preln/model.safetensors"))?;
     assert_eq!(
-        tiny.tensor(ParamRole::TokenEmbedding).unwrap()[..2],
+        tiny.tensor(ParamRole::TokenEmbedding)
+            .ok_or("no token embedding")?[..2],
         raw["model.decoder.embed_tokens.weight"].1[..2]
     );
     assert_eq!(
-        tiny.tensor(q_bias).unwrap()[0],
+        tiny.tensor(q_bias).ok_or("no q_proj bias in layer 1")?[0],
         raw["model.decoder.layers.1.self_attn.q_proj.bias"].1[0]
     );
+    Ok(())
 }
 
 #[test]
-fn pytorch_bin_fixture_loads_like_its_safetensors_source() {
+fn pytorch_bin_fixture_loads_like_its_safetensors_source() -> TestResult {
     // Keys without the `model.` prefix, f32 storage, tied lm_head.weight present.
-    let bin = Checkpoint::<f64>::load(&fixture("opt-tiny-preln-bin")).unwrap();
-    let reference = Checkpoint::<f64>::load(&fixture("opt-tiny-preln")).unwrap();
+    let bin = Checkpoint::<f64>::load(&fixture("opt-tiny-preln-bin"))?;
+    let reference = Checkpoint::<f64>::load(&fixture("opt-tiny-preln"))?;
     assert_eq!(bin.layout, reference.layout);
     assert!(
         bin.params
@@ -145,6 +166,7 @@ fn pytorch_bin_fixture_loads_like_its_safetensors_source() {
             .zip(&reference.params)
             .all(|(a, b)| *a == f64::from(*b as f32))
     );
+    Ok(())
 }
 
 #[test]
@@ -157,57 +179,53 @@ fn crafted_pickle_is_refused_before_reading() {
 }
 
 #[test]
-fn hub_key_spellings_and_half_precision_load() {
+fn hub_key_spellings_and_half_precision_load() -> TestResult {
     // No `model.` prefix, f16 storage, and a tied lm_head.weight equal to the embedding.
     let dir = variant("opt-tiny-preln", |tensors| {
         for (name, dtype, _, bytes) in tensors.iter_mut() {
             *name = name.trim_start_matches("model.").to_string();
             *dtype = ::safetensors::Dtype::F16;
-            *bytes = bytes
-                .chunks_exact(8)
-                .flat_map(|c| {
-                    half::f16::from_f64(f64::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
-                })
+            let (chunks, _) = bytes.as_chunks::<8>();
+            *bytes = chunks
+                .iter()
+                .flat_map(|c| half::f16::from_f64(f64::from_le_bytes(*c)).to_le_bytes())
                 .collect();
         }
-        let embed = tensors
-            .iter()
-            .find(|t| t.0 == "decoder.embed_tokens.weight")
-            .unwrap()
-            .clone();
+        let embed = tensor_named(tensors, "decoder.embed_tokens.weight")?.clone();
         tensors.push(("lm_head.weight".into(), embed.1, embed.2, embed.3));
-    });
-    let half = Checkpoint::<f64>::load(dir.path()).unwrap();
-    let reference = Checkpoint::<f64>::load(&fixture("opt-tiny-preln")).unwrap();
+        Ok(())
+    })?;
+    let half = Checkpoint::<f64>::load(dir.path())?;
+    let reference = Checkpoint::<f64>::load(&fixture("opt-tiny-preln"))?;
     for (a, b) in half.params.iter().zip(&reference.params) {
         assert_eq!(*a, half::f16::from_f64(*b).to_f64());
     }
+    Ok(())
 }
 
 #[test]
-fn a_tied_head_that_differs_is_refused() {
+fn a_tied_head_that_differs_is_refused() -> TestResult {
     let dir = variant("opt-tiny-preln", |tensors| {
-        let mut embed = tensors
-            .iter()
-            .find(|t| t.0.ends_with("embed_tokens.weight"))
-            .unwrap()
-            .clone();
+        let mut embed = tensor_named(tensors, "embed_tokens.weight")?.clone();
         embed.0 = "lm_head.weight".into();
         embed.3[0] ^= 1; // flip the lowest mantissa bit of the first element
         tensors.push(embed);
-    });
+        Ok(())
+    })?;
     let err = load_err(dir.path());
     assert!(
         err.contains("lm_head.weight") && err.contains("tie_word_embeddings"),
         "{err}"
     );
+    Ok(())
 }
 
 #[test]
-fn missing_unexpected_and_misshaped_tensors_are_named() {
+fn missing_unexpected_and_misshaped_tensors_are_named() -> TestResult {
     let missing = variant("opt-tiny-preln", |t| {
-        t.retain(|t| !t.0.ends_with("layers.1.fc2.bias"))
-    });
+        t.retain(|t| !t.0.ends_with("layers.1.fc2.bias"));
+        Ok(())
+    })?;
     let err = load_err(missing.path());
     assert!(
         err.contains("model.decoder.layers.1.fc2.bias")
@@ -222,8 +240,9 @@ fn missing_unexpected_and_misshaped_tensors_are_named() {
             ::safetensors::Dtype::F64,
             vec![1],
             vec![0; 8],
-        ))
-    });
+        ));
+        Ok(())
+    })?;
     let err = load_err(extra.path());
     assert!(
         err.contains("unexpected tensor `model.decoder.extra.weight`"),
@@ -231,12 +250,9 @@ fn missing_unexpected_and_misshaped_tensors_are_named() {
     );
 
     let misshaped = variant("opt-tiny-preln", |t| {
-        let fc1 = t
-            .iter_mut()
-            .find(|t| t.0.ends_with("layers.0.fc1.weight"))
-            .unwrap();
-        fc1.2 = vec![8, 16];
-    });
+        tensor_named(t, "layers.0.fc1.weight")?.2 = vec![8, 16];
+        Ok(())
+    })?;
     let err = load_err(misshaped.path());
     assert!(
         err.contains("layers.0.fc1.weight") && err.contains("[16, 8]") && err.contains("[8, 16]"),
@@ -244,36 +260,31 @@ fn missing_unexpected_and_misshaped_tensors_are_named() {
     );
 
     let twice = variant("opt-tiny-preln", |t| {
-        let mut copy = t
-            .iter()
-            .find(|t| t.0.ends_with("layers.0.fc1.bias"))
-            .unwrap()
-            .clone();
+        let mut copy = tensor_named(t, "layers.0.fc1.bias")?.clone();
         copy.0 = copy.0.trim_start_matches("model.").to_string();
         t.push(copy);
-    });
+        Ok(())
+    })?;
     assert!(load_err(twice.path()).contains("stored twice"));
 
     let nan = variant("opt-tiny-preln", |t| {
-        let bias = t
-            .iter_mut()
-            .find(|t| t.0.ends_with("layers.0.fc1.bias"))
-            .unwrap();
-        bias.3[8..16].copy_from_slice(&f64::NAN.to_le_bytes());
-    });
+        tensor_named(t, "layers.0.fc1.bias")?.3[8..16].copy_from_slice(&f64::NAN.to_le_bytes());
+        Ok(())
+    })?;
     let err = load_err(nan.path());
     assert!(
         err.contains("non-finite") && err.contains("fc1.bias") && err.contains("element 1"),
         "{err}"
     );
+    Ok(())
 }
 
 #[test]
-fn sharded_checkpoints_load_and_a_missing_shard_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+fn sharded_checkpoints_load_and_a_missing_shard_is_named() -> TestResult {
+    let dir = tempfile::tempdir()?;
     let source = fixture("opt-small-preln");
-    std::fs::copy(source.join("config.json"), dir.path().join("config.json")).unwrap();
-    let raw = raw_f64(&source.join("model.safetensors"));
+    std::fs::copy(source.join("config.json"), dir.path().join("config.json"))?;
+    let raw = raw_f64(&source.join("model.safetensors"))?;
     let mut weight_map = serde_json::Map::new();
     let (first, second): (Vec<_>, Vec<_>) =
         raw.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
@@ -289,34 +300,34 @@ fn sharded_checkpoints_load_and_a_missing_shard_is_named() {
                 (name, ::safetensors::Dtype::F64, shape, bytes)
             })
             .collect();
-        write_raw(&dir.path().join(shard), &tensors);
+        write_raw(&dir.path().join(shard), &tensors)?;
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(
         dir.path().join("model.safetensors.index.json"),
         index.to_string(),
-    )
-    .unwrap();
-    let sharded = Checkpoint::<f64>::load(dir.path()).unwrap();
-    assert_eq!(sharded, Checkpoint::<f64>::load(&source).unwrap());
+    )?;
+    let sharded = Checkpoint::<f64>::load(dir.path())?;
+    assert_eq!(sharded, Checkpoint::<f64>::load(&source)?);
 
-    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors"))?;
     let err = load_err(dir.path());
     assert!(
         err.contains("model.safetensors.index.json")
             && err.contains("model-00002-of-00002.safetensors"),
         "{err}"
     );
+    Ok(())
 }
 
 #[test]
-fn random_models_save_and_load_exactly() {
-    let mut config = preset("opt-mini").unwrap();
+fn random_models_save_and_load_exactly() -> TestResult {
+    let mut config = preset("opt-mini").ok_or("no preset opt-mini")?;
     config.vocab_size = 64; // keep the test small
     let model = Checkpoint::<f64>::random(config.clone(), 11);
-    let dir = tempfile::tempdir().unwrap();
-    model.save(dir.path(), StoredDtype::F64).unwrap();
-    assert_eq!(Checkpoint::<f64>::load(dir.path()).unwrap(), model);
+    let dir = tempfile::tempdir()?;
+    model.save(dir.path(), StoredDtype::F64)?;
+    assert_eq!(Checkpoint::<f64>::load(dir.path())?, model);
 
     // The streamed writer stores exactly what `random` draws.
     write_random_checkpoint(
@@ -325,16 +336,14 @@ fn random_models_save_and_load_exactly() {
         StoredDtype::F32,
         dir.path(),
         &crate::progress::Silent,
-    )
-    .unwrap();
-    let streamed = Checkpoint::<f32>::load(dir.path()).unwrap();
+    )?;
+    let streamed = Checkpoint::<f32>::load(dir.path())?;
     assert_eq!(streamed, Checkpoint::<f32>::random(config.clone(), 11));
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json"))?)?;
     assert_eq!(json["torch_dtype"], "float32");
     assert_eq!(
-        OptConfig::from_file(&dir.path().join("config.json")).unwrap(),
+        OptConfig::from_file(&dir.path().join("config.json"))?,
         config
     );
 
@@ -345,9 +354,8 @@ fn random_models_save_and_load_exactly() {
         StoredDtype::BF16,
         dir.path(),
         &crate::progress::Silent,
-    )
-    .unwrap();
-    let rounded = Checkpoint::<f64>::load(dir.path()).unwrap();
+    )?;
+    let rounded = Checkpoint::<f64>::load(dir.path())?;
     assert!(
         rounded
             .params
@@ -359,31 +367,31 @@ fn random_models_save_and_load_exactly() {
     // An untied head gets a slot and a key of its own.
     config.tie_word_embeddings = false;
     let untied = Checkpoint::<f64>::random(config, 2);
-    untied.save(dir.path(), StoredDtype::F64).unwrap();
-    let names: Vec<String> = files::open_weights(dir.path())
-        .unwrap()
+    untied.save(dir.path(), StoredDtype::F64)?;
+    let names: Vec<String> = files::open_weights(dir.path())?
         .into_iter()
         .map(|t| t.name)
         .collect();
     assert!(names.contains(&"lm_head.weight".to_string()));
-    assert_eq!(Checkpoint::<f64>::load(dir.path()).unwrap(), untied);
+    assert_eq!(Checkpoint::<f64>::load(dir.path())?, untied);
+    Ok(())
 }
 
 #[test]
-fn random_draws_do_not_depend_on_the_thread_count() {
-    let config = Checkpoint::<f64>::load(&fixture("opt-small-preln"))
-        .unwrap()
-        .config;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+fn random_draws_do_not_depend_on_the_thread_count() -> TestResult {
+    let config = Checkpoint::<f64>::load(&fixture("opt-small-preln"))?.config;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let serial = pool.install(|| Checkpoint::<f64>::random(config.clone(), 5));
     let mut parallel = Checkpoint::<f64>::random(config, 5);
     assert_eq!(serial, parallel);
     let ln = ParamRole::FinalLayerNormWeight;
-    parallel.tensor_mut(ln).unwrap()[0] = 7.0;
-    let offset = parallel.layout.find(ln).unwrap().offset;
+    parallel.tensor_mut(ln).ok_or("no final layer norm")?[0] = 7.0;
+    let offset = parallel
+        .layout
+        .find(ln)
+        .ok_or("no final layer norm")?
+        .offset;
     assert_eq!(parallel.params[offset], 7.0);
     assert!(parallel.tensor(ParamRole::LmHead).is_none());
+    Ok(())
 }
