@@ -81,24 +81,27 @@ fn parent_dir(path: &Path) -> Result<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn failed_writes_leave_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
+    fn failed_writes_leave_nothing_behind() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("out.csv");
         let result = write_with(&path, |w| {
-            w.write_all(b"half a row").unwrap();
+            w.write_all(b"half a row")
+                .map_err(|e| Error::io(&path, e))?;
             Err(Error::Cancelled)
         });
         assert!(result.is_err());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        write_bytes(&path, b"whole").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+        write_bytes(&path, b"whole")?;
+        assert_eq!(std::fs::read(&path)?, b"whole");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let mode = std::fs::metadata(&path)?.permissions().mode();
             assert_eq!(mode & 0o777, 0o644);
         }
+        Ok(())
     }
 }

@@ -116,16 +116,18 @@ fn hex(digest: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn hashes_match_known_values() {
+    fn hashes_match_known_values() -> TestResult {
         assert_eq!(
             sha256_bytes(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("x");
-        std::fs::write(&path, b"abc").unwrap();
-        assert_eq!(sha256_file(&path).unwrap(), (sha256_bytes(b"abc"), 3));
+        std::fs::write(&path, b"abc")?;
+        assert_eq!(sha256_file(&path)?, (sha256_bytes(b"abc"), 3));
+        Ok(())
     }
 }

@@ -259,6 +259,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     fn sample() -> Table {
         Table::new()
@@ -268,15 +269,16 @@ mod tests {
     }
 
     #[test]
-    fn csv_and_parquet_are_written_and_deterministic() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = sample().write_both(&dir.path().join("t")).unwrap();
-        let csv = std::fs::read_to_string(&paths[0]).unwrap();
+    fn csv_and_parquet_are_written_and_deterministic() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let paths = sample().write_both(&dir.path().join("t"))?;
+        let csv = std::fs::read_to_string(&paths[0])?;
         assert_eq!(csv, "p,trials,note\n1.0,20,\"\"\n0.05,20,p d = n\n");
-        let first = std::fs::read(&paths[1]).unwrap();
-        sample().write_parquet(&paths[1]).unwrap();
-        assert_eq!(first, std::fs::read(&paths[1]).unwrap());
+        let first = std::fs::read(&paths[1])?;
+        sample().write_parquet(&paths[1])?;
+        assert_eq!(first, std::fs::read(&paths[1])?);
         assert_eq!(&first[..4], b"PAR1");
+        Ok(())
     }
 
     #[test]
