@@ -126,11 +126,8 @@ fn distinct_values(values: &[f64]) -> (Vec<f64>, Vec<usize>) {
     let mut distinct: Vec<f64> = Vec::new();
     let mut counts: Vec<usize> = Vec::new();
     for v in sorted {
-        match distinct.last() {
-            Some(&last) if last == v => {
-                // invariant: counts has an entry for every distinct value.
-                *counts.last_mut().expect("count per value") += 1;
-            }
+        match (distinct.last(), counts.last_mut()) {
+            (Some(&last), Some(count)) if last == v => *count += 1,
             _ => {
                 distinct.push(v);
                 counts.push(1);

@@ -314,14 +314,15 @@ fn read_safetensors(path: &Path, tensor: Option<&str>) -> Result<RawMatrix> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn validates_and_applies() {
-        let a = DenseSymmetric::from_row_major(&[2.0, 1.0, 1.0, 3.0], 2, "a", 1e-12).unwrap();
+    fn validates_and_applies() -> TestResult {
+        let a = DenseSymmetric::from_row_major(&[2.0, 1.0, 1.0, 3.0], 2, "a", 1e-12)?;
         let mut y = vec![0.0; 2];
-        a.apply(&[1.0, -1.0], &mut y).unwrap();
+        a.apply(&[1.0, -1.0], &mut y)?;
         assert_eq!(y, vec![1.0, -2.0]);
-        let eig = a.eigenvalues().unwrap();
+        let eig = a.eigenvalues()?;
         let disc = (0.25f64 + 1.0).sqrt();
         assert!((eig[0] - (2.5 - disc)).abs() < 1e-14 && (eig[1] - (2.5 + disc)).abs() < 1e-14);
 
@@ -329,5 +330,6 @@ mod tests {
         assert!(asym.unwrap_err().to_string().contains("not symmetric"));
         let nan = DenseSymmetric::from_row_major(&[1.0, f64::NAN, f64::NAN, 1.0], 2, "c", 1e-12);
         assert!(nan.unwrap_err().to_string().contains("non-finite"));
+        Ok(())
     }
 }

@@ -812,6 +812,7 @@ fn sum_parts(parts: &[Vec<f64>], len: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     fn space_and_vectors(n: usize) -> (HostSpace, Vec<Vec<f64>>) {
         let space = HostSpace::new(n);
@@ -822,34 +823,33 @@ mod tests {
     }
 
     #[test]
-    fn kernels_match_plain_loops_across_chunk_boundaries() {
+    fn kernels_match_plain_loops_across_chunk_boundaries() -> TestResult {
         let n = 3 * CHUNK + 17;
         let (space, vs) = space_and_vectors(n);
         let plain: f64 = vs[0].iter().zip(&vs[1]).map(|(a, b)| a * b).sum();
-        let fast = space.dot(&vs[0], &vs[1]).unwrap();
+        let fast = space.dot(&vs[0], &vs[1])?;
         assert!((plain - fast).abs() <= 1e-12 * plain.abs().max(1.0));
 
         let mut y = vs[1].clone();
-        let d = space.axpy_dot(0.5, &vs[0], &mut y, &vs[2]).unwrap();
+        let d = space.axpy_dot(0.5, &vs[0], &mut y, &vs[2])?;
         let expected: f64 = (0..n).map(|i| (vs[1][i] + 0.5 * vs[0][i]) * vs[2][i]).sum();
         assert!((d - expected).abs() <= 1e-10 * expected.abs().max(1.0));
+        Ok(())
     }
 
     #[test]
-    fn cgs2_orthogonalizes_in_both_precisions() {
+    fn cgs2_orthogonalizes_in_both_precisions() -> TestResult {
         let n = 2 * CHUNK + 5;
         let (space, vs) = space_and_vectors(n);
         for precision in [Precision::F64, Precision::F32] {
-            let mut basis = space.new_basis(3, precision).unwrap();
+            let mut basis = space.new_basis(3, precision)?;
             for v in &vs[..3] {
                 let mut q = v.clone();
                 let slots: Vec<usize> = (0..space.basis_len(&basis)).collect();
-                let (_, norm) = space.basis_orthogonalize(&basis, &slots, &mut q).unwrap();
-                space
-                    .scale_and_push(1.0 / norm, &mut q, &mut basis)
-                    .unwrap();
+                let (_, norm) = space.basis_orthogonalize(&basis, &slots, &mut q)?;
+                space.scale_and_push(1.0 / norm, &mut q, &mut basis)?;
             }
-            let gram = space.basis_gram(&basis).unwrap();
+            let gram = space.basis_gram(&basis)?;
             let loss = super::super::vector::orthogonality_loss(&gram, 3);
             let bound = if precision == Precision::F64 {
                 1e-14
@@ -858,54 +858,50 @@ mod tests {
             };
             assert!(loss < bound, "{precision:?}: loss {loss}");
         }
+        Ok(())
     }
 
     #[test]
-    fn rotation_matches_explicit_combination() {
+    fn rotation_matches_explicit_combination() -> TestResult {
         let n = CHUNK + 3;
         let (space, vs) = space_and_vectors(n);
-        let mut basis = space.new_basis(4, Precision::F64).unwrap();
+        let mut basis = space.new_basis(4, Precision::F64)?;
         for v in &vs {
-            space.basis_push(&mut basis, v).unwrap();
+            space.basis_push(&mut basis, v)?;
         }
         // Rotate the first three slots into two; slot 3 moves down to slot 2.
         let s = [0.5, -1.0, 2.0, 1.5, 0.25, -0.75];
         let mut expected = vec![vec![0.0; n]; 2];
         for (j, out) in expected.iter_mut().enumerate() {
-            space
-                .basis_combine(&basis, &s[j * 3..j * 3 + 3], out)
-                .unwrap();
+            space.basis_combine(&basis, &s[j * 3..j * 3 + 3], out)?;
         }
         // The many-vector form agrees with the single one.
         let mut many = vec![vec![0.0; n]; 2];
         let columns: Vec<Vec<f64>> = (0..2).map(|j| s[j * 3..j * 3 + 3].to_vec()).collect();
-        space
-            .basis_combine_many(&basis, &columns, &mut many)
-            .unwrap();
+        space.basis_combine_many(&basis, &columns, &mut many)?;
         assert_eq!(many, expected);
-        space.basis_rotate(&mut basis, &s, 3, 2).unwrap();
+        space.basis_rotate(&mut basis, &s, 3, 2)?;
         assert_eq!(space.basis_len(&basis), 3);
         let mut got = vec![0.0; n];
         for (j, want) in expected.iter().enumerate() {
-            space.basis_get(&basis, j, &mut got).unwrap();
+            space.basis_get(&basis, j, &mut got)?;
             assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-14));
         }
-        space.basis_get(&basis, 2, &mut got).unwrap();
+        space.basis_get(&basis, 2, &mut got)?;
         assert_eq!(got, vs[3]);
+        Ok(())
     }
 
     #[test]
-    fn random_vectors_are_reproducible_and_thread_independent() {
+    fn random_vectors_are_reproducible_and_thread_independent() -> TestResult {
         let n = 3 * RANDOM_CHUNK + 1;
         let a = random_values(n, Distribution::Rademacher, 5, 9);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
         let b = pool.install(|| random_values(n, Distribution::Rademacher, 5, 9));
         assert_eq!(a, b);
         assert!(a.iter().all(|x| x.abs() == 1.0));
         let c = random_values(n, Distribution::Rademacher, 5, 10);
         assert_ne!(a, c);
+        Ok(())
     }
 }

@@ -341,18 +341,23 @@ impl LinearOperator for Diagonal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn wrappers_compose_and_count() {
+    fn wrappers_compose_and_count() -> TestResult {
         let d = Counting::new(Diagonal::new(vec![1.0, 2.0, 3.0, 4.0]));
         let shifted = ShiftScale::new(&d, -2.0, 1.0);
-        let sub = PrincipalSubOperator::new(&shifted, vec![1, 3]).unwrap();
+        let sub = PrincipalSubOperator::new(&shifted, vec![1, 3])?;
         let mut y = vec![0.0; 2];
-        sub.apply(&[1.0, 1.0], &mut y).unwrap();
+        sub.apply(&[1.0, 1.0], &mut y)?;
         assert_eq!(y, vec![-3.0, -7.0]);
-        assert_eq!(sub.diagonal().unwrap(), vec![-3.0, -7.0]);
+        assert_eq!(
+            sub.diagonal().ok_or("the sub-operator has no diagonal")?,
+            vec![-3.0, -7.0]
+        );
         assert_eq!(d.products(), 1);
         assert!(PrincipalSubOperator::new(&d, vec![2, 1]).is_err());
         assert!(PrincipalSubOperator::new(&d, vec![4]).is_err());
+        Ok(())
     }
 }

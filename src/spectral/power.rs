@@ -164,6 +164,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::spectral::host::{HostSpace, random_values};
     use crate::spectral::lanczos::{LanczosOptions, Which, lanczos};
@@ -171,7 +172,7 @@ mod tests {
     use crate::spectral::testing::with_spectrum;
 
     #[test]
-    fn power_iteration_reaches_1e_6_on_a_gapped_matrix_and_costs_more_than_lanczos() {
+    fn power_iteration_reaches_1e_6_on_a_gapped_matrix_and_costs_more_than_lanczos() -> TestResult {
         let n = 500;
         let mut spectrum: Vec<f64> = random_values(n, Distribution::Gaussian, 3, 0)
             .iter()
@@ -180,7 +181,7 @@ mod tests {
         spectrum[0] = 10.0;
         spectrum[1] = -5.0;
         let a = with_spectrum(&spectrum, 4);
-        let exact = a.eigenvalues().unwrap();
+        let exact = a.eigenvalues()?;
         let op = Counting::new(&a);
         let options = PowerOptions {
             k: 2,
@@ -188,7 +189,7 @@ mod tests {
             max_products: 2000,
             ..PowerOptions::default()
         };
-        let power = power_iteration(&op, &HostSpace::new(n), &options, &Silent).unwrap();
+        let power = power_iteration(&op, &HostSpace::new(n), &options, &Silent)?;
         assert_eq!(power.products, op.products());
         let dominant = [exact[n - 1], exact[0]];
         for (got, want) in power.eigenvalues.iter().zip(dominant) {
@@ -204,11 +205,12 @@ mod tests {
             verify_multiplicity: false,
             ..LanczosOptions::default()
         };
-        let krylov = lanczos(&a, &HostSpace::new(n), &lanczos_options, &Silent).unwrap();
+        let krylov = lanczos(&a, &HostSpace::new(n), &lanczos_options, &Silent)?;
         println!(
             "power: {:?} products per pair {:?}; lanczos (both ends): {} products",
             power.eigenvalues, power.products_per_eigenpair, krylov.products
         );
         assert!(krylov.products < power.products);
+        Ok(())
     }
 }

@@ -474,6 +474,7 @@ mod tests {
 #[cfg(test)]
 mod wishart_tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::spectral::dense::DenseSymmetric;
     use crate::spectral::host::{HostSpace, random_values};
@@ -494,20 +495,20 @@ mod wishart_tests {
     }
 
     #[test]
-    fn slq_matches_marchenko_pastur_on_a_wishart_matrix() {
+    fn slq_matches_marchenko_pastur_on_a_wishart_matrix() -> TestResult {
         let (n, samples) = (2000, 4000);
         let x = random_values(samples * n, Distribution::Gaussian, 21, 0);
         let x = Mat::from_fn(samples, n, |i, j| x[i * n + j]);
         let w = (x.transpose() * &x) * faer::Scale(1.0 / samples as f64);
-        let a = DenseSymmetric::new(w, "wishart", 1e-10).unwrap();
+        let a = DenseSymmetric::new(w, "wishart", 1e-10)?;
         let options = SlqOptions {
             probes: 10,
             steps: 80,
             ..SlqOptions::default()
         };
-        let result = slq(&a, &HostSpace::new(n), &options, &Silent).unwrap();
+        let result = slq(&a, &HostSpace::new(n), &options, &Silent)?;
         assert_eq!(result.products, 800);
-        let density = result.density(&DensityOptions::default()).unwrap();
+        let density = result.density(&DensityOptions::default())?;
 
         let (mp_x, mp_w, (lo, hi)) = marchenko_pastur(n as f64 / samples as f64, 20_000);
         let width = hi - lo;
@@ -515,7 +516,7 @@ mod wishart_tests {
         let (nodes, weights) = result.measure();
         let to_law = wasserstein1((&dx, &dw), (&mp_x, &mp_w)) / width;
         let nodes_to_law = wasserstein1((&nodes, &weights), (&mp_x, &mp_w)) / width;
-        let exact = a.eigenvalues().unwrap();
+        let exact = a.eigenvalues()?;
         let uniform = vec![1.0; n];
         let to_exact = wasserstein1((&dx, &dw), (&exact, &uniform)) / width;
         println!(
@@ -526,5 +527,6 @@ mod wishart_tests {
         // The trace of A is estimated well too (unbiased quadrature of f(x) = x).
         let trace: f64 = exact.iter().sum();
         assert!((result.trace_of(|t| t) - trace).abs() < 0.02 * trace);
+        Ok(())
     }
 }

@@ -74,15 +74,17 @@ pub(crate) fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> Result<SmallEige
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
-    fn tridiagonal_toeplitz_has_closed_form_spectrum() {
+    fn tridiagonal_toeplitz_has_closed_form_spectrum() -> TestResult {
         // tridiag(-1, 2, -1) of order m: 2 - 2 cos(k pi / (m + 1)).
         let m = 12;
-        let values = tridiagonal_eigenvalues(&vec![2.0; m], &vec![-1.0; m - 1]).unwrap();
+        let values = tridiagonal_eigenvalues(&vec![2.0; m], &vec![-1.0; m - 1])?;
         for (k, v) in values.iter().enumerate() {
             let exact = 2.0 - 2.0 * ((k + 1) as f64 * std::f64::consts::PI / (m + 1) as f64).cos();
             assert!((v - exact).abs() < 1e-13);
         }
+        Ok(())
     }
 }

@@ -28,6 +28,5 @@ pub(crate) fn with_spectrum(spectrum: &[f64], seed: u64) -> DenseSymmetric {
             a[(i, j)] - 2.0 * u[i] * w[j] - 2.0 * w[i] * u[j] + 4.0 * uw * u[i] * u[j]
         });
     }
-    // invariant: the construction is symmetric to rounding.
-    DenseSymmetric::new(a, "test matrix", 1e-12).expect("symmetric by construction")
+    DenseSymmetric::new(a, "test matrix", 1e-12).expect("symmetric") // invariant: by construction
 }
