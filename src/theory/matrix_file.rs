@@ -203,8 +203,7 @@ pub fn npy_bytes(matrix: &Mat<f64>) -> Vec<u8> {
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     header.push('\n');
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    // invariant: a 2-D header is far below 64 KiB.
-    let len = u16::try_from(header.len()).expect("npy header fits in u16");
+    let len = u16::try_from(header.len()).expect("short header"); // invariant: 2-D: < 64 KiB
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     for i in 0..matrix.nrows() {
@@ -218,17 +217,18 @@ pub fn npy_bytes(matrix: &Mat<f64>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     fn sample() -> Mat<f64> {
         Mat::from_fn(3, 4, |i, j| (i * 10 + j) as f64 - 0.5)
     }
 
     #[test]
-    fn npy_round_trips_and_reads_numpy_layouts() {
-        let dir = tempfile::tempdir().unwrap();
+    fn npy_round_trips_and_reads_numpy_layouts() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("x.npy");
-        std::fs::write(&path, npy_bytes(&sample())).unwrap();
-        assert_eq!(read_matrix(&path).unwrap(), sample());
+        std::fs::write(&path, npy_bytes(&sample()))?;
+        assert_eq!(read_matrix(&path)?, sample());
 
         // A Fortran-order float32 file, as numpy writes it with np.asfortranarray.
         let mut header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }".to_string();
@@ -241,32 +241,33 @@ mod tests {
         for v in [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0] {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        let m = parse_npy(&bytes).unwrap();
+        let m = parse_npy(&bytes)?;
         assert_eq!(m, Mat::from_fn(2, 3, |i, j| (i * 3 + j + 1) as f64));
+        Ok(())
     }
 
     #[test]
-    fn csv_is_read_and_bad_files_are_named() {
-        let dir = tempfile::tempdir().unwrap();
+    fn csv_is_read_and_bad_files_are_named() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("x.csv");
-        std::fs::write(&path, "1, 2,3\n\n4,5,6e0\n").unwrap();
+        std::fs::write(&path, "1, 2,3\n\n4,5,6e0\n")?;
         assert_eq!(
-            read_matrix(&path).unwrap(),
+            read_matrix(&path)?,
             Mat::from_fn(2, 3, |i, j| (i * 3 + j + 1) as f64)
         );
 
-        std::fs::write(&path, "1,2\n3,nan\n").unwrap();
+        std::fs::write(&path, "1,2\n3,nan\n")?;
         let err = read_matrix(&path).unwrap_err().to_string();
         assert!(
             err.contains("x.csv") && err.contains("row 2, column 2"),
             "{err}"
         );
 
-        std::fs::write(&path, "1,2\n3\n").unwrap();
+        std::fs::write(&path, "1,2\n3\n")?;
         let err = read_matrix(&path).unwrap_err().to_string();
         assert!(err.contains("line 2 has 1 values"), "{err}");
 
-        std::fs::write(&path, "a,b\n").unwrap();
+        std::fs::write(&path, "a,b\n")?;
         assert!(
             read_matrix(&path)
                 .unwrap_err()
@@ -279,12 +280,13 @@ mod tests {
         assert!(err.contains("missing.npy"), "{err}");
 
         let npy = dir.path().join("bad.npy");
-        std::fs::write(&npy, b"not numpy").unwrap();
+        std::fs::write(&npy, b"not numpy")?;
         assert!(
             read_matrix(&npy)
                 .unwrap_err()
                 .to_string()
                 .contains("bad magic")
         );
+        Ok(())
     }
 }

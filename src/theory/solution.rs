@@ -101,6 +101,7 @@ pub fn min_norm_solution(problem: &MaskedRegression<'_>, eigen: &Eigen) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::rng;
     use crate::theory::data::{Dataset, Distribution};
     use crate::theory::mask::{CoordinateMask, MaskKind};
@@ -116,7 +117,7 @@ mod tests {
     /// GD from 0 converges to (XM)^+ y, both when X M has full row rank (k > n,
     /// interpolation) and when it does not (k < n, least squares).
     #[test]
-    fn min_norm_solution_is_the_gd_limit() {
+    fn min_norm_solution_is_the_gd_limit() -> TestResult {
         for (dist, n, d, p, seed) in [
             (Distribution::Normal, 10, 80, 0.5, 1),
             (Distribution::Uniform, 10, 80, 0.5, 2),
@@ -127,7 +128,7 @@ mod tests {
             let mask = CoordinateMask::draw(MaskKind::Bernoulli, p, d, &mut stream);
             let noise: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut stream)).collect();
             let problem = MaskedRegression::new(&data, mask, data.targets(0.5, &noise));
-            let eigen = Eigen::of(problem.gram().as_ref()).unwrap();
+            let eigen = Eigen::of(problem.gram().as_ref())?;
             let cutoff = rank_cutoff(&eigen.values, problem.kept().len());
             let positive: Vec<f64> = eigen
                 .values
@@ -154,18 +155,19 @@ mod tests {
             .norm;
             assert!((norm - squared_norm(&w_hat).sqrt()).abs() < 1e-10 * norm);
         }
+        Ok(())
     }
 
     /// The expectation formula against Monte Carlo over the noise, for a fixed mask.
     #[test]
-    fn expected_distance_matches_the_noise_average() {
+    fn expected_distance_matches_the_noise_average() -> TestResult {
         let (n, d, sigma) = (15, 200, 0.7);
         let data = Dataset::generate(Distribution::Uniform, n, d, 1.0, 4);
         let mut stream = rng::stream(4, 6);
         let mask = CoordinateMask::draw(MaskKind::Bernoulli, 0.3, d, &mut stream);
         let k = mask.len();
         let problem = MaskedRegression::new(&data, mask, data.clean_targets().to_vec());
-        let eigen = Eigen::of(problem.gram().as_ref()).unwrap();
+        let eigen = Eigen::of(problem.gram().as_ref())?;
         let samples: Vec<f64> = (0..4000)
             .map(|_| {
                 let noise: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut stream)).collect();
@@ -186,5 +188,6 @@ mod tests {
         );
         assert!(predicted.lower_bound_sq <= predicted.noise_sq);
         assert_eq!(predicted.rank, n);
+        Ok(())
     }
 }

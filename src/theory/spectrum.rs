@@ -79,8 +79,7 @@ impl Eigen {
     /// 9 n^3 flops.
     pub fn of(a: MatRef<'_, f64>) -> Result<Self> {
         let (values, vectors) = decompose(a, true)?;
-        // invariant: decompose returns vectors when asked for them.
-        let vectors = vectors.expect("eigenvectors were requested");
+        let vectors = vectors.expect("eigenvectors"); // invariant: requested above
         Ok(Eigen { values, vectors })
     }
 
@@ -127,11 +126,12 @@ fn decompose(a: MatRef<'_, f64>, vectors: bool) -> Result<(Vec<f64>, Option<Mat<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     /// Closed form: with orthogonal columns, X^T X = diag(||z_j||^2), so the masked
     /// spectrum is {||z_j||^2 : j kept} padded with zeros.
     #[test]
-    fn orthogonal_columns_give_the_kept_column_norms() {
+    fn orthogonal_columns_give_the_kept_column_norms() -> TestResult {
         let (n, d) = (7, 5);
         // Columns: scaled columns of the orthogonal matrix I - 2 v v^T / v^T v.
         let v = [1.0, -2.0, 0.5, 3.0, -1.0, 0.25, 2.0];
@@ -141,21 +141,22 @@ mod tests {
             let q = f64::from(u8::from(i == j)) - 2.0 * v[i] * v[j] / vv;
             norms[j] * q
         });
-        let full = eigenvalues_desc(masked_gram(x.as_ref(), &[0, 1, 2, 3, 4]).as_ref()).unwrap();
+        let full = eigenvalues_desc(masked_gram(x.as_ref(), &[0, 1, 2, 3, 4]).as_ref())?;
         let expected_full = [49.0, 9.0, 4.0, 2.25, 0.25, 0.0, 0.0];
         for (a, b) in full.iter().zip(expected_full) {
             assert!((a - b).abs() < 1e-12, "{full:?}");
         }
         let kept = [1, 3, 4];
-        let masked = eigenvalues_desc(masked_gram(x.as_ref(), &kept).as_ref()).unwrap();
+        let masked = eigenvalues_desc(masked_gram(x.as_ref(), &kept).as_ref())?;
         let expected = [49.0, 2.25, 0.25, 0.0, 0.0, 0.0, 0.0];
         for (a, b) in masked.iter().zip(expected) {
             assert!((a - b).abs() < 1e-12, "{masked:?}");
         }
+        Ok(())
     }
 
     #[test]
-    fn gram_matches_a_direct_sum_and_eigenvectors_reconstruct_it() {
+    fn gram_matches_a_direct_sum_and_eigenvectors_reconstruct_it() -> TestResult {
         let (n, d) = (6, 1300);
         let x = Mat::from_fn(n, d, |i, j| ((i * 31 + j * 17) % 13) as f64 / 13.0 - 0.3);
         let kept: Vec<usize> = (0..d).filter(|j| j % 3 != 1).collect();
@@ -166,9 +167,9 @@ mod tests {
                 assert!((g[(i, k)] - direct).abs() < 1e-10 * direct.abs().max(1.0));
             }
         }
-        let eigen = Eigen::of(g.as_ref()).unwrap();
+        let eigen = Eigen::of(g.as_ref())?;
         assert!(eigen.values.windows(2).all(|w| w[0] >= w[1]));
-        let values = eigenvalues_desc(g.as_ref()).unwrap();
+        let values = eigenvalues_desc(g.as_ref())?;
         for (a, b) in values.iter().zip(&eigen.values) {
             assert!((a - b).abs() < 1e-10 * values[0]);
         }
@@ -183,5 +184,6 @@ mod tests {
         let e0: Vec<f64> = (0..n).map(|i| eigen.vectors[(i, 0)]).collect();
         let c = eigen.coordinates(&e0);
         assert!((c[0] - 1.0).abs() < 1e-12 && c[1].abs() < 1e-12);
+        Ok(())
     }
 }

@@ -134,12 +134,11 @@ impl<'g> ResidualGd<'g> {
         let scale = eta / self.n() as f64;
         for (i, out) in self.product.iter_mut().enumerate() {
             // The Gram matrix is symmetric, so row i is column i: a contiguous slice.
-            // invariant: columns of an owned faer matrix are contiguous.
             let column = self
                 .gram
                 .col(i)
                 .try_as_col_major()
-                .expect("contiguous column");
+                .expect("contiguous column"); // invariant: owned faer columns are contiguous
             *out = dot(column.as_slice(), &self.residual);
         }
         for (r, g) in self.residual.iter_mut().zip(&self.product) {
@@ -263,6 +262,7 @@ pub fn gd_on_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::rng;
     use crate::theory::data::{Dataset, Distribution};
     use crate::theory::mask::{CoordinateMask, MaskKind};
@@ -279,11 +279,11 @@ mod tests {
     }
 
     #[test]
-    fn the_residual_recursion_is_gradient_descent() {
+    fn the_residual_recursion_is_gradient_descent() -> TestResult {
         let data = Dataset::generate(Distribution::Uniform, 12, 300, 1.0, 1);
         let problem = problem(&data, 0.4, 0.5, 2);
         let gram = problem.gram();
-        let lambda1 = eigenvalues_desc(gram.as_ref()).unwrap()[0];
+        let lambda1 = eigenvalues_desc(gram.as_ref())?[0];
         for factor in [0.5, 0.9, 1.1] {
             let eta = factor * 2.0 * 12.0 / lambda1;
             let recursion = ResidualGd::new(&gram, problem.targets()).losses(eta, 60);
@@ -293,10 +293,11 @@ mod tests {
                 assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()), "{a} vs {b}");
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn bisection_finds_two_n_over_lambda_one_within_one_percent() {
+    fn bisection_finds_two_n_over_lambda_one_within_one_percent() -> TestResult {
         let cases = [
             (Distribution::Uniform, 20, 400, 0.5),
             (Distribution::Uniform, 50, 5000, 0.1),
@@ -309,9 +310,10 @@ mod tests {
             let data = Dataset::generate(dist, n, d, 1.0, index as u64);
             let problem = problem(&data, p, 0.5, 10 + index as u64);
             let gram = problem.gram();
-            let lambda1 = eigenvalues_desc(gram.as_ref()).unwrap()[0];
+            let lambda1 = eigenvalues_desc(gram.as_ref())?[0];
             let theory = 2.0 * n as f64 / lambda1;
-            let bracket = divergence_threshold(&gram, problem.targets(), &options).unwrap();
+            let bracket = divergence_threshold(&gram, problem.targets(), &options)
+                .ok_or("no divergence threshold")?;
             let (lo, hi) = (bracket.stable / theory, bracket.diverged / theory);
             assert!(hi / lo <= 1.0 + options.tolerance + 1e-12);
             assert!(
@@ -329,6 +331,7 @@ mod tests {
                 GdOutcome::Diverged { .. }
             ));
         }
+        Ok(())
     }
 
     #[test]

@@ -621,6 +621,7 @@ fn loss_curve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::theory::stats::Summary;
 
@@ -638,16 +639,15 @@ mod tests {
     }
 
     #[test]
-    fn results_do_not_depend_on_the_thread_count() {
+    fn results_do_not_depend_on_the_thread_count() -> TestResult {
         let spec = small_spec();
-        let run = |threads| {
-            rayon::ThreadPoolBuilder::new()
+        let run = |threads| -> TestResult<_> {
+            let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| run_sweep(&spec, &Silent).unwrap())
+                .build()?;
+            Ok(pool.install(|| run_sweep(&spec, &Silent))?)
         };
-        let (one, many) = (run(1), run(3));
+        let (one, many) = (run(1)?, run(3)?);
         assert_eq!(one.configs.len(), 4);
         for (a, b) in one.configs.iter().zip(&many.configs) {
             assert_eq!(a.full_spectrum, b.full_spectrum);
@@ -672,11 +672,12 @@ mod tests {
             cells[1].trials[0].eigenvalues,
             cells[1].trials[1].eigenvalues
         );
+        Ok(())
     }
 
     /// E[trace(M X^T X M)] = p ||X||_F^2, within the Monte Carlo error of the sample.
     #[test]
-    fn trace_identity_holds_within_monte_carlo_error() {
+    fn trace_identity_holds_within_monte_carlo_error() -> TestResult {
         let spec = SweepSpec {
             part: Part::Eigen,
             n: vec![10],
@@ -685,7 +686,7 @@ mod tests {
             trials: 400,
             ..SweepSpec::default()
         };
-        let result = run_sweep(&spec, &Silent).unwrap();
+        let result = run_sweep(&spec, &Silent)?;
         let config = &result.configs[0];
         for cell in &config.cells {
             let traces = Summary::of(cell.trials.iter().map(|t| t.trace));
@@ -701,6 +702,7 @@ mod tests {
             // The relative error is small too, not just hidden by a large spread.
             assert!((traces.mean / expected - 1.0).abs() < 0.05 / cell.p.sqrt());
         }
+        Ok(())
     }
 
     /// The reference simulation of paper.md (n 50, d 5000, U[0,1], sigma 0.5, 20 masks
@@ -713,7 +715,7 @@ mod tests {
     /// the dice, so the test repeats the whole experiment (new X, w*, masks and noise)
     /// for 10 seeds and compares the average of the 20-mask means with the table.
     #[test]
-    fn reproduces_the_reference_table() {
+    fn reproduces_the_reference_table() -> TestResult {
         const P: [f64; 5] = [1.0, 0.5, 0.1, 0.05, 0.01];
         const LAMBDA1: [f64; 5] = [62888.0, 31381.0, 6290.0, 3208.0, 637.0];
         const STABLE_LR: [f64; 5] = [0.00159, 0.00319, 0.0160, 0.0312, 0.162];
@@ -733,7 +735,7 @@ mod tests {
                 seed,
                 ..SweepSpec::default()
             };
-            let result = run_sweep(&spec, &Silent).unwrap();
+            let result = run_sweep(&spec, &Silent)?;
             let config = &result.configs[0];
             assert!((config.full_spectrum[0] / 62888.0 - 1.0).abs() < 0.03);
             for (i, cell) in config.cells.iter().enumerate() {
@@ -742,7 +744,13 @@ mod tests {
                 };
                 lambda1[i] += mean(&|t| t.eigenvalues[0]);
                 lr[i] += mean(&|t| t.lr_theory);
-                w[i] += mean(&|t| t.distance.unwrap().norm);
+                let norms = cell
+                    .trials
+                    .iter()
+                    .map(|t| t.distance.map(|d| d.norm))
+                    .collect::<Option<Vec<f64>>>()
+                    .ok_or("a trial of the distance sweep without a distance")?;
+                w[i] += Summary::of(norms).mean / REPLICATES as f64;
             }
         }
         for (i, &p) in P.iter().enumerate() {
@@ -762,16 +770,14 @@ mod tests {
                 assert!(close(w[i], W_NORM[i], 0.10), "p={p}: ||w_hat|| {}", w[i]);
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn ratios_parse_and_bad_values_name_the_flag() {
-        assert_eq!(
-            "1, 0.5".parse::<Ratios>().unwrap(),
-            Ratios::List(vec![1.0, 0.5])
-        );
-        let grid = "log:1:0.01:3".parse::<Ratios>().unwrap();
-        let values = grid.values().unwrap();
+    fn ratios_parse_and_bad_values_name_the_flag() -> TestResult {
+        assert_eq!("1, 0.5".parse::<Ratios>()?, Ratios::List(vec![1.0, 0.5]));
+        let grid = "log:1:0.01:3".parse::<Ratios>()?;
+        let values = grid.values()?;
         assert!((values[1] - 0.1).abs() < 1e-15);
         for bad in ["0,0.5", "1.5", "-0.1", "nan", "a", "log:1:0:3", "log:1:0.1"] {
             let err = bad.parse::<Ratios>().unwrap_err().to_string();
@@ -785,5 +791,6 @@ mod tests {
             bad.validate().unwrap_err().to_string(),
             "--n: must be at least 1"
         );
+        Ok(())
     }
 }
