@@ -143,11 +143,12 @@ impl HessianArgs {
                 scope: self.mask_scope,
             }
         } else {
+            // `required_unless_present_any` makes clap refuse a missing --ratio here.
+            let ratio = self.ratio.expect("--ratio required"); // invariant: see above
             HessianChoice::Draw {
                 spec: MaskSpec {
                     scope: self.mask_scope,
-                    // invariant: clap requires --ratio unless --mask/--full/--whole-scope.
-                    ratio: self.ratio.expect("--ratio required"),
+                    ratio,
                     ratio_of: self.ratio_of,
                     sampling: self.sampling,
                     structure: self.structure,

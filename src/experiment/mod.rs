@@ -302,6 +302,7 @@ fn relative_path(from: &Path, to: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TestResult;
 
     #[test]
     fn links_and_anchors() {
@@ -320,14 +321,14 @@ mod tests {
     }
 
     #[test]
-    fn bad_specs_name_their_file_and_key() {
-        let dir = tempfile::tempdir().unwrap();
+    fn bad_specs_name_their_file_and_key() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("bad.toml");
-        std::fs::write(&path, "title = \"x\"\n").unwrap();
+        std::fs::write(&path, "title = \"x\"\n")?;
         let err = load_specs(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("`kind`"), "{err}");
 
-        std::fs::write(&path, "kind = \"nope\"\ntitle = \"x\"\n").unwrap();
+        std::fs::write(&path, "kind = \"nope\"\ntitle = \"x\"\n")?;
         let err = load_specs(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("unknown kind `nope`") && err.contains("theory"),
@@ -337,24 +338,23 @@ mod tests {
         std::fs::write(
             &path,
             "kind = \"theory\"\ntitle = \"x\"\n[sweep]\ntrails = 3\n",
-        )
-        .unwrap();
+        )?;
         let err = load_specs(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("trails"), "{err}");
 
         std::fs::write(
             &path,
             "kind = \"theory\"\ntitle = \"x\"\n[sweep]\nratios = [2.0]\n",
-        )
-        .unwrap();
+        )?;
         let err = load_specs(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("bad.toml") && err.contains("--ratios"),
             "{err}"
         );
 
-        std::fs::write(&path, "kind = [1\n").unwrap();
+        std::fs::write(&path, "kind = [1\n")?;
         let err = load_specs(dir.path()).unwrap_err().to_string();
         assert!(err.contains("invalid TOML"), "{err}");
+        Ok(())
     }
 }
