@@ -71,10 +71,3 @@ impl Error {
         }
     }
 }
-
-/// What unit tests return: `?` turns any error (the crate's, I/O, parsing) or a
-/// missing value (`.ok_or("what was missing")?`) into a failure that prints it,
-/// where an `unwrap` would only panic.
-#[cfg(test)]
-pub(crate) type TestResult<T = ()> =
-    std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;

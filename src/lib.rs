@@ -23,6 +23,8 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod spectral;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod theory;
 
 pub use error::{Error, Result};

@@ -419,13 +419,7 @@ fn resolve_column(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
-
-    fn write(dir: &Path, name: &str, text: &str) -> TestResult<PathBuf> {
-        let path = dir.join(name);
-        std::fs::write(&path, text)?;
-        Ok(path)
-    }
+    use crate::testing::{TestResult, write_text};
 
     #[test]
     fn sampling_is_seeded_sorted_and_nested() -> TestResult {
@@ -443,7 +437,7 @@ mod tests {
     #[test]
     fn hub_column_variants_load_without_flags() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let glue_rte = write(
+        let glue_rte = write_text(
             dir.path(),
             "rte.jsonl",
             "{\"sentence1\": \"A cat sat.\", \"sentence2\": \"A cat exists.\", \"label\": 0, \"idx\": 0}\n",
@@ -457,7 +451,7 @@ mod tests {
                 ("label".to_string(), "label".to_string())
             ]
         );
-        let google_boolq = write(
+        let google_boolq = write_text(
             dir.path(),
             "boolq.jsonl",
             "{\"question\": \"is it\", \"answer\": false, \"passage\": \"It is not.\"}\n",
@@ -477,7 +471,7 @@ mod tests {
     #[test]
     fn overrides_missing_columns_and_bad_rows() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(
+        let path = write_text(
             dir.path(),
             "d.csv",
             "review,stars\nGood.,1\nBad.,0\nOdd.,2\n",
@@ -516,7 +510,7 @@ mod tests {
     #[test]
     fn null_text_is_named_by_row_and_column() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(
+        let path = write_text(
             dir.path(),
             "d.jsonl",
             "{\"sentence\": \"Fine.\", \"label\": 1}\n{\"sentence\": null, \"label\": 0}\n",
@@ -534,7 +528,7 @@ mod tests {
     #[test]
     fn lm_skips_blank_rows_and_empty_files_are_errors() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(
+        let path = write_text(
             dir.path(),
             "w.jsonl",
             "{\"text\": \"\"}\n{\"text\": \" Hello . \"}\n",
@@ -547,7 +541,7 @@ mod tests {
                 text: "Hello .".into()
             }])
         );
-        let empty = write(dir.path(), "e.csv", "sentence,label\n")?;
+        let empty = write_text(dir.path(), "e.csv", "sentence,label\n")?;
         let err = load_text(&DataSpec::new(&empty, Task::new("sst2", None, None)?))
             .unwrap_err()
             .to_string();

@@ -172,7 +172,7 @@ fn same_shape(matrix: IntMatrix, ids: &IntMatrix, path: &Path) -> Result<IntMatr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
     use std::collections::HashMap;
 
     fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<i64>)]) -> TestResult {

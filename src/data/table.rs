@@ -294,18 +294,12 @@ fn read_delimited(path: &Path, separator: u8) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
-
-    fn write(dir: &Path, name: &str, text: &str) -> TestResult<PathBuf> {
-        let path = dir.join(name);
-        std::fs::write(&path, text)?;
-        Ok(path)
-    }
+    use crate::testing::{TestResult, write_text};
 
     #[test]
     fn json_lines_keep_types_and_order() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(
+        let path = write_text(
             dir.path(),
             "d.jsonl",
             "{\"sentence\": \"fine\", \"label\": 1}\n\n{\"sentence\": \"dull\", \"label\": 0}\n",
@@ -327,7 +321,7 @@ mod tests {
     #[test]
     fn malformed_json_line_is_named_by_number() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(
+        let path = write_text(
             dir.path(),
             "d.jsonl",
             "{\"sentence\": \"fine\", \"label\": 1}\n{\"sentence\": \"dull\", \"label\": 0\n",
@@ -343,12 +337,12 @@ mod tests {
     #[test]
     fn json_extension_accepts_lines_and_arrays() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let lines = write(
+        let lines = write_text(
             dir.path(),
             "a.json",
             "{\"text\": \"x\"}\n{\"text\": \"y\"}\n",
         )?;
-        let array = write(
+        let array = write_text(
             dir.path(),
             "b.json",
             "[{\"text\": \"x\"}, {\"text\": \"y\"}]",
@@ -368,7 +362,7 @@ mod tests {
     #[test]
     fn labels_as_booleans_text_and_whole_floats() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(
+        let path = write_text(
             dir.path(),
             "d.csv",
             "answer,name,score\ntrue,positive,1.0\nfalse,negative,0.0\n",
@@ -392,7 +386,7 @@ mod tests {
     #[test]
     fn tsv_and_missing_column_message() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = write(dir.path(), "d.tsv", "sentence\tlabel\na, b\t1\n")?;
+        let path = write_text(dir.path(), "d.tsv", "sentence\tlabel\na, b\t1\n")?;
         let table = RawTable::read(&path)?;
         assert_eq!(table.text_column("sentence")?, vec![Some("a, b".into())]);
         let err = table

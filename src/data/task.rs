@@ -502,7 +502,7 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     fn classify(task: &Task, values: &[&str], label: LabelValue) -> TestResult<ClassificationText> {
         match task.render(values, Some(&label))? {

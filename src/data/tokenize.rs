@@ -274,7 +274,7 @@ pub fn tokenize_lm(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     /// A toy encoder: one token per space-separated word, id = 10 + word length,
     /// a leading space costs a token of its own (id 4) so continuations are visible.

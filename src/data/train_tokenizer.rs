@@ -134,8 +134,8 @@ pub fn save_tokenizer(tokenizer: &Tokenizer, dir: &Path) -> Result<Vec<PathBuf>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::model::tokenizer::OptTokenizer;
+    use crate::testing::TestResult;
 
     fn ids(tokenizer: &Tokenizer, text: &str) -> TestResult<Vec<u32>> {
         Ok(tokenizer.encode(text, false)?.get_ids().to_vec())

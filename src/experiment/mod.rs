@@ -302,7 +302,7 @@ fn relative_path(from: &Path, to: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn links_and_anchors() {

@@ -64,8 +64,8 @@ fn exact(rng: &mut Rng, n: u64, k: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::rng;
+    use crate::testing::TestResult;
 
     #[test]
     fn bernoulli_gaps_give_the_right_rate_and_uniform_positions() -> TestResult {

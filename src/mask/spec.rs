@@ -179,8 +179,8 @@ impl MaskSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::model::presets::preset;
+    use crate::testing::TestResult;
 
     #[test]
     fn paper_capacities_in_qv() -> TestResult {

@@ -1,18 +1,12 @@
 //! Masks: the fixtures' masks load, draws obey their spec, files round-trip.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::*;
-use crate::error::TestResult;
 use crate::model::layout::LayerTensor;
 use crate::model::presets::preset;
 use crate::model::{OptConfig, ParamRole};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use crate::testing::{TestResult, fixture};
 
 fn fixture_layout(name: &str) -> TestResult<ParamLayout> {
     let config = OptConfig::from_file(&fixture(name).join("config.json"))?;

@@ -404,8 +404,8 @@ fn validate_questions(questions: &[Question], t: &TokenBatch) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::model::presets::preset;
+    use crate::testing::TestResult;
 
     fn config() -> TestResult<OptConfig> {
         let mut c = preset("opt-mini").ok_or("no preset opt-mini")?;

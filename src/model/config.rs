@@ -227,7 +227,7 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     fn parse(json: &str) -> Result<OptConfig> {
         let map: serde_json::Map<String, Value> = serde_json::from_str(json)

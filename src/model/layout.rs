@@ -262,7 +262,7 @@ fn layer_tensors(config: &OptConfig, hidden: usize, ffn: usize) -> Vec<(LayerTen
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     fn config(proj: usize, pre_ln: bool) -> OptConfig {
         OptConfig {

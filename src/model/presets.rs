@@ -44,8 +44,8 @@ pub fn preset(name: &str) -> Option<OptConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::model::ParamLayout;
+    use crate::testing::TestResult;
 
     #[test]
     fn parameter_counts_match_the_paper() -> TestResult {

@@ -170,7 +170,7 @@ impl OptTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     /// A hand-made byte-level vocabulary: the four specials, nine characters
     /// (`Ġ` is GPT-2's stand-in for a space byte), and eight merges, ranked by line.

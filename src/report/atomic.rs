@@ -81,7 +81,7 @@ fn parent_dir(path: &Path) -> Result<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn failed_writes_leave_nothing_behind() -> TestResult {

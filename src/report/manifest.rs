@@ -116,7 +116,7 @@ fn hex(digest: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn hashes_match_known_values() -> TestResult {

@@ -720,7 +720,7 @@ fn plot_error(e: impl std::fmt::Display) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn log_ticks_sit_on_decades() {

@@ -259,7 +259,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     fn sample() -> Table {
         Table::new()

@@ -314,7 +314,7 @@ fn read_safetensors(path: &Path, tensor: Option<&str>) -> Result<RawMatrix> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn validates_and_applies() -> TestResult {

@@ -812,7 +812,7 @@ fn sum_parts(parts: &[Vec<f64>], len: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     fn space_and_vectors(n: usize) -> (HostSpace, Vec<Vec<f64>>) {
         let space = HostSpace::new(n);

@@ -74,7 +74,7 @@ pub(crate) fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> Result<SmallEige
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn tridiagonal_toeplitz_has_closed_form_spectrum() -> TestResult {

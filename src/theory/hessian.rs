@@ -147,9 +147,9 @@ impl LinearOperator for MaskedHessian<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::spectral::{HostSpace, LanczosOptions, exact_trace, lanczos};
+    use crate::testing::TestResult;
     use crate::theory::{Dataset, Distribution};
 
     #[test]

@@ -217,7 +217,7 @@ pub fn npy_bytes(matrix: &Mat<f64>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     fn sample() -> Mat<f64> {
         Mat::from_fn(3, 4, |i, j| (i * 10 + j) as f64 - 0.5)

@@ -101,8 +101,8 @@ pub fn min_norm_solution(problem: &MaskedRegression<'_>, eigen: &Eigen) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::rng;
+    use crate::testing::TestResult;
     use crate::theory::data::{Dataset, Distribution};
     use crate::theory::mask::{CoordinateMask, MaskKind};
     use crate::theory::problem::squared_norm;

@@ -126,7 +126,7 @@ fn decompose(a: MatRef<'_, f64>, vectors: bool) -> Result<(Vec<f64>, Option<Mat<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     /// Closed form: with orthogonal columns, X^T X = diag(||z_j||^2), so the masked
     /// spectrum is {||z_j||^2 : j kept} padded with zeros.

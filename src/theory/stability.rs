@@ -262,8 +262,8 @@ pub fn gd_on_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::rng;
+    use crate::testing::TestResult;
     use crate::theory::data::{Dataset, Distribution};
     use crate::theory::mask::{CoordinateMask, MaskKind};
     use crate::theory::spectrum::eigenvalues_desc;

@@ -621,8 +621,8 @@ fn loss_curve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::progress::Silent;
+    use crate::testing::TestResult;
     use crate::theory::stats::Summary;
 
     fn small_spec() -> SweepSpec {

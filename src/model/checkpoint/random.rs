@@ -73,8 +73,8 @@ impl ExactSizeIterator for RandomTensor {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::model::{ParamLayout, presets::preset};
+    use crate::testing::TestResult;
 
     #[test]
     fn laws_follow_the_fixtures() -> TestResult {

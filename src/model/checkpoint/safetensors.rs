@@ -213,7 +213,7 @@ impl<'w> SafetensorsWriter<'w> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn written_files_read_back_and_truncation_is_refused() -> TestResult {

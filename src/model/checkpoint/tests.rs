@@ -2,21 +2,15 @@
 //! dtypes, shards, PyTorch `.bin`), and the random-save-load round trip.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ::safetensors::tensor::TensorView;
 
 use super::*;
-use crate::error::TestResult;
 use crate::model::presets::preset;
+use crate::testing::{TestResult, fixture};
 
 const FIXTURES: [&str; 3] = ["opt-tiny-preln", "opt-tiny-postln-proj", "opt-small-preln"];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// A tensor as the safetensors crate writes it: name, dtype, shape, little-endian bytes.
 type RawTensor = (String, ::safetensors::Dtype, Vec<usize>, Vec<u8>);
