@@ -84,6 +84,23 @@ pub trait OperatorOn<S: VectorSpace>: Sync {
     }
 }
 
+/// Checks that `op` acts on the vectors of `space` (the same dimension), as every
+/// algorithm does before its first product.
+pub(crate) fn check_space<S, A>(op: &A, space: &S) -> Result<()>
+where
+    S: VectorSpace,
+    A: OperatorOn<S> + ?Sized,
+{
+    if op.dim() != space.dim() {
+        return Err(Error::ShapeMismatch {
+            name: "vector space".into(),
+            expected: vec![op.dim()],
+            found: vec![space.dim()],
+        });
+    }
+    Ok(())
+}
+
 impl<A: LinearOperator + ?Sized> OperatorOn<HostSpace> for A {
     fn dim(&self) -> usize {
         LinearOperator::dim(self)
@@ -341,7 +358,7 @@ impl LinearOperator for Diagonal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
+    use crate::testing::TestResult;
 
     #[test]
     fn wrappers_compose_and_count() -> TestResult {

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::operator::OperatorOn;
+use super::operator::{OperatorOn, check_space};
 use super::vector::{Distribution, Precision, VectorSpace};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -70,14 +70,8 @@ where
     A: OperatorOn<S> + ?Sized,
     P: Progress + ?Sized,
 {
+    check_space(op, space)?;
     let n = op.dim();
-    if space.dim() != n {
-        return Err(Error::ShapeMismatch {
-            name: "vector space".into(),
-            expected: vec![n],
-            found: vec![space.dim()],
-        });
-    }
     if options.k == 0 || options.k > n {
         return Err(Error::arg(
             "--k",
@@ -164,12 +158,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::spectral::host::{HostSpace, random_values};
     use crate::spectral::lanczos::{LanczosOptions, Which, lanczos};
     use crate::spectral::operator::Counting;
     use crate::spectral::testing::with_spectrum;
+    use crate::testing::TestResult;
 
     #[test]
     fn power_iteration_reaches_1e_6_on_a_gapped_matrix_and_costs_more_than_lanczos() -> TestResult {

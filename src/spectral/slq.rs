@@ -32,7 +32,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::operator::OperatorOn;
+use super::operator::{OperatorOn, check_space};
 use super::small::tridiagonal_eigen;
 use super::vector::{Distribution, Precision, VectorSpace};
 use crate::error::{Error, Result};
@@ -181,14 +181,8 @@ where
     A: OperatorOn<S> + ?Sized,
     P: Progress + ?Sized,
 {
+    check_space(op, space)?;
     let n = op.dim();
-    if space.dim() != n {
-        return Err(Error::ShapeMismatch {
-            name: "vector space".into(),
-            expected: vec![n],
-            found: vec![space.dim()],
-        });
-    }
     if options.probes == 0 {
         return Err(Error::arg("--probes", "must be at least 1"));
     }
@@ -474,10 +468,10 @@ mod tests {
 #[cfg(test)]
 mod wishart_tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::spectral::dense::DenseSymmetric;
     use crate::spectral::host::{HostSpace, random_values};
+    use crate::testing::TestResult;
     use faer::Mat;
 
     /// The Marchenko–Pastur law of `XᵀX/N` for `X` with iid unit-variance entries

@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::operator::{LinearOperator, OperatorOn};
+use super::operator::{LinearOperator, OperatorOn, check_space};
 use super::vector::{Distribution, Precision, VectorSpace};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -72,7 +72,7 @@ where
     A: OperatorOn<S> + ?Sized,
     P: Progress + ?Sized,
 {
-    check(op, space)?;
+    check_space(op, space)?;
     if samples < 2 {
         return Err(Error::arg(
             "--iters",
@@ -105,7 +105,7 @@ where
     A: OperatorOn<S> + ?Sized,
     P: Progress + ?Sized,
 {
-    check(op, space)?;
+    check_space(op, space)?;
     if products < 4 {
         return Err(Error::arg("--iters", "Hutch++ needs at least 4 products"));
     }
@@ -179,17 +179,6 @@ where
         products: products as u64,
         samples: remaining,
     })
-}
-
-fn check<S: VectorSpace, A: OperatorOn<S> + ?Sized>(op: &A, space: &S) -> Result<()> {
-    if op.dim() != space.dim() {
-        return Err(Error::ShapeMismatch {
-            name: "vector space".into(),
-            expected: vec![op.dim()],
-            found: vec![space.dim()],
-        });
-    }
-    Ok(())
 }
 
 /// `zᵢᵀ A zᵢ` for `count` probes of stream family `family`, each first projected
@@ -382,10 +371,10 @@ mod tests {
 #[cfg(test)]
 mod estimator_tests {
     use super::*;
-    use crate::error::TestResult;
     use crate::progress::Silent;
     use crate::spectral::host::HostSpace;
     use crate::spectral::testing::with_spectrum;
+    use crate::testing::TestResult;
 
     #[test]
     fn hutch_plus_plus_beats_hutchinson_and_both_intervals_cover() -> TestResult {
