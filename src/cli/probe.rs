@@ -169,13 +169,24 @@ pub struct EngineArgs {
     device: Device,
 }
 
-/// Which end of the spectrum Lanczos computes.
+/// Which end of the spectrum Lanczos computes (`--which` of `probe` and `spectrum`;
+/// the spectral code itself knows nothing of clap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-enum WhichArg {
+pub(super) enum WhichArg {
     Largest,
     Smallest,
     Both,
+}
+
+impl From<WhichArg> for Which {
+    fn from(which: WhichArg) -> Which {
+        match which {
+            WhichArg::Largest => Which::Largest,
+            WhichArg::Smallest => Which::Smallest,
+            WhichArg::Both => Which::Both,
+        }
+    }
 }
 
 /// Lanczos's reorthogonalization.
@@ -244,11 +255,7 @@ pub fn run_probe_command(args: ProbeArgs) -> anyhow::Result<()> {
     let options = ProbeOptions {
         method: args.method,
         k: args.k,
-        which: match args.which {
-            WhichArg::Largest => Which::Largest,
-            WhichArg::Smallest => Which::Smallest,
-            WhichArg::Both => Which::Both,
-        },
+        which: args.which.into(),
         iters: args.iters,
         tol: args.tol.unwrap_or(args.engine.dtype.default_tolerance()),
         seed: args.seed,

@@ -7,8 +7,9 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::BarProgress;
+use super::probe::WhichArg;
 use crate::report::Manifest;
-use crate::spectral::lanczos::{Reorthogonalization, Which};
+use crate::spectral::lanczos::Reorthogonalization;
 use crate::spectral::report::{Method, SpectrumConfig, run_spectrum};
 use crate::spectral::{DenseSymmetric, LinearOperator, Precision};
 use crate::theory::MaskedRegression;
@@ -21,13 +22,6 @@ enum MethodArg {
     Power,
     Slq,
     Trace,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum WhichArg {
-    Largest,
-    Smallest,
-    Both,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -133,11 +127,7 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
             MethodArg::Trace => Method::Trace,
         },
         k: args.k,
-        which: match args.which {
-            WhichArg::Largest => Which::Largest,
-            WhichArg::Smallest => Which::Smallest,
-            WhichArg::Both => Which::Both,
-        },
+        which: args.which.into(),
         iters: args.iters,
         tol: args.tol,
         seed: args.seed,
