@@ -1,43 +1,11 @@
 //! The binary on bad checkpoints, configs and masks: one clear line on stderr,
 //! exit code 2, no panic; and the happy paths of `init`, `inspect` and `mask`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use std::path::Path;
 
-/// Runs maskscape with `args`: (exit code, stdout, stderr).
-fn maskscape(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_maskscape"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        text(out.stdout),
-        text(out.stderr),
-    )
-}
-
-/// Asserts a user error: exit 2, one `error:` line holding every piece of `expected`.
-fn assert_user_error(args: &[&str], expected: &[&str]) {
-    let (code, _, stderr) = maskscape(args);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: "),
-        "{stderr}"
-    );
-    for piece in expected {
-        assert!(lines[0].contains(piece), "`{piece}` not in: {stderr}");
-    }
-}
+use common::{assert_user_error, fixture, maskscape, path_str};
 
 /// A copy of fixture `name` (config and weights) in a fresh folder.
 fn copy_fixture(name: &str) -> tempfile::TempDir {
@@ -54,10 +22,6 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(json.as_object_mut().unwrap());
     std::fs::write(path, json.to_string()).unwrap();
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! tokenized safetensors, the bundled default, and bad input through the library
 //! and through the `maskscape` binary.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use maskscape::data::{self, DataSpec, Dataset, LmExample, Task, TextDataset, TextEncoder};
 use maskscape::model::OptConfig;
@@ -12,44 +13,10 @@ use maskscape::model::checkpoint::Checkpoint;
 use maskscape::model::tokenizer::OptTokenizer;
 use maskscape::report::table::Table;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use common::{assert_user_error, maskscape, repo, write};
 
 fn task(name: &str) -> Task {
     Task::new(name, None, None).unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Runs the binary; returns (exit code, stdout, stderr).
-fn maskscape(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_maskscape"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Asserts a user error: exit 2 and one line `error: ...` containing `expected`.
-fn assert_user_error(args: &[&str], expected: &str) {
-    let (code, _, stderr) = maskscape(args);
-    assert_eq!(code, 2, "{args:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(
-        stderr.contains(expected),
-        "{args:?}: expected {expected:?} in {stderr}"
-    );
 }
 
 fn classification(data: TextDataset) -> Vec<data::ClassificationText> {
@@ -388,13 +355,13 @@ fn bad_input_gives_one_clear_error() {
         let path = path.to_str().unwrap();
         assert_user_error(
             &["data", "inspect", "--data", path, "--task", name],
-            expected,
+            &[expected],
         );
     }
     let any = no_text.to_str().unwrap();
     assert_user_error(
         &["data", "inspect", "--data", any, "--task", "mnli"],
-        "--task: unknown task `mnli`; known: sst2, rte, cb, boolq, lm, classification",
+        &["--task: unknown task `mnli`; known: sst2, rte, cb, boolq, lm, classification"],
     );
     assert_user_error(
         &[
@@ -407,7 +374,7 @@ fn bad_input_gives_one_clear_error() {
             "--column",
             "sentence=text",
         ],
-        "no column `text` (given by --column sentence=text); columns present: review, label",
+        &["no column `text` (given by --column sentence=text); columns present: review, label"],
     );
     assert_user_error(
         &[
@@ -420,7 +387,7 @@ fn bad_input_gives_one_clear_error() {
             "--max-examples",
             "0",
         ],
-        "--max-examples: must be at least 1",
+        &["--max-examples: must be at least 1"],
     );
     assert_user_error(
         &[
@@ -431,7 +398,7 @@ fn bad_input_gives_one_clear_error() {
             "--task",
             "sst2",
         ],
-        "missing.jsonl: No such file or directory",
+        &["missing.jsonl: No such file or directory"],
     );
 }
 

@@ -2,7 +2,7 @@
 //! Hessian obeys: symmetry, masked products as rows of full ones, padding and
 //! batching invariance, and central differences for the classification loss.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use maskscape::backend::{Backend, Cpu, Scalar};
 use maskscape::data::{ClassificationExample, Dataset, LmExample};
@@ -14,11 +14,7 @@ use maskscape::progress::Silent;
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::fixture;
 
 fn model<T: Scalar>(name: &str) -> Opt<T, Cpu>
 where

@@ -1,24 +1,15 @@
 //! `maskscape verify` and `maskscape bench hvp` through the binary: success, failed
 //! verification, and bad input (each a one-line error and exit status 2).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn maskscape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskscape"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{fixture, run as maskscape};
 
 fn text(out: &Output) -> (String, String) {
     (

@@ -3,6 +3,8 @@
 //! hand-computed two-example case, the landscape's quadratic model, and a sweep
 //! that resumes after an interruption without recomputing finished cells.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,11 +25,7 @@ use maskscape::progress::{Progress, Silent};
 use maskscape::report::Manifest;
 use maskscape::spectral::{LinearOperator, Which};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::fixture;
 
 fn tiny() -> PathBuf {
     fixture("opt-tiny-preln")

@@ -3,48 +3,21 @@
 //! rerun that reuses its cells, and bad input (one-line errors, exit code 2, no
 //! partial output).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use common::{assert_user_error, maskscape, repo};
 
 const TINY: &str = "tests/fixtures/opt-tiny-preln";
 const REFERENCE: &str = "tests/fixtures/opt-tiny-preln/reference.safetensors";
-
-/// Runs the binary in the repository root; returns (exit code, stdout, stderr).
-fn maskscape(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_maskscape"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn run_ok(args: &[&str]) -> String {
     let (code, stdout, stderr) = maskscape(args);
     assert_eq!(code, 0, "{args:?}\n{stdout}\n{stderr}");
     stdout
-}
-
-/// Asserts a user error: exit 2 and one line `error: ...` containing `expected`.
-fn assert_user_error(args: &[&str], expected: &str) {
-    let (code, _, stderr) = maskscape(args);
-    assert_eq!(code, 2, "{args:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(
-        stderr.contains(expected),
-        "{args:?}: expected {expected:?} in {stderr}"
-    );
 }
 
 fn json(path: &Path) -> Value {
@@ -231,7 +204,7 @@ fn probe_writes_every_output_and_matches_the_fixture() {
             "--out",
             other.to_str().unwrap(),
         ],
-        "are not the",
+        &["are not the"],
     );
     assert!(!other.exists());
 }
@@ -359,7 +332,7 @@ fn bad_input_gives_one_line_errors_and_no_output() {
             &out_s,
         ];
         args.extend_from_slice(extra);
-        assert_user_error(&args, expected);
+        assert_user_error(&args, &[expected]);
         assert!(!out.exists(), "no output after an error");
     };
     let no_text = write("no_text.jsonl", "{\"review\": \"Fine.\", \"label\": 1}\n");
@@ -396,12 +369,12 @@ fn bad_input_gives_one_line_errors_and_no_output() {
     );
     assert_user_error(
         &["sweep", &spec, "--out", &out_s],
-        "zero.toml: [sweep] ratios: 0 is not a trainable ratio (each must lie in (0, 1])",
+        &["zero.toml: [sweep] ratios: 0 is not a trainable ratio (each must lie in (0, 1])"],
     );
     assert!(!out.exists());
     let wrong_kind = write("theory.toml", "kind = \"theory\"\ntitle = \"x\"\n");
     assert_user_error(
         &["sweep", &wrong_kind, "--out", &out_s],
-        "maskscape sweep runs kind = \"sweep\"",
+        &["maskscape sweep runs kind = \"sweep\""],
     );
 }

@@ -2,10 +2,11 @@
 //! .safetensors files, results checked against the known spectrum, and every bad
 //! input answered by one line and exit code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_maskscape");
+use std::path::{Path, PathBuf};
+
+use common::{assert_user_error, run};
 
 /// A dense symmetric matrix with the given eigenvalues: `H diag(λ) H` with `H` a
 /// Householder reflection along a fixed pseudo-random direction (row-major).
@@ -87,10 +88,6 @@ fn write_safetensors(path: &Path, tensors: &[(&str, &[f64], [usize; 2])]) {
     bytes.extend(json.as_bytes());
     bytes.extend(data);
     std::fs::write(path, bytes).unwrap();
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
 }
 
 fn summary(out: &Path) -> serde_json::Value {
@@ -452,14 +449,7 @@ fn bad_input_gives_one_line_and_exit_code_2() {
         full.extend(args);
         full.extend(["--out".to_string(), out.to_str().unwrap().to_string()]);
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let o = run(&refs);
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "case {i}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "case {i}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(needle),
-            "case {i}: {stderr}"
-        );
+        assert_user_error(&refs, &[needle]);
         assert!(!out.exists(), "case {i}: output folder written");
     }
 }

@@ -1,39 +1,10 @@
 //! End-to-end tests of `maskscape theory` and `maskscape reproduce` through the binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn maskscape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskscape"))
-        .args(args)
-        .output()
-        .expect("the maskscape binary runs")
-}
-
-/// Runs a command that must fail: exit code 2, and one line on stderr that contains
-/// every `needle`. Returns that line.
-fn fails_with(args: &[&str], needles: &[&str]) -> String {
-    let output = maskscape(args);
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{args:?}: not one line: {stderr}"
-    );
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "{args:?}: `{needle}` not in `{stderr}`"
-        );
-    }
-    stderr
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
+use common::{assert_user_error, path_str, run as maskscape};
 
 #[test]
 fn bad_input_is_one_clear_line_and_exit_code_two() {
@@ -41,56 +12,56 @@ fn bad_input_is_one_clear_line_and_exit_code_two() {
     let out = dir.path().join("out");
     let out = path_str(&out);
     for ratios in ["0,0.5", "1.5", "-0.1,0.5", "0.5,nan"] {
-        fails_with(
+        assert_user_error(
             &["theory", "eigen", "--ratios", ratios, "--out", out],
             &["--ratios"],
         );
     }
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--ratios", "0.5,2", "--out", out],
         &["--ratios", "2 is outside (0, 1]"],
     );
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--n", "0", "--out", out],
         &["--n", "at least 1"],
     );
-    fails_with(
+    assert_user_error(
         &["theory", "lr", "--d", "0", "--out", out],
         &["--d", "at least 1"],
     );
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--trials", "0", "--out", out],
         &["--trials"],
     );
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--sigma", "-1", "--out", out],
         &["--sigma"],
     );
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--delta", "1.5", "--out", out],
         &["--delta"],
     );
 
     let nan_csv = dir.path().join("nan.csv");
     std::fs::write(&nan_csv, "1,2,3\n4,NaN,6\n").unwrap();
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--x", path_str(&nan_csv), "--out", out],
         &["nan.csv", "non-finite", "row 2, column 2"],
     );
     let inf_csv = dir.path().join("inf.csv");
     std::fs::write(&inf_csv, "1,inf\n").unwrap();
-    fails_with(
+    assert_user_error(
         &["theory", "eigen", "--x", path_str(&inf_csv), "--out", out],
         &["inf.csv", "non-finite"],
     );
     let missing = dir.path().join("missing.npy");
-    fails_with(
+    assert_user_error(
         &["theory", "all", "--x", path_str(&missing), "--out", out],
         &["missing.npy"],
     );
     let matrix = dir.path().join("x.csv");
     std::fs::write(&matrix, "1,2,3\n4,5,6\n").unwrap();
-    fails_with(
+    assert_user_error(
         &[
             "theory",
             "eigen",
@@ -337,7 +308,7 @@ fn reproduce_writes_figures_and_a_report_and_is_byte_identical_on_rerun() {
     )
     .unwrap();
     let out = dir.path().join("third");
-    fails_with(
+    assert_user_error(
         &[
             "reproduce",
             "--experiments",
