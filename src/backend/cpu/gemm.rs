@@ -20,10 +20,15 @@ const MIN_TASK_FLOPS: usize = 4 << 20;
 /// Tasks per thread, so that a core slowed by other work hands its share over.
 const TASKS_PER_THREAD: usize = 2;
 
-/// Blocks span whole micro-kernel tiles of faer's AVX-512 kernels (96 rows in f32,
-/// 48 in f64): a ragged block runs its remainder through the slower 64- and 32-row
-/// kernels (measured: 15% of an opt-mini HVP with blocks of 16).
-const BLOCK_MULTIPLE: usize = 96;
+/// Block sizes are multiples of these (rows of `C`: tokens; columns: features).
+/// faer's micro-kernel tiles are 96 (f32) or 48 (f64) features by 4 tokens, so
+/// whole tiles would want multiples of 96 columns; but on 2 threads such coarse
+/// steps leave the blocks unbalanced (512 rows in steps of 96 gave blocks of 192,
+/// 192 and 128), which costs more than ragged tiles do. Measured on opt-mini's
+/// HVP (4 x 64 tokens): steps of 96/96 113 ms, 16/32 89-95 ms, 16/16 97 ms, 16/64
+/// 97 ms, 8/32 97 ms; f64 193 / 174 / 173 / 187 (48) ms.
+const ROW_STEP: usize = 16;
+const COL_STEP: usize = 32;
 
 /// The strided batched GEMM of [`Gemm`] on row-major slices, in parallel when large.
 pub fn gemm<T: CpuScalar>(spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
@@ -140,8 +145,12 @@ fn blocks<'x, T: CpuScalar>(
     tasks: usize,
 ) -> Vec<(MatMut<'x, T>, MatRef<'x, T>, MatRef<'x, T>)> {
     let by_cols = dst.ncols() >= dst.nrows();
-    let len = if by_cols { dst.ncols() } else { dst.nrows() };
-    let step = len.div_ceil(tasks).next_multiple_of(BLOCK_MULTIPLE);
+    let (len, unit) = if by_cols {
+        (dst.ncols(), COL_STEP)
+    } else {
+        (dst.nrows(), ROW_STEP)
+    };
+    let step = len.div_ceil(tasks).next_multiple_of(unit);
     let mut out = Vec::with_capacity(tasks);
     let (mut d, mut l, mut r) = (dst, lhs, rhs);
     loop {
