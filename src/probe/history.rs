@@ -174,6 +174,10 @@ impl<A: LinearOperator> LinearOperator for Recorder<A> {
         self.inner.apply(x, y)?;
         self.observe(x, y)
     }
+
+    fn precision(&self) -> f64 {
+        self.inner.precision()
+    }
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

@@ -31,7 +31,15 @@
 //! `‖A y - θ y‖ ≤ tol · |θ|`, first estimated from the projected matrix and then
 //! **computed**: each wanted Ritz vector is formed and multiplied by `A` (one
 //! product each), and the computed residuals are what is reported. The tolerance is
-//! floored at `256 ε ‖A‖`, the attainable level for eigenvalues near zero.
+//! floored at `256 ε ‖A‖` with `ε` the unit roundoff of the operator's products
+//! ([`LinearOperator::precision`](super::LinearOperator::precision): f32 for a
+//! Hessian computed in f32), the attainable level; a result says when the floor
+//! replaced the requested tolerance ([`LanczosResult::tolerance_clipped`]). The
+//! estimate `β_m |s_m|` of a converged pair keeps falling geometrically even below
+//! what the products can deliver, so after a computed residual disappoints, the
+//! next explicit check waits for the estimate to fall tenfold and for twice as many
+//! steps as the previous wait: a tolerance out of reach costs `O(k log m)` checking
+//! products over `m` steps, not one check per step.
 //!
 //! Repeated eigenvalues. A single start vector's Krylov space holds one direction
 //! per eigenspace, so in exact arithmetic Lanczos cannot see a second copy of a
@@ -143,6 +151,14 @@ pub struct LanczosResult<V> {
     pub converged: Vec<bool>,
     /// Whether `residuals` are computed with explicit products.
     pub residuals_computed: bool,
+    /// The smallest residual the operator's arithmetic supports, `256 ε ‖A‖` with
+    /// `‖A‖` estimated from below by the projected matrix (the value the checks
+    /// used); the tolerance is never below it. 0 for
+    /// [`Reorthogonalization::None`], whose estimates are taken as they come.
+    pub residual_floor: f64,
+    /// Whether `tol |θ|` was below [`Self::residual_floor`] for a reported pair, which
+    /// was then judged against the floor instead.
+    pub tolerance_clipped: bool,
     /// Ritz vectors (unit norm), when requested.
     pub vectors: Option<Vec<V>>,
     /// Operator products used in total.
@@ -271,8 +287,9 @@ fn validate<S: VectorSpace, A: OperatorOn<S> + ?Sized>(
 /// errs only by `O(ω² ‖A‖) = 1e-10 ‖A‖` (Simon 1984).
 const F32_SEMI_ORTHOGONALITY: f64 = 1e-5;
 
-/// The smallest residual the arithmetic supports, in units of `‖A‖`.
-const FLOOR: f64 = 256.0 * f64::EPSILON;
+/// The smallest residual the arithmetic supports, in units of `‖A‖ ε` (with `ε`
+/// the operator's unit roundoff).
+const FLOOR_ULPS: f64 = 256.0;
 
 /// A verified eigenpair kept aside (deflated) while probing.
 #[derive(Clone, Copy, Debug)]
@@ -292,6 +309,8 @@ struct Solver<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
     orthogonality: Orthogonality,
     target: Target,
     cap: usize,
+    /// The smallest attainable residual in units of `‖A‖`.
+    floor: f64,
     locked: S::Basis,
     pairs: Vec<LockedPair>,
     products: u64,
@@ -343,6 +362,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             orthogonality,
             target,
             cap,
+            floor: FLOOR_ULPS * op.precision().max(f64::EPSILON),
             locked: space.new_basis(total, Precision::F64)?,
             pairs: Vec::new(),
             products: 0,
@@ -361,7 +381,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
 
     /// The residual an estimate must reach.
     fn tolerance(&self, theta: f64, norm: f64) -> f64 {
-        (self.options.tol * theta.abs()).max(FLOOR * norm)
+        (self.options.tol * theta.abs()).max(self.floor * norm)
     }
 
     /// The residual a computed Ritz pair must reach: as [`Self::tolerance`], but
@@ -442,6 +462,9 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
         let mut factor = 1.0;
         let mut since_check = 0;
         let mut steps = 0;
+        // After a disappointing explicit check: the step before which no other is
+        // made, and the wait after the next one (doubling).
+        let (mut next_check, mut wait) = (0, 1);
         let mut verified: Option<Vec<(f64, f64, S::Vector)>> = None;
         while !engine.exhausted && self.can_step(engine.products) {
             engine.step(&self.locked, progress)?;
@@ -461,7 +484,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 && wanted.iter().all(|&i| {
                     ritz.residuals[i] <= factor * self.tolerance(ritz.eig.values[i], norm)
                 });
-            if !(estimated || engine.exhausted) {
+            if !((estimated && steps >= next_check) || engine.exhausted) {
                 continue;
             }
             let pairs = self.verify(&mut engine, &ritz, &wanted, progress)?;
@@ -472,8 +495,12 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 verified = Some(pairs);
                 break;
             }
-            // The estimate was optimistic (rounding in the basis): ask for more.
+            // The estimate was optimistic (rounding in the basis, or in the products):
+            // ask for more, and wait longer each time so that a residual the
+            // products cannot deliver does not cost a check per step.
             factor *= 0.1;
+            next_check = steps + wait;
+            wait *= 2;
             if engine.exhausted {
                 verified = Some(pairs);
                 break;
@@ -687,11 +714,18 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             Orthogonality::Partial { .. } => Some(self.largest_omega),
             Orthogonality::Full => None,
         };
+        let residual_floor = self.floor * self.norm_estimate;
+        let tolerance_clipped = self
+            .pairs
+            .iter()
+            .any(|p| self.options.tol * p.value.abs() < residual_floor);
         Ok(LanczosResult {
             eigenvalues: order.iter().map(|&i| self.pairs[i].value).collect(),
             residuals: order.iter().map(|&i| self.pairs[i].residual).collect(),
             converged: order.iter().map(|&i| self.pairs[i].converged).collect(),
             residuals_computed: true,
+            residual_floor,
+            tolerance_clipped,
             vectors,
             products: self.products,
             verification_products: self.verification_products,

@@ -126,6 +126,8 @@ where
             .map(|p| p.1 <= options.tol * p.0.abs())
             .collect(),
         residuals_computed: false,
+        residual_floor: 0.0,
+        tolerance_clipped: false,
         vectors: None,
         products,
         verification_products: 0,

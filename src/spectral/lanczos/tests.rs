@@ -4,7 +4,7 @@ use super::*;
 use crate::progress::Silent;
 use crate::spectral::bounds::theoretical_products;
 use crate::spectral::host::{HostSpace, random_values};
-use crate::spectral::operator::{Counting, Diagonal};
+use crate::spectral::operator::{Counting, Diagonal, LinearOperator};
 use crate::spectral::testing::with_spectrum;
 use crate::spectral::vector::Distribution;
 
@@ -420,4 +420,96 @@ fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(one.eigenvalues, two.eigenvalues);
     assert_eq!(one.residuals, two.residuals);
     assert_eq!(one.products, two.products);
+}
+
+/// `A` applied in f32: input and output rounded to single precision, so products
+/// carry errors of about `ε₃₂ ‖A‖`. Declares that precision only when `honest`.
+struct SinglePrecision<A> {
+    inner: A,
+    honest: bool,
+}
+
+impl<A: LinearOperator> LinearOperator for SinglePrecision<A> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn name(&self) -> String {
+        format!("{} in f32", self.inner.name())
+    }
+    fn apply(&self, x: &[f64], y: &mut [f64]) -> Result<()> {
+        let rounded: Vec<f64> = x.iter().map(|&v| f64::from(v as f32)).collect();
+        self.inner.apply(&rounded, y)?;
+        y.iter_mut().for_each(|v| *v = f64::from(*v as f32));
+        Ok(())
+    }
+    fn precision(&self) -> f64 {
+        if self.honest {
+            f64::from(f32::EPSILON)
+        } else {
+            f64::EPSILON
+        }
+    }
+}
+
+fn single_precision_case(honest: bool) -> (LanczosResult<Vec<f64>>, Vec<f64>, u64) {
+    let values = spectrum(500, &[5.0, 4.0, 3.5], (0.0, 3.0), 15);
+    let a = with_spectrum(&values, 16);
+    let mut exact = a.eigenvalues().unwrap();
+    exact.sort_by(f64::total_cmp);
+    let op = Counting::new(SinglePrecision { inner: a, honest });
+    let options = LanczosOptions {
+        k: 3,
+        tol: 1e-12,
+        max_products: 300,
+        ..LanczosOptions::default()
+    };
+    let result = lanczos(&op, &HostSpace::new(500), &options, &Silent).unwrap();
+    let products = op.products();
+    (result, exact_wanted(&exact, 3, Which::Largest), products)
+}
+
+#[test]
+fn a_tolerance_below_the_products_precision_is_clipped_and_said() {
+    let (result, wanted, products) = single_precision_case(true);
+    println!(
+        "f32 products, tol 1e-12: {:?} residuals {:?} products {} (verification {}) floor {:.1e}",
+        result.eigenvalues,
+        result.residuals,
+        result.products,
+        result.verification_products,
+        result.residual_floor
+    );
+    assert_eq!(result.products, products);
+    assert!(result.tolerance_clipped);
+    assert!(result.converged.iter().all(|&c| c));
+    // 256 ε₃₂ ‖A‖ with ‖A‖ = 5 (estimated from below)
+    let ratio = result.residual_floor / (256.0 * 5.0 * f64::from(f32::EPSILON));
+    assert!((0.5..=1.0 + 1e-9).contains(&ratio), "floor ratio {ratio}");
+    assert!(result.residuals.iter().all(|&r| r <= result.residual_floor));
+    for (got, want) in result.eigenvalues.iter().zip(&wanted) {
+        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    }
+    // one explicit check of the 3 pairs in the main phase, one per probe
+    assert!(
+        result.verification_products <= 6,
+        "{} verification products",
+        result.verification_products
+    );
+}
+
+#[test]
+fn an_unreachable_tolerance_costs_logarithmically_many_checks() {
+    // The operator hides its precision: the estimates pass long before the computed
+    // residuals can, and every explicit check disappoints until the budget ends.
+    let (result, _, products) = single_precision_case(false);
+    let checks = result.verification_products / 3;
+    println!(
+        "hidden f32 products, tol 1e-12: residuals {:?}, {} products, {} checks",
+        result.residuals, products, checks
+    );
+    assert!(!result.tolerance_clipped);
+    assert!(result.converged.iter().any(|&c| !c));
+    assert_eq!(result.products, 300);
+    // checks at doubling waits: log2(300) + the final one, not one per step
+    assert!(checks <= 10, "{checks} explicit checks");
 }
