@@ -613,8 +613,7 @@ pub(crate) fn workspace<'w, T: Scalar, B: Backend<T>>(
         *slot = None;
         *slot = Some(Workspace::new(m, dims, dual)?);
     }
-    // invariant: set just above
-    Ok(slot.as_mut().expect("workspace was just created"))
+    Ok(slot.as_mut().expect("workspace was just created")) // invariant: set just above
 }
 
 /// A mask prepared for masked Hessian-vector products: its sorted flat indices split
@@ -715,10 +714,9 @@ impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
     }
 
     fn small_mask(&self, s: &SmallTangent<B::Buf>) -> &EntryMask<B::Index> {
-        // invariant: `small` is built from masked entries only
         self.per_entry[s.entry]
             .as_ref()
-            .expect("small tensor is masked")
+            .expect("small tensor is masked") // invariant: `small` is built from masked entries only
     }
 
     /// Zeroed output scratch for the small masked tensors (one buffer each).
@@ -735,10 +733,9 @@ impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
             .collect();
         for (s, range) in self.small.iter_mut().zip(ranges) {
             b.zero(b.view_mut(&mut s.tangent));
-            // invariant: as in `small_mask`
             let em = self.per_entry[s.entry]
                 .as_ref()
-                .expect("small tensor is masked");
+                .expect("small tensor is masked"); // invariant: as in `small_mask`
             b.scatter(b.view_mut(&mut s.tangent), &em.idx, b.sub(values, range));
         }
     }
@@ -802,13 +799,11 @@ fn masked_out<'x, T: Scalar, B: Backend<T>>(
     match em {
         None => TangentOut::Skip,
         Some(EntryMask { small: Some(s), .. }) => {
-            // invariant: `take2` reborrowed the scratch of each small entry it asked for
-            TangentOut::Dense(small[*s].take().expect("small scratch taken once"))
+            TangentOut::Dense(small[*s].take().expect("small scratch taken once")) // invariant: `take2` reborrowed the scratch of each small entry it asked for
         }
         Some(x) => TangentOut::Sparse {
             idx: &x.idx,
-            // invariant: `carve2` returns a view for every sparse entry it was given
-            out: sparse.expect("sparse entry has an output range"),
+            out: sparse.expect("sparse entry has an output range"), // invariant: `carve2` returns a view for every sparse entry it was given
         },
     }
 }
@@ -1688,8 +1683,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                     Some(_) => batch.scored.iter().map(|&r| T::from_f64(all[r])).collect(),
                 }
             };
-            // invariant: allocated by `run` when the reverse sweep follows
-            let adj = ws.head.adj.as_mut().expect("head adjoints");
+            let adj = ws.head.adj.as_mut().expect("head adjoints"); // invariant: allocated by `run` when the reverse sweep follows
             let dlp_all = b.sub_mut(b.view_mut(&mut adj.lp), 0..p * n);
             let dlp = pick(batch.head.vjp(&lp, scale));
             if self.dual {
@@ -1727,8 +1721,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         let c = &self.m.config;
         let (b, h, e) = (self.b, self.d.hidden, self.d.embed);
         let (acts, live) = (&ws.acts, &ws.live);
-        // invariant: allocated by `run` before the reverse sweep
-        let adj = ws.adj.as_mut().expect("adjoints");
+        let adj = ws.adj.as_mut().expect("adjoints"); // invariant: allocated by `run` before the reverse sweep
 
         // LM head, project_out, final LayerNorm
         let last = &acts.streams[self.d.layers];
@@ -1844,8 +1837,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             return;
         }
         let p = self.pair_len();
-        // invariant: allocated by `run` when the reverse sweep follows
-        let adj = head.adj.as_mut().expect("head adjoints");
+        let adj = head.adj.as_mut().expect("head adjoints"); // invariant: allocated by `run` when the reverse sweep follows
         let lp = LogProb { rows: n, vocab: v };
         let probs = b.sub(b.view(&head.probs), 0..n * v);
         let dlp = b.view(&adj.lp);
