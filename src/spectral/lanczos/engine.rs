@@ -308,6 +308,16 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
         Ok(Some((value, residual, u)))
     }
 
+    /// `A x`, one product counted against this engine.
+    pub fn apply<P: Progress + ?Sized>(&mut self, x: &S::Vector, progress: &P) -> Result<S::Vector> {
+        let mut out = self.space.zeros()?;
+        progress.check()?;
+        self.op.apply_in(self.space, x, &mut out)?;
+        self.products += 1;
+        progress.advance(1);
+        Ok(out)
+    }
+
     /// One Lanczos step: expands the continuation vector with one product
     /// (restarting first when the basis is full).
     pub fn step<P: Progress + ?Sized>(&mut self, locked: &S::Basis, progress: &P) -> Result<()> {
