@@ -309,7 +309,11 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
     }
 
     /// `A x`, one product counted against this engine.
-    pub fn apply<P: Progress + ?Sized>(&mut self, x: &S::Vector, progress: &P) -> Result<S::Vector> {
+    pub fn apply<P: Progress + ?Sized>(
+        &mut self,
+        x: &S::Vector,
+        progress: &P,
+    ) -> Result<S::Vector> {
         let mut out = self.space.zeros()?;
         progress.check()?;
         self.op.apply_in(self.space, x, &mut out)?;

@@ -44,16 +44,29 @@
 //! Repeated eigenvalues. A single start vector's Krylov space holds one direction
 //! per eigenspace, so in exact arithmetic Lanczos cannot see a second copy of a
 //! repeated eigenvalue. With `verify_multiplicity`, once the wanted pairs have
-//! converged they are locked and Lanczos is rerun from a fresh random vector on the
-//! deflated operator `(I - YYᵀ) A (I - YYᵀ)`; Ritz values of the deflated operator
-//! that belong among the wanted ones (missing copies, or values missed for any
-//! other reason) are verified, locked, and the probe repeats until one finds
-//! nothing. A probe stops when its extreme Ritz value has converged, or after as
-//! many steps as the first phase needed if it shows nothing beyond the wanted set:
-//! a missing copy of a wanted eigenvalue converges at least as fast in the deflated
-//! operator (the competitors above it are gone). This costs up to one extra phase;
-//! it is the price of reporting multiplicities, which no single-vector Krylov method
-//! can certify.
+//! converged they are locked, and two checks make sure that the `k` reported at
+//! each end are the `k` extreme eigenvalues counting multiplicity:
+//!
+//! - The unexplored space (orthogonal to the basis and the locked vectors) is
+//!   tested with one product on a random vector of it: if that vector is an
+//!   eigenvector, the space is (with probability one) a single eigenspace, the
+//!   null space of a rank-deficient Hessian being the common case. Its copies are
+//!   then locked while they belong among the wanted, one product each, and the
+//!   spectrum is accounted for.
+//! - Otherwise Lanczos is rerun from a fresh random vector on the deflated operator
+//!   `(I - YYᵀ) A (I - YYᵀ)`; Ritz values of the deflated operator that belong
+//!   among the wanted ones (missing copies, or values missed for any other reason)
+//!   are verified (first corrected for the locked pairs' residuals, which the
+//!   deflation ignores), locked, and the probe repeats until one finds nothing. A
+//!   probe stops when its extreme Ritz value has converged, or after as many steps
+//!   as the first phase needed if it shows nothing beyond the wanted set: a
+//!   missing copy of a wanted eigenvalue converges at least as fast in the
+//!   deflated operator (the competitors above it are gone).
+//!
+//! Only a probe that concluded (or the test above) verifies the set
+//! ([`LanczosResult::multiplicities_verified`]); when the budget runs out first,
+//! no pair is flagged converged. This costs up to one extra phase; it is the price
+//! of reporting multiplicities, which no single-vector Krylov method can certify.
 
 mod engine;
 mod omega;

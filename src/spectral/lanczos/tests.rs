@@ -622,7 +622,9 @@ fn theory_hessian_bottom_five_are_its_null_space() {
         // Top five to 1e-8 relative; bottom five |λ| <= 1e-8 λ_max.
         assert_extremes(&label, &result, &wanted, 1e-8, top, tol);
         assert!(
-            result.eigenvalues[5..].iter().all(|v| v.abs() <= 1e-8 * top),
+            result.eigenvalues[5..]
+                .iter()
+                .all(|v| v.abs() <= 1e-8 * top),
             "{label}: {:?}",
             result.eigenvalues
         );
@@ -655,11 +657,17 @@ fn theory_hessian_bottom_five_are_its_null_space() {
     };
     let result = lanczos(&hessian, &HostSpace::new(5000), &short, &Silent).unwrap();
     println!("partial, 100 products: {:?}", result.eigenvalues);
-    let all_null = result.eigenvalues[5..].iter().all(|v| v.abs() <= 1e-8 * top);
+    let all_null = result.eigenvalues[5..]
+        .iter()
+        .all(|v| v.abs() <= 1e-8 * top);
     assert!(result.products <= 100);
     if !all_null {
         assert!(!result.multiplicities_verified);
-        assert!(result.converged.iter().all(|&c| !c), "{:?}", result.converged);
+        assert!(
+            result.converged.iter().all(|&c| !c),
+            "{:?}",
+            result.converged
+        );
     }
 }
 
