@@ -1,0 +1,1 @@
+// attention kernels: see src/backend/cuda/attention.rs (to be written)

@@ -1,0 +1,1 @@
+// elementwise kernels: see src/backend/cuda/elementwise.rs (to be written)

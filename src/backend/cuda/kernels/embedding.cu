@@ -1,0 +1,1 @@
+// embedding kernels: see src/backend/cuda/embedding.rs (to be written)

@@ -1,0 +1,1 @@
+// layernorm kernels: see src/backend/cuda/layernorm.rs (to be written)

@@ -1,0 +1,1 @@
+// logprob kernels: see src/backend/cuda/logprob.rs (to be written)

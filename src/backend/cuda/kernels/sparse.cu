@@ -1,0 +1,1 @@
+// sparse kernels: see src/backend/cuda/sparse.rs (to be written)

@@ -1,0 +1,1 @@
+// vector kernels: see src/backend/cuda/vector.rs (to be written)
