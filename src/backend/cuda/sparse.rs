@@ -8,8 +8,8 @@
 //!   [`ROW_CHUNK`] rows. Deterministic (no atomics).
 //! - `matmul_nn`: x over entries (256 per block), y over row chunks. Uses atomicAdd,
 //!   so the last bits may vary between runs.
-//! - `sampled_tn`: one thread per entry (256 per block), rows in order.
-//!   Deterministic.
+//! - `sampled_tn`: one warp per entry (8 per block of 256), its lanes splitting
+//!   the rows. Deterministic.
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
@@ -117,6 +117,9 @@ pub(super) fn matmul_nn<T: CudaScalar>(
     );
 }
 
+/// Threads per entry in `sparse_sampled_tn` (one warp).
+const WARP: usize = 32;
+
 /// `out[e] += sum_r a[r, o_e] * b[r, i_e]`. Cost `O(nnz * rows)`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sampled_tn<T: CudaScalar>(
@@ -141,7 +144,7 @@ pub(super) fn sampled_tn<T: CudaScalar>(
     let nnz = idx.len();
     cuda.launch::<T>(
         "sparse_sampled_tn",
-        elements(nnz),
+        elements(nnz * WARP),
         &[
             out.ptr(),
             a.ptr(),

@@ -77,19 +77,24 @@ extern "C" __global__ void sparse_matmul_nn(real* out, const real* dy, const uns
 
 // out[e] += sum_r a[r, o_e] b[r, i_e] (entries of A^T B at the pattern).
 //
-// One thread per entry, adding the rows' terms in row order starting from out[e]:
-// the CPU's order exactly, deterministic. Neighbouring entries mostly share o, so a
-// warp's loads of a row of a are broadcasts and those of b fall within one row.
+// One warp per entry: lane l sums rows l, l + 32, ... in order, then warp_sum adds
+// the lanes' partial sums in a fixed butterfly order, so the result is deterministic.
+// A warp rather than a thread per entry because a mask may keep only a few hundred
+// entries of a tensor, which one thread each would leave looping over thousands of
+// rows on a handful of SMs. The warp index is uniform across its lanes, so whole
+// warps leave together and warp_sum's full mask holds.
 extern "C" __global__ void sparse_sampled_tn(real* out, const real* a, const real* b,
                                              const unsigned int* idx, long long nnz,
                                              long long rows, long long out_dim,
                                              long long in_dim) {
-    const long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long e = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
     if (e >= nnz) return;
     const long long flat = idx[e];
     const long long o = flat / in_dim;
     const long long i = flat - o * in_dim;
-    real acc = out[e];
-    for (long long r = 0; r < rows; ++r) acc += a[r * out_dim + o] * b[r * in_dim + i];
-    out[e] = acc;
+    real sum = 0;
+    for (long long r = lane; r < rows; r += 32) sum += a[r * out_dim + o] * b[r * in_dim + i];
+    sum = warp_sum(sum);
+    if (lane == 0) out[e] += sum;
 }
