@@ -87,6 +87,7 @@ fn shape(dims: &AttentionDims) -> [u64; 3] {
     [size(dims.seq), size(dims.heads), size(dims.head_dim)]
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward<T: CudaScalar>(
     cuda: &Cuda,
     out: DeviceViewMut<'_, T>,
