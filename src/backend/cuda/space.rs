@@ -1370,9 +1370,11 @@ mod tests {
                 "{mode:?} {precision:?}: host {:?} ({} products), cuda {:?} ({} products)",
                 on_host.eigenvalues, on_host.products, on_device.eigenvalues, on_device.products
             );
-            let tol = match precision {
-                Precision::F64 => 1e-10,
-                Precision::F32 => 1e-6,
+            // An f32 basis limits Ritz vectors to about 1e-7: compare with the
+            // exact eigenvalues, and do not ask for the 1e-10 residuals.
+            let (tol, vector_tol) = match precision {
+                Precision::F64 => (1e-10, 1e-6),
+                Precision::F32 => (1e-6, 1e-4),
             };
             assert_close(
                 &format!("{mode:?} {precision:?} eigenvalues"),
@@ -1381,19 +1383,117 @@ mod tests {
                 10.0,
                 tol,
             );
-            assert!(
-                on_device.converged.iter().all(|&c| c),
-                "{mode:?}: converged"
+            assert_close(
+                &format!("{mode:?} {precision:?} eigenvalues against the exact ones"),
+                &on_device.eigenvalues,
+                &[10.0, 8.0, 6.5, 5.0, 4.0],
+                10.0,
+                tol,
             );
+            if precision == Precision::F64 {
+                assert!(
+                    on_device.converged.iter().all(|&c| c),
+                    "{mode:?}: converged"
+                );
+            }
             let vectors = on_device.vectors.as_ref().ok_or("no Ritz vectors")?;
             let host_vectors = on_host.vectors.as_ref().ok_or("no Ritz vectors")?;
+            assert_eq!(vectors.len(), host_vectors.len());
             for (d, h) in vectors.iter().zip(host_vectors) {
                 // Same vector up to sign.
                 let d = space.download(d)?;
                 let sign = d.iter().zip(h).map(|(a, b)| a * b).sum::<f64>().signum();
                 let flipped: Vec<f64> = d.iter().map(|v| v * sign).collect();
-                assert_close("Ritz vector", &flipped, h, 1.0, 1e-5);
+                assert_close("Ritz vector", &flipped, h, 1.0, vector_tol);
             }
+        }
+        Ok(())
+    }
+
+    /// The Hessian on device vectors against the same operator through the host
+    /// path (same model, same kernels: only the casts, the scatter and the gather
+    /// differ), on the tiny fixture, for the masked, gathered and full products;
+    /// and the masked product against the PyTorch fixture.
+    #[test]
+    fn hessian_on_device_vectors_matches_its_host_path() -> TestResult {
+        use std::path::PathBuf;
+
+        use crate::model::verify::Reference;
+        use crate::model::{Checkpoint, Opt};
+        use crate::probe::inputs::{DataInputs, DataRequest, data_spec};
+        use crate::probe::operator::{ProductPath, Restriction};
+        use crate::spectral::LinearOperator;
+
+        let Some(cuda) = device()? else {
+            return Ok(());
+        };
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opt-tiny-preln");
+        let reference = Reference::load(&dir.join("reference.safetensors"))?;
+        let checkpoint = Checkpoint::<f64>::load(&dir)?;
+        let model = Opt::new(cuda.clone(), checkpoint.config.clone(), &checkpoint.params)?;
+        let request = DataRequest {
+            spec: data_spec(
+                &dir.join("reference.safetensors"),
+                None,
+                None,
+                None,
+                &[],
+                None,
+                0,
+            )?,
+            tokenizer: None,
+            batch_rows: 8,
+        };
+        let data = DataInputs::load(&request, &dir, &checkpoint.config)?;
+        let mask: Vec<u64> = reference
+            .mask_idx
+            .as_ref()
+            .ok_or("no mask in the fixture")?
+            .iter()
+            .map(|&i| i as u64)
+            .collect();
+        let v = &reference.v.as_ref().ok_or("no v in the fixture")?.values;
+        let masked_want = &reference
+            .hvp_masked
+            .as_ref()
+            .ok_or("no masked HVP in the fixture")?
+            .values;
+        let cases = [
+            (Restriction::Indices(mask.clone()), ProductPath::Masked),
+            (Restriction::Indices(mask.clone()), ProductPath::Gathered),
+            (Restriction::Full, ProductPath::Auto),
+        ];
+        for (restriction, path) in cases {
+            let op = HessianOperator::with_path(&model, &data.batches, &restriction, path)?;
+            let n = LinearOperator::dim(&op);
+            let x: Vec<f64> = match &restriction {
+                Restriction::Indices(idx) => idx.iter().map(|&i| v[i as usize]).collect(),
+                Restriction::Full => v.clone(),
+            };
+            let mut host_y = vec![0.0; n];
+            op.apply(&x, &mut host_y)?;
+            let space = CudaSpace::new(cuda.clone(), n);
+            let dx = space.upload(&x)?;
+            let mut dy = space.zeros()?;
+            op.apply_in(&space, &dx, &mut dy)?;
+            let device_y = space.download(&dy)?;
+            assert_close(
+                &format!("{path:?} product"),
+                &device_y,
+                &host_y,
+                max_abs(&host_y),
+                1e-12,
+            );
+            if matches!(restriction, Restriction::Indices(_)) {
+                assert_close(
+                    &format!("{path:?} product against PyTorch"),
+                    &device_y,
+                    masked_want,
+                    max_abs(masked_want),
+                    1e-9,
+                );
+            }
+            assert_eq!(op.products(), 2, "both products counted");
         }
         Ok(())
     }
