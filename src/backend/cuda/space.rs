@@ -687,12 +687,7 @@ impl VectorSpace for CudaSpace {
         self.check(y)?;
         basis.check_slots(slots)?;
         let xa = self.addr(x);
-        // The store is only read here; `update_in` needs it mutably for pushes.
-        match &basis.store {
-            Store::F64(s) => self.update_read_only(s, y, xa, alpha, slots, coeffs)?,
-            Store::F32(s) => self.update_read_only(s, y, xa, alpha, slots, coeffs)?,
-        }
-        self.norm(y)
+        with_store!(basis, s => self.update_norm(s, y, xa, alpha, slots, coeffs))
     }
 
     fn update_scale_push(
@@ -810,6 +805,33 @@ impl VectorSpace for CudaSpace {
         }
     }
 
+    /// CGS2 with the norm accumulated in the second subtraction's sweep.
+    fn basis_orthogonalize(
+        &self,
+        basis: &CudaBasis,
+        slots: &[usize],
+        x: &mut CudaSlice<f64>,
+    ) -> Result<(Vec<f64>, f64)> {
+        let first = self.basis_dots(basis, slots, x)?;
+        self.basis_subtract(basis, slots, &first, x)?;
+        let second = self.basis_dots(basis, slots, x)?;
+        let norm = with_store!(basis, s => self.update_norm(s, x, 0, 0.0, slots, &second))?;
+        let coeffs = first.iter().zip(&second).map(|(a, b)| a + b).collect();
+        Ok((coeffs, norm))
+    }
+
+    /// One pass, the norm accumulated in the subtraction's sweep.
+    fn basis_project_out(
+        &self,
+        basis: &CudaBasis,
+        slots: &[usize],
+        x: &mut CudaSlice<f64>,
+    ) -> Result<(Vec<f64>, f64)> {
+        let coeffs = self.basis_dots(basis, slots, x)?;
+        let norm = with_store!(basis, s => self.update_norm(s, x, 0, 0.0, slots, &coeffs))?;
+        Ok((coeffs, norm))
+    }
+
     fn basis_combine(
         &self,
         basis: &CudaBasis,
@@ -875,6 +897,41 @@ impl CudaSpace {
             elements(self.dim),
             &[out, self.addr(src), size(self.dim)],
         );
+    }
+
+    /// `x = x + alpha ax - Σ coeffs[i] v_{slots[i]}`, then `‖x‖` from the same
+    /// sweep (one pass, one synchronization).
+    fn update_norm<T: CudaScalar>(
+        &self,
+        s: &Slots<T>,
+        x: &mut CudaSlice<f64>,
+        ax: u64,
+        alpha: f64,
+        slots: &[usize],
+        coeffs: &[f64],
+    ) -> Result<f64> {
+        let m = slots.len().min(coeffs.len());
+        let mut scratch = self.lock();
+        let table = self.table(
+            &mut scratch,
+            &self.slot_words(&s.vecs, &slots[..m], &coeffs[..m]),
+        )?;
+        let partials = self.partials(&mut scratch, 1)?;
+        self.cuda.launch::<T>(
+            "vec_update_norm_partial",
+            reduction(self.blocks, 1),
+            &[
+                partials,
+                self.addr(x),
+                ax,
+                scalar(alpha),
+                table,
+                table + (m * size_of::<u64>()) as u64,
+                size(m),
+                size(self.dim),
+            ],
+        );
+        Ok(self.sums(&mut scratch, partials, 1)?[0].sqrt())
     }
 
     /// [`CudaSpace::update_in`] without a push, on a shared basis.

@@ -184,6 +184,26 @@ extern "C" __global__ void vec_update(double* x, const double* ax, double alpha,
     x[i] = xi;
 }
 
+// vec_update without a push, in a grid-stride loop over a reduction grid, then
+// partials[blockIdx.x] = this block's share of ||x||^2 after the update (the
+// norm accumulated in the same sweep, as the host's subtract_sweep does).
+extern "C" __global__ void vec_update_norm_partial(double* partials, double* x, const double* ax,
+                                                   double alpha, const real* const* vecs,
+                                                   const double* coeffs, long long m,
+                                                   long long n) {
+    __shared__ double scratch[32];
+    double acc = 0.0;
+    for (long long i = vec_index(); i < n; i += vec_stride()) {
+        double xi = x[i];
+        if (ax) xi += alpha * ax[i];
+        for (long long s = 0; s < m; ++s) xi += (-coeffs[s]) * (double)vecs[s][i];
+        x[i] = xi;
+        acc += xi * xi;
+    }
+    acc = vec_block_sum(acc, scratch);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
 // out = sum_j coeffs[j] vecs[j] over j < m, accumulated from zero in slot order.
 extern "C" __global__ void vec_basis_combine(double* out, const real* const* vecs,
                                              const double* coeffs, long long m, long long n) {
