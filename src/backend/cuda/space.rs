@@ -1004,6 +1004,10 @@ impl<T: CudaScalar> OperatorOn<CudaSpace> for HessianOperator<'_, T, Cuda> {
         space.check(x)?;
         space.check(y)?;
         let (xa, ya) = (space.addr(x), space.addr(y));
+        let y: &CudaSlice<f64> = y;
+        // Counted inside the product, so its synchronization makes the product's
+        // time the device's time, not the launches'.
+        let nonfinite = std::cell::Cell::new(0);
         self.apply_on_backend(
             |cuda, input, index| {
                 match index {
@@ -1033,10 +1037,11 @@ impl<T: CudaScalar> OperatorOn<CudaSpace> for HessianOperator<'_, T, Cuda> {
                         &[ya, cuda.address(output), size(n)],
                     ),
                 }
+                nonfinite.set(space.count_nonfinite(y)?);
                 Ok(())
             },
         )?;
-        if space.count_nonfinite(y)? > 0 {
+        if nonfinite.get() > 0 {
             let host = space.download(y)?;
             let i = host.iter().position(|v| !v.is_finite()).unwrap_or(0);
             return Err(Error::NonFinite(format!(
