@@ -24,6 +24,7 @@ mod embedding;
 mod layernorm;
 mod logprob;
 mod runtime;
+mod space;
 mod sparse;
 
 use std::marker::PhantomData;
@@ -36,6 +37,7 @@ use super::kernels::{AttentionDims, Backend, Gemm};
 use crate::error::Result;
 
 pub use runtime::{Cuda, availability};
+pub use space::CudaSpace;
 
 /// Which of the two compiled kernel sets a scalar type uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
