@@ -17,9 +17,9 @@ use maskscape::probe::inputs::data_spec;
 use maskscape::probe::operator::ProductPath;
 use maskscape::probe::sweep::{CellRecord, CheckpointEntry};
 use maskscape::probe::{
-    DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, HessianOperator, LandscapeOptions,
-    LandscapeRequest, Method, ProbeOptions, ProbeRequest, Regime, Restriction, SweepSpec, evaluate,
-    probe_spectrum, run_landscape, run_probe, run_sweep,
+    DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, HessianOperator,
+    LandscapeOptions, LandscapeRequest, Method, ProbeOptions, ProbeRequest, Regime, Restriction,
+    SweepSpec, evaluate, probe_spectrum, run_landscape, run_probe, run_sweep,
 };
 use maskscape::progress::{Progress, Silent};
 use maskscape::report::Manifest;

@@ -13,9 +13,9 @@ use crate::mask::{MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::probe::inputs::data_spec;
 use crate::probe::landscape::write_landscape;
 use crate::probe::{
-    DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, LandscapeOptions, LandscapeRequest,
-    Method, ProbeOptions, ProbeOutputs, ProbeRequest, run_landscape, run_probe, run_sweep,
-    write_probe, write_sweep,
+    DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, LandscapeOptions,
+    LandscapeRequest, Method, ProbeOptions, ProbeOutputs, ProbeRequest, run_landscape, run_probe,
+    run_sweep, write_probe, write_sweep,
 };
 use crate::report::Manifest;
 use crate::report::table::format_float;

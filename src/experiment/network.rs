@@ -35,9 +35,9 @@ use crate::probe::inputs::data_spec;
 use crate::probe::landscape::write_landscape;
 use crate::probe::output::ritz_table;
 use crate::probe::{
-    DataRequest, Device, Dtype, GpuOptions, HessianChoice, LandscapeOptions, LandscapeRequest, ProbeOptions,
-    ProbeOutputs, ProbeRequest, SweepSpec, run_landscape, run_probe, run_sweep, write_probe,
-    write_sweep,
+    DataRequest, Device, Dtype, GpuOptions, HessianChoice, LandscapeOptions, LandscapeRequest,
+    ProbeOptions, ProbeOutputs, ProbeRequest, SweepSpec, run_landscape, run_probe, run_sweep,
+    write_probe, write_sweep,
 };
 use crate::report::Manifest;
 use crate::report::table::format_float;

@@ -124,20 +124,21 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     let mut first = [T::from_f64(0.0)];
     // A download is ordered after every kernel launched before it (one stream).
     let mut wait_for_device = || b.download(b.sub(b.view(&v), 0..1), &mut first);
-    let mut time = |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
-        let mut samples_ms = Vec::with_capacity(reps);
-        for i in 0..warmup + reps {
-            progress.check()?;
-            let start = Instant::now();
-            run()?;
-            wait_for_device()?;
-            if i >= warmup {
-                samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    let mut time =
+        |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
+            let mut samples_ms = Vec::with_capacity(reps);
+            for i in 0..warmup + reps {
+                progress.check()?;
+                let start = Instant::now();
+                run()?;
+                wait_for_device()?;
+                if i >= warmup {
+                    samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+                progress.advance(1);
             }
-            progress.advance(1);
-        }
-        Ok(PhaseTimes { phase, samples_ms })
-    };
+            Ok(PhaseTimes { phase, samples_ms })
+        };
     Ok(vec![
         time("forward", &mut || objective.loss().map(drop))?,
         time("gradient", &mut || {
