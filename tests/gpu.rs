@@ -6,7 +6,7 @@
 //! device (as in CI) it prints why and passes without checking anything. On the GPU
 //! machine these run from the prebuilt test binary (scripts/gpu-check.sh).
 
-mod common;
+use std::path::{Path, PathBuf};
 
 use maskscape::backend::cuda::availability;
 use maskscape::backend::{Backend, Cpu, Cuda, Scalar};
@@ -21,7 +21,12 @@ use maskscape::spectral::Which;
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
-use common::fixture;
+/// Fixture `name`, relative to the working directory: `cargo test` runs in the
+/// repository root, and so does scripts/gpu-check.sh, on a machine where the path
+/// this crate was built in (`CARGO_MANIFEST_DIR`) does not exist.
+fn fixture(name: &str) -> PathBuf {
+    Path::new("tests/fixtures").join(name)
+}
 
 /// The GPU, or `None` after printing why the test is skipped.
 fn gpu() -> Option<Cuda> {
