@@ -62,6 +62,18 @@ unpack() {
         xz -d -c "$bundle/$name.xz" >"$work/$name" && chmod +x "$work/$name" || return 1
     done
 }
+# cudarc loads libcuda, libnvrtc and libcublas at run time: let it find the CUDA
+# toolkit's copies and those pip installed beside PyTorch (nvidia/*/lib).
+cuda_libs=$(python3 -c '
+import glob, os, site
+dirs = ["/usr/local/cuda/lib64"]
+for packages in site.getsitepackages():
+    dirs += sorted(glob.glob(os.path.join(packages, "nvidia", "*", "lib")))
+print(":".join(d for d in dirs if os.path.isdir(d)))
+' 2>/dev/null || true)
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$cuda_libs
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >"$out/environment.txt"
+
 step unpack 60 unpack
 cat "$bundle/commit" >"$out/commit" 2>/dev/null || true
 ms=$work/maskscape
