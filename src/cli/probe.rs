@@ -311,6 +311,10 @@ fn print_probe(report: &crate::probe::ProbeReport) {
         "{}: {} parameters; Hessian {}",
         report.model.path, report.model.parameters, report.hessian.description
     );
+    if let Some(gpu) = &report.gpu {
+        let tf32 = if gpu.tf32 { ", TF32 f32 products" } else { "" };
+        println!("on {}{tf32}", gpu.description);
+    }
     println!(
         "data {}: {} examples ({} sequences, {} batches): {}",
         report.data.path,
