@@ -23,6 +23,8 @@ pub trait Scalar:
     const NAME: &'static str;
     const ZERO: Self;
     const ONE: Self;
+    /// Machine epsilon (the gap between 1 and the next value), as an f64.
+    const EPSILON: f64;
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn from_f32(x: f32) -> Self;
@@ -42,6 +44,7 @@ impl Scalar for f32 {
     const NAME: &'static str = "f32";
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const EPSILON: f64 = f32::EPSILON as f64;
     fn from_f64(x: f64) -> Self {
         x as f32
     }
@@ -75,6 +78,7 @@ impl Scalar for f64 {
     const NAME: &'static str = "f64";
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const EPSILON: f64 = f64::EPSILON;
     fn from_f64(x: f64) -> Self {
         x
     }

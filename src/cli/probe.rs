@@ -349,6 +349,13 @@ fn print_probe(report: &crate::probe::ProbeReport) {
             "  {} products ({} for computed residuals)",
             l.products, l.verification_products
         );
+        if l.tolerance_clipped {
+            println!(
+                "  --tol is below what the products' precision supports: residuals were \
+                 judged against the floor {:.1e} (256 eps |H|) instead",
+                l.residual_floor
+            );
+        }
     }
     if let Some(p) = &s.power {
         println!(

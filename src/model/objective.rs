@@ -83,7 +83,9 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         })?;
         let scale = self.scale();
         let ws = workspace(&mut self.workspace, self.model, batch, false)?;
-        Pass::new(self.model, batch, &Direction::None).run(ws, batch, scale, None)?;
+        Pass::new(self.model, batch, &Direction::None)
+            .all_rows()
+            .run(ws, batch, scale, None)?;
         let b = self.model.backend();
         let logits = ws.logits(b);
         let mut host = vec![T::ZERO; batch.batch * batch.seq * self.model.config().vocab_size];

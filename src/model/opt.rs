@@ -15,7 +15,9 @@
 //!
 //! In the tangent sweep a tangent that is known to be zero (before the first
 //! perturbed parameter) is not computed, and the reverse sweep stops below the
-//! lowest parameter whose output is wanted.
+//! lowest parameter whose output is wanted. The LM head (a `vocab x embed` product
+//! per row, most of a sweep's work on a small model with a large vocabulary) runs
+//! only on the rows whose logits a loss reads, gathered from the rest.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -33,7 +35,7 @@ use super::ops::loss::LossHead;
 use super::ops::relu::Relu;
 use super::ops::residual::Residual;
 use super::ops::{Tangent, TangentOut};
-use crate::backend::{AttentionDims, Backend, Scalar};
+use crate::backend::{AttentionDims, Backend, NO_TARGET, Scalar};
 use crate::error::{Error, Result};
 
 /// The epsilon of every LayerNorm in OPT (PyTorch's default; OPT's config has no key
@@ -226,13 +228,22 @@ impl<T: Scalar, B: Backend<T>> Opt<T, B> {
         batch.validate(&self.config)?;
         let t = &batch.tokens;
         let b = &self.backend;
+        let targets = batch.row_targets();
+        let scored: Vec<usize> = (0..targets.len())
+            .filter(|&r| targets[r] != NO_TARGET)
+            .collect();
+        let scored_ids: Vec<u32> = scored.iter().map(|&r| r as u32).collect();
+        let scored_targets: Vec<u32> = scored.iter().map(|&r| targets[r]).collect();
         Ok(Prepared {
             batch: t.batch,
             seq: t.seq,
             ids: b.upload_index(&t.input_ids)?,
             positions: b.upload_index(&embedding::positions(&t.attention_mask, t.batch, t.seq))?,
             key_mask: b.upload_index(&t.attention_mask)?,
-            targets: b.upload_index(&batch.row_targets())?,
+            targets: b.upload_index(&targets)?,
+            scored_ids: b.upload_index(&scored_ids)?,
+            scored_targets: b.upload_index(&scored_targets)?,
+            scored,
             head: batch.loss_head(),
             terms: batch.loss_terms(),
             _scalar: PhantomData,
@@ -247,7 +258,13 @@ pub struct Prepared<T: Scalar, B: Backend<T>> {
     ids: B::Index,
     positions: B::Index,
     key_mask: B::Index,
+    /// Per row: the token its logits are scored against, or `NO_TARGET`.
     targets: B::Index,
+    /// The rows with a target (ascending), the only ones whose logits a loss reads.
+    scored: Vec<usize>,
+    scored_ids: B::Index,
+    /// Their targets.
+    scored_targets: B::Index,
     head: LossHead,
     pub(crate) terms: usize,
     _scalar: PhantomData<T>,
@@ -349,10 +366,42 @@ struct Activations<Buf> {
     lnf_rstd: Buf,
     /// After `project_out` (only with projections).
     proj: Buf,
+}
+
+/// The LM head's buffers, for the rows whose logits a loss reads (every row when
+/// the logits themselves are asked for): a classification batch scores a few
+/// positions per sequence, and the `rows x vocab` logits of the others would cost
+/// most of a sweep on a 50k vocabulary. Sized for `capacity` rows, grown on demand.
+struct HeadBuffers<Buf> {
+    capacity: usize,
+    /// The head's input at the head rows (a pair): gathered from the full input.
+    x: Buf,
     logits: Buf,
-    /// Softmax of the scored rows' logits.
+    /// Softmax of each head row's logits.
     probs: Buf,
-    /// Log-probability of each row's target (and its tangent).
+    /// Log-probability of each head row's target (and its tangent).
+    lp: Buf,
+    /// The reverse sweep's, allocated with the other adjoints.
+    adj: Option<HeadAdjoints<Buf>>,
+}
+
+impl<Buf> HeadBuffers<Buf> {
+    fn empty<T: Scalar, B: Backend<T, Buf = Buf>>(b: &B) -> Result<Self> {
+        Ok(HeadBuffers {
+            capacity: 0,
+            x: b.zeros(0)?,
+            logits: b.zeros(0)?,
+            probs: b.zeros(0)?,
+            lp: b.zeros(0)?,
+            adj: None,
+        })
+    }
+}
+
+/// Adjoint pairs of the head's buffers.
+struct HeadAdjoints<Buf> {
+    x: Buf,
+    logits: Buf,
     lp: Buf,
 }
 
@@ -376,8 +425,6 @@ struct Adjoints<Buf> {
     att: AttnAdjoints<Buf>,
     mlp: MlpAdjoints<Buf>,
     emb: Buf,
-    logits: Buf,
-    lp: Buf,
 }
 
 /// Adjoints inside the attention block.
@@ -401,6 +448,7 @@ pub struct Workspace<T: Scalar, B: Backend<T>> {
     dual: bool,
     acts: Activations<B::Buf>,
     adj: Option<Adjoints<B::Buf>>,
+    head: HeadBuffers<B::Buf>,
     live: Live,
     host_lp: Vec<T>,
 }
@@ -449,18 +497,43 @@ impl<T: Scalar, B: Backend<T>> Workspace<T, B> {
             lnf_mean: b.zeros(r)?,
             lnf_rstd: b.zeros(r)?,
             proj: opt(proj, p * r * dims.embed)?,
-            logits: pair(dims.vocab)?,
-            probs: b.zeros(r * dims.vocab)?,
-            lp: pair(1)?,
         };
         Ok(Workspace {
             dims,
             dual,
             acts,
             adj: None,
+            head: HeadBuffers::empty(b)?,
             live: Live::default(),
-            host_lp: vec![T::ZERO; p * r],
+            host_lp: Vec::new(),
         })
+    }
+
+    /// Makes the head's buffers hold `rows` rows (and their adjoints when `reverse`),
+    /// growing them when they are too small.
+    fn head_buffers(&mut self, m: &Opt<T, B>, rows: usize, reverse: bool) -> Result<()> {
+        let b = &m.backend;
+        let p = if self.dual { 2 } else { 1 };
+        let (e, v) = (self.dims.embed, self.dims.vocab);
+        let head = &mut self.head;
+        if rows > head.capacity {
+            // drop the old buffers before allocating new ones
+            *head = HeadBuffers::empty(b)?;
+            head.x = b.zeros(p * rows * e)?;
+            head.logits = b.zeros(p * rows * v)?;
+            head.probs = b.zeros(rows * v)?;
+            head.lp = b.zeros(p * rows)?;
+            head.capacity = rows;
+        }
+        if reverse && head.adj.is_none() {
+            let n = head.capacity;
+            head.adj = Some(HeadAdjoints {
+                x: b.zeros(p * n * e)?,
+                logits: b.zeros(p * n * v)?,
+                lp: b.zeros(p * n)?,
+            });
+        }
+        Ok(())
     }
 
     /// The reverse sweep's buffers, allocated on first use.
@@ -491,17 +564,40 @@ impl<T: Scalar, B: Backend<T>> Workspace<T, B> {
             } else {
                 0
             })?,
-            logits: pair(d.vocab)?,
-            lp: pair(1)?,
         });
         Ok(())
     }
 
-    /// The logits of the last forward sweep (`rows x vocab` values, on the backend).
+    /// The logits of the last forward sweep run with [`Pass::all_rows`] (`rows x
+    /// vocab` values, on the backend).
     pub(crate) fn logits<'a>(&'a self, b: &B) -> B::View<'a> {
         let n = self.dims.rows * self.dims.vocab;
-        b.sub(b.view(&self.acts.logits), 0..n)
+        b.sub(b.view(&self.head.logits), 0..n)
     }
+}
+
+/// `dst[i] = src[rows[i]]` for `n` rows of `width`: a row gather is a table lookup.
+fn gather_rows<T: Scalar, B: Backend<T>>(
+    b: &B,
+    dst: B::ViewMut<'_>,
+    src: B::View<'_>,
+    rows: &B::Index,
+    n: usize,
+    width: usize,
+) {
+    b.embedding_forward(dst, rows, src, n, width, false);
+}
+
+/// `dst[rows[i]] += src[i]` for `n` rows of `width` (the adjoint of [`gather_rows`]).
+fn scatter_add_rows<T: Scalar, B: Backend<T>>(
+    b: &B,
+    dst: B::ViewMut<'_>,
+    src: B::View<'_>,
+    rows: &B::Index,
+    n: usize,
+    width: usize,
+) {
+    b.embedding_backward(dst, src, rows, n, width);
 }
 
 /// Workspace for `prepared`'s shape, reusing `slot` when it fits.
@@ -517,8 +613,7 @@ pub(crate) fn workspace<'w, T: Scalar, B: Backend<T>>(
         *slot = None;
         *slot = Some(Workspace::new(m, dims, dual)?);
     }
-    // invariant: set just above
-    Ok(slot.as_mut().expect("workspace was just created"))
+    Ok(slot.as_mut().expect("workspace was just created")) // invariant: set just above
 }
 
 /// A mask prepared for masked Hessian-vector products: its sorted flat indices split
@@ -619,10 +714,9 @@ impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
     }
 
     fn small_mask(&self, s: &SmallTangent<B::Buf>) -> &EntryMask<B::Index> {
-        // invariant: `small` is built from masked entries only
         self.per_entry[s.entry]
             .as_ref()
-            .expect("small tensor is masked")
+            .expect("small tensor is masked") // invariant: `small` is built from masked entries only
     }
 
     /// Zeroed output scratch for the small masked tensors (one buffer each).
@@ -639,10 +733,9 @@ impl<T: Scalar, B: Backend<T>> MaskPlan<T, B> {
             .collect();
         for (s, range) in self.small.iter_mut().zip(ranges) {
             b.zero(b.view_mut(&mut s.tangent));
-            // invariant: as in `small_mask`
             let em = self.per_entry[s.entry]
                 .as_ref()
-                .expect("small tensor is masked");
+                .expect("small tensor is masked"); // invariant: as in `small_mask`
             b.scatter(b.view_mut(&mut s.tangent), &em.idx, b.sub(values, range));
         }
     }
@@ -706,13 +799,11 @@ fn masked_out<'x, T: Scalar, B: Backend<T>>(
     match em {
         None => TangentOut::Skip,
         Some(EntryMask { small: Some(s), .. }) => {
-            // invariant: `take2` reborrowed the scratch of each small entry it asked for
-            TangentOut::Dense(small[*s].take().expect("small scratch taken once"))
+            TangentOut::Dense(small[*s].take().expect("small scratch taken once")) // invariant: `take2` reborrowed the scratch of each small entry it asked for
         }
         Some(x) => TangentOut::Sparse {
             idx: &x.idx,
-            // invariant: `carve2` returns a view for every sparse entry it was given
-            out: sparse.expect("sparse entry has an output range"),
+            out: sparse.expect("sparse entry has an output range"), // invariant: `carve2` returns a view for every sparse entry it was given
         },
     }
 }
@@ -826,6 +917,17 @@ pub(crate) struct Pass<'a, T: Scalar, B: Backend<T>> {
     d: Dims,
     dual: bool,
     dir: &'a Direction<'a, T, B>,
+    /// Run the LM head on every row (for the logits), not only on the scored ones.
+    all_rows: bool,
+}
+
+/// The rows the LM head runs on.
+struct HeadRows<'x, I> {
+    n: usize,
+    /// Where they sit among all rows; `None`: all rows, in order.
+    gather: Option<&'x I>,
+    /// The target of each (or `NO_TARGET`).
+    targets: &'x I,
 }
 
 impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
@@ -836,6 +938,31 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             d: Dims::new(&m.config, prepared.batch, prepared.seq),
             dual: !matches!(dir, Direction::None),
             dir,
+            all_rows: false,
+        }
+    }
+
+    /// Computes the logits of every row (see [`Workspace::logits`]); otherwise the
+    /// LM head runs only on the rows a loss reads, which gives the same loss and
+    /// derivatives exactly (the other rows' logits receive no adjoint).
+    pub fn all_rows(mut self) -> Self {
+        self.all_rows = true;
+        self
+    }
+
+    fn head_rows<'x>(&self, batch: &'x Prepared<T, B>) -> HeadRows<'x, B::Index> {
+        if self.all_rows {
+            HeadRows {
+                n: self.d.rows,
+                gather: None,
+                targets: &batch.targets,
+            }
+        } else {
+            HeadRows {
+                n: batch.scored.len(),
+                gather: Some(&batch.scored_ids),
+                targets: &batch.scored_targets,
+            }
         }
     }
 
@@ -849,6 +976,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         outs: Option<&mut Outputs<'_, T, B>>,
     ) -> Result<SweepScalars> {
         debug_assert!(ws.dims == self.d && ws.dual == self.dual);
+        ws.head_buffers(self.m, self.head_rows(batch).n, outs.is_some())?;
         self.forward(ws, batch);
         let scalars = self.loss(ws, batch, scale, outs.is_some())?;
         if let Some(outs) = outs {
@@ -963,11 +1091,24 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         lp: Lin,
     ) -> bool {
         let b = self.b;
+        self.linear_forward_views(lin, b.view_mut(y), b.view(x), x_live, lp)
+    }
+
+    /// As [`Pass::linear_forward`], on views of the pairs.
+    fn linear_forward_views(
+        &self,
+        lin: Linear,
+        y: B::ViewMut<'_>,
+        x: B::View<'_>,
+        x_live: bool,
+        lp: Lin,
+    ) -> bool {
+        let b = self.b;
         let p = self.linear_params(lp);
         if self.dual {
-            lin.forward_dual(b, b.view_mut(y), b.view(x), x_live, &p)
+            lin.forward_dual(b, y, x, x_live, &p)
         } else {
-            lin.forward(b, b.view_mut(y), b.view(x), p.weight, p.bias);
+            lin.forward(b, y, x, p.weight, p.bias);
             false
         }
     }
@@ -985,9 +1126,35 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         lp: Lin,
     ) {
         let b = self.b;
+        let dx = dx.map(|d| b.view_mut(d));
+        self.linear_backward_views(
+            outs,
+            lin,
+            dx,
+            dx_accumulate,
+            b.view(dy),
+            b.view(x),
+            x_live,
+            lp,
+        );
+    }
+
+    /// As [`Pass::linear_backward`], on views of the pairs.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_views(
+        &self,
+        outs: &mut Outputs<'_, T, B>,
+        lin: Linear,
+        dx: Option<B::ViewMut<'_>>,
+        dx_accumulate: bool,
+        dy: B::View<'_>,
+        x: B::View<'_>,
+        x_live: bool,
+        lp: Lin,
+    ) {
+        let b = self.b;
         let p = self.linear_params(lp);
         let (ow, ob) = outs.take2(self.m, Some(lp.w), lp.b);
-        let dx = dx.map(|d| b.view_mut(d));
         if self.dual {
             let grads = LinearGrads {
                 weight: ow.grad,
@@ -995,27 +1162,9 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 weight_dot: ow.tangent,
                 bias_dot: ob.tangent.dense(),
             };
-            lin.vjp_dual(
-                b,
-                dx,
-                dx_accumulate,
-                b.view(dy),
-                b.view(x),
-                x_live,
-                &p,
-                grads,
-            );
+            lin.vjp_dual(b, dx, dx_accumulate, dy, x, x_live, &p, grads);
         } else {
-            lin.vjp(
-                b,
-                dx,
-                dx_accumulate,
-                ow.grad,
-                ob.grad,
-                b.view(dy),
-                b.view(x),
-                p.weight,
-            );
+            lin.vjp(b, dx, dx_accumulate, ow.grad, ob.grad, dy, x, p.weight);
         }
     }
 
@@ -1235,48 +1384,71 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             live.proj = x_live;
         }
         let x = if c.has_projections() { &acts.proj } else { x };
-        live.logits = self.linear_forward(
-            self.linear(e, self.d.vocab),
-            &mut acts.logits,
-            x,
-            x_live,
-            t.head,
-        );
+        live.logits = self.head_forward(&mut ws.head, x, x_live, batch);
+    }
 
+    /// The LM head and the targets' log-probabilities on the head rows (see
+    /// [`HeadBuffers`]), from `x`, the head's input at every row. Returns whether
+    /// the logits' tangent may be nonzero.
+    fn head_forward(
+        &self,
+        head: &mut HeadBuffers<B::Buf>,
+        x: &B::Buf,
+        x_live: bool,
+        batch: &Prepared<T, B>,
+    ) -> bool {
         let b = self.b;
-        let lp = LogProb {
-            rows: self.d.rows,
-            vocab: self.d.vocab,
-        };
-        if self.dual {
-            let (v, vd) = self.halves(&mut acts.lp, 1);
-            lp.forward(
-                b,
-                v,
-                b.view_mut(&mut acts.probs),
-                self.val(&acts.logits, self.d.vocab),
-                &batch.targets,
-            );
-            if live.logits {
-                lp.jvp(
-                    b,
-                    vd,
-                    b.view(&acts.probs),
-                    self.tan(&acts.logits, self.d.vocab),
-                    &batch.targets,
-                );
-            } else {
-                b.zero(vd);
-            }
-        } else {
-            lp.forward(
-                b,
-                b.view_mut(&mut acts.lp),
-                b.view_mut(&mut acts.probs),
-                b.view(&acts.logits),
-                &batch.targets,
-            );
+        let (e, v) = (self.d.embed, self.d.vocab);
+        let rows = self.head_rows(batch);
+        let n = rows.n;
+        if n == 0 {
+            return false;
         }
+        let p = self.pair_len();
+        let x = match rows.gather {
+            None => b.view(x),
+            Some(idx) => {
+                {
+                    let gathered = b.sub_mut(b.view_mut(&mut head.x), 0..p * n * e);
+                    let (xv, xt) = b.split_mut(gathered, n * e);
+                    gather_rows(b, xv, self.val(x, e), idx, n, e);
+                    if self.dual && x_live {
+                        gather_rows(b, xt, self.tan(x, e), idx, n, e);
+                    }
+                }
+                b.sub(b.view(&head.x), 0..p * n * e)
+            }
+        };
+        let lin = Linear {
+            rows: n,
+            in_dim: e,
+            out_dim: v,
+        };
+        let logits = b.sub_mut(b.view_mut(&mut head.logits), 0..p * n * v);
+        let live = self.linear_forward_views(lin, logits, x, x_live, self.m.tensors.head);
+
+        let lp = LogProb { rows: n, vocab: v };
+        let logits = b.view(&head.logits);
+        let probs = b.sub_mut(b.view_mut(&mut head.probs), 0..n * v);
+        let out = b.sub_mut(b.view_mut(&mut head.lp), 0..p * n);
+        if !self.dual {
+            lp.forward(b, out, probs, b.sub(logits, 0..n * v), rows.targets);
+            return live;
+        }
+        let (o, od) = b.split_mut(out, n);
+        lp.forward(b, o, probs, b.sub(logits, 0..n * v), rows.targets);
+        if live {
+            let probs = b.sub(b.view(&head.probs), 0..n * v);
+            lp.jvp(b, od, probs, b.sub(logits, n * v..2 * n * v), rows.targets);
+        } else {
+            b.zero(od);
+        }
+        live
+    }
+
+    /// Values per row-element of a pair: 2 in a tangent sweep, else 1.
+    fn pair_len(&self) -> usize {
+        if self.dual { 2 } else { 1 }
     }
 
     /// q, k, v from `x`, attention, and the output projection into `out` (no residual).
@@ -1473,38 +1645,54 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         reverse: bool,
     ) -> Result<SweepScalars> {
         let b = self.b;
-        let r = self.d.rows;
-        b.download(b.view(&ws.acts.lp), &mut ws.host_lp)?;
-        let host: Vec<f64> = ws.host_lp.iter().map(|x| x.to_f64()).collect();
-        let (lp, lp_dot) = host.split_at(r);
-        let loss = batch.head.forward(lp, scale);
+        let rows = self.head_rows(batch);
+        let n = rows.n;
+        let p = self.pair_len();
+        ws.host_lp.resize(p * n, T::ZERO);
+        b.download(b.sub(b.view(&ws.head.lp), 0..p * n), &mut ws.host_lp)?;
+        // Every row's log-probability (0 where nothing is scored), as the loss reads them.
+        let spread = |half: &[T]| -> Vec<f64> {
+            match rows.gather {
+                None => half.iter().map(|x| x.to_f64()).collect(),
+                Some(_) => {
+                    let mut all = vec![0.0; self.d.rows];
+                    for (&r, x) in batch.scored.iter().zip(half) {
+                        all[r] = x.to_f64();
+                    }
+                    all
+                }
+            }
+        };
+        let lp = spread(&ws.host_lp[..n]);
+        let lp_dot = if self.dual {
+            spread(&ws.host_lp[n..])
+        } else {
+            Vec::new()
+        };
+        let loss = batch.head.forward(&lp, scale);
         let loss_dot = if self.dual {
-            batch.head.jvp(lp, lp_dot, scale)
+            batch.head.jvp(&lp, &lp_dot, scale)
         } else {
             0.0
         };
         if reverse {
-            ws.adjoints(self.m)?;
-            // invariant: allocated just above
-            let adj = ws.adj.as_mut().expect("adjoints");
-            let dlp: Vec<T> = batch
-                .head
-                .vjp(lp, scale)
-                .into_iter()
-                .map(T::from_f64)
-                .collect();
+            // The adjoints at the head rows (unscored rows receive none).
+            let pick = |all: Vec<f64>| -> Vec<T> {
+                match rows.gather {
+                    None => all.into_iter().map(T::from_f64).collect(),
+                    Some(_) => batch.scored.iter().map(|&r| T::from_f64(all[r])).collect(),
+                }
+            };
+            let adj = ws.head.adj.as_mut().expect("head adjoints"); // invariant: allocated by `run` when the reverse sweep follows
+            let dlp_all = b.sub_mut(b.view_mut(&mut adj.lp), 0..p * n);
+            let dlp = pick(batch.head.vjp(&lp, scale));
             if self.dual {
-                let dlp_dot: Vec<T> = batch
-                    .head
-                    .vjp_jvp(lp, lp_dot, scale)
-                    .into_iter()
-                    .map(T::from_f64)
-                    .collect();
-                let (t, a) = self.halves(&mut adj.lp, 1);
+                let dlp_dot = pick(batch.head.vjp_jvp(&lp, &lp_dot, scale));
+                let (t, a) = b.split_mut(dlp_all, n);
                 b.write(t, &dlp_dot)?;
                 b.write(a, &dlp)?;
             } else {
-                b.write(b.view_mut(&mut adj.lp), &dlp)?;
+                b.write(dlp_all, &dlp)?;
             }
         }
         Ok(SweepScalars { loss, loss_dot })
@@ -1531,43 +1719,9 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             return;
         }
         let c = &self.m.config;
-        let (b, h, e, vocab) = (self.b, self.d.hidden, self.d.embed, self.d.vocab);
+        let (b, h, e) = (self.b, self.d.hidden, self.d.embed);
         let (acts, live) = (&ws.acts, &ws.live);
-        // invariant: allocated by `run` before the reverse sweep
-        let adj = ws.adj.as_mut().expect("adjoints");
-
-        // log-probabilities -> logits
-        let lp = LogProb {
-            rows: self.d.rows,
-            vocab,
-        };
-        if self.dual {
-            let (t, a) = self.halves(&mut adj.logits, vocab);
-            lp.vjp(
-                b,
-                a,
-                b.view(&acts.probs),
-                self.adj(&adj.lp, 1),
-                &batch.targets,
-            );
-            lp.vjp_jvp(
-                b,
-                t,
-                b.view(&acts.probs),
-                self.tan(&acts.logits, vocab),
-                self.adj(&adj.lp, 1),
-                self.adj_tan(&adj.lp, 1),
-                &batch.targets,
-            );
-        } else {
-            lp.vjp(
-                b,
-                b.view_mut(&mut adj.logits),
-                b.view(&acts.probs),
-                b.view(&adj.lp),
-                &batch.targets,
-            );
-        }
+        let adj = ws.adj.as_mut().expect("adjoints"); // invariant: allocated by `run` before the reverse sweep
 
         // LM head, project_out, final LayerNorm
         let last = &acts.streams[self.d.layers];
@@ -1588,16 +1742,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
         } else {
             &mut adj.tmp
         };
-        self.linear_backward(
-            outs,
-            self.linear(e, vocab),
-            Some(head_dx),
-            false,
-            &adj.logits,
-            head_in,
-            head_live,
-            t.head,
-        );
+        self.head_reverse(&mut ws.head, head_dx, head_in, head_live, batch, outs);
         if let Some(po) = t.project_out {
             self.linear_backward(
                 outs,
@@ -1668,6 +1813,67 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
             self.embedding_backward(outs, &adj.emb, &batch.ids, tok, e);
         } else {
             self.embedding_backward(outs, &adj.stream, &batch.ids, tok, h);
+        }
+    }
+
+    /// Adjoint of the LM head and the log-probabilities on the head rows: `dx` (the
+    /// adjoint pair of the head's input `x` at every row) is overwritten, zero at the
+    /// rows the head did not run on; the head weight's outputs go into `outs`.
+    fn head_reverse(
+        &self,
+        head: &mut HeadBuffers<B::Buf>,
+        dx: &mut B::Buf,
+        x: &B::Buf,
+        x_live: bool,
+        batch: &Prepared<T, B>,
+        outs: &mut Outputs<'_, T, B>,
+    ) {
+        let b = self.b;
+        let (e, v) = (self.d.embed, self.d.vocab);
+        let rows = self.head_rows(batch);
+        let n = rows.n;
+        if n == 0 {
+            b.zero(b.view_mut(dx));
+            return;
+        }
+        let p = self.pair_len();
+        let adj = head.adj.as_mut().expect("head adjoints"); // invariant: allocated by `run` when the reverse sweep follows
+        let lp = LogProb { rows: n, vocab: v };
+        let probs = b.sub(b.view(&head.probs), 0..n * v);
+        let dlp = b.view(&adj.lp);
+        let dlogits = b.sub_mut(b.view_mut(&mut adj.logits), 0..p * n * v);
+        if self.dual {
+            let (t, a) = b.split_mut(dlogits, n * v);
+            let (dlp_dot, dlp) = (b.sub(dlp, 0..n), b.sub(dlp, n..2 * n));
+            lp.vjp(b, a, probs, dlp, rows.targets);
+            let logits_dot = b.sub(b.view(&head.logits), n * v..2 * n * v);
+            lp.vjp_jvp(b, t, probs, logits_dot, dlp, dlp_dot, rows.targets);
+        } else {
+            lp.vjp(b, dlogits, probs, b.sub(dlp, 0..n), rows.targets);
+        }
+
+        let lin = Linear {
+            rows: n,
+            in_dim: e,
+            out_dim: v,
+        };
+        let dy = b.sub(b.view(&adj.logits), 0..p * n * v);
+        let weight = self.m.tensors.head;
+        let Some(idx) = rows.gather else {
+            let dx = Some(b.view_mut(dx));
+            self.linear_backward_views(outs, lin, dx, false, dy, b.view(x), x_live, weight);
+            return;
+        };
+        let x = b.sub(b.view(&head.x), 0..p * n * e);
+        let dx_rows = Some(b.sub_mut(b.view_mut(&mut adj.x), 0..p * n * e));
+        self.linear_backward_views(outs, lin, dx_rows, false, dy, x, x_live, weight);
+        b.zero(b.view_mut(dx));
+        // each half of the pair to its rows
+        let r = self.d.rows;
+        for half in 0..p {
+            let dst = b.sub_mut(b.view_mut(dx), half * r * e..(half + 1) * r * e);
+            let src = b.sub(b.view(&adj.x), half * n * e..(half + 1) * n * e);
+            scatter_add_rows(b, dst, src, idx, n, e);
         }
     }
 

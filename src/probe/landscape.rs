@@ -522,8 +522,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                         },
                         progress,
                     )?;
-                    // invariant: ritz_vectors was requested.
-                    let vectors = result.vectors.expect("Ritz vectors requested");
+                    let vectors = result.vectors.expect("Ritz vectors requested"); // invariant: ritz_vectors was requested.
                     if vectors.len() < count {
                         return Err(Error::Numerical(format!(
                             "Lanczos returned {} eigenvectors within --iters {}, {count} needed",

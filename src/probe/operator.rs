@@ -327,4 +327,9 @@ impl<T: Scalar, B: Backend<T>> LinearOperator for HessianOperator<'_, T, B> {
     fn apply(&self, x: &[f64], y: &mut [f64]) -> Result<()> {
         self.apply_with_scalars(x, y).map(|_| ())
     }
+
+    /// The products run in the model's precision (vectors cross in `T`).
+    fn precision(&self) -> f64 {
+        T::EPSILON
+    }
 }

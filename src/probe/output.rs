@@ -194,8 +194,7 @@ fn convergence_table(spectrum: &SpectrumReport) -> Option<Table> {
 
 fn density_chart(report: &ProbeReport) -> Chart {
     let spectrum = &report.spectrum;
-    // invariant: only called when the density was computed.
-    let density = spectrum.density.as_ref().expect("density computed");
+    let density = spectrum.density.as_ref().expect("density computed"); // invariant: only called when the density was computed.
     let mut chart = Chart::new(
         format!("Spectral density: {}", short(&report.hessian.description)),
         Axis::symlog(
@@ -387,8 +386,7 @@ pub fn read_eigenvectors(path: &Path) -> Result<Eigenvectors> {
     let (m, k) = (shape[0], shape[1]);
     let floats = |data: &[u8]| -> Vec<f64> {
         data.chunks_exact(8)
-            // invariant: chunks_exact(8) yields 8 bytes.
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))) // invariant: chunks_exact(8) yields 8 bytes.
             .collect()
     };
     let flat = floats(vectors.data());
@@ -396,8 +394,7 @@ pub fn read_eigenvectors(path: &Path) -> Result<Eigenvectors> {
     let indices: Vec<u64> = tensor(INDICES, StDtype::I64)?
         .data()
         .chunks_exact(8)
-        // invariant: chunks_exact(8) yields 8 bytes.
-        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as u64)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as u64) // invariant: chunks_exact(8) yields 8 bytes.
         .collect();
     if values.len() != m || indices.len() != k {
         return Err(Error::file(

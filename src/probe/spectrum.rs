@@ -148,6 +148,11 @@ pub struct LanczosReport {
     pub multiplicity_probe_products: u64,
     pub reorthogonalization: Reorthogonalization,
     pub orthogonality_loss: Option<f64>,
+    /// The smallest residual the products' precision supports (`256 ε ‖H‖`).
+    pub residual_floor: f64,
+    /// Whether `--tol` asked for less than that for a reported pair, which was then
+    /// judged against the floor instead.
+    pub tolerance_clipped: bool,
     /// Extreme Ritz values after each product.
     #[serde(skip)]
     pub history: Vec<HistoryPoint>,
@@ -350,6 +355,8 @@ fn run_lanczos<A: LinearOperator>(
         multiplicity_probe_products: result.probe_products,
         reorthogonalization,
         orthogonality_loss: result.orthogonality_loss,
+        residual_floor: result.residual_floor,
+        tolerance_clipped: result.tolerance_clipped,
         history: recorder.into_points(),
         vectors,
     })

@@ -69,6 +69,9 @@ impl<A: LinearOperator> LinearOperator for Timed<A> {
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
+    fn precision(&self) -> f64 {
+        self.inner.precision()
+    }
 }
 
 /// A diagonal test operator of dimension `n`: one separated top eigenvalue (100)
@@ -98,6 +101,9 @@ impl<A: LinearOperator> OperatorOn<Metered<HostSpace>> for Timed<A> {
     }
     fn apply_in(&self, _space: &Metered<HostSpace>, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<()> {
         self.apply(x, y)
+    }
+    fn precision(&self) -> f64 {
+        LinearOperator::precision(self)
     }
 }
 

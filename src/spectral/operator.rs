@@ -46,6 +46,12 @@ pub trait LinearOperator: Sync {
     fn diagonal(&self) -> Option<Vec<f64>> {
         None
     }
+    /// The unit roundoff of the arithmetic a product runs in (f64's unless the
+    /// operator computes in a coarser type): residuals much below this, relative
+    /// to `‖A‖`, are out of reach and no algorithm should wait for them.
+    fn precision(&self) -> f64 {
+        f64::EPSILON
+    }
 }
 
 impl<A: LinearOperator + ?Sized> LinearOperator for &A {
@@ -64,6 +70,9 @@ impl<A: LinearOperator + ?Sized> LinearOperator for &A {
     fn diagonal(&self) -> Option<Vec<f64>> {
         (**self).diagonal()
     }
+    fn precision(&self) -> f64 {
+        (**self).precision()
+    }
 }
 
 /// A symmetric operator acting on the vectors of the space `S`: the trait the
@@ -81,6 +90,10 @@ pub trait OperatorOn<S: VectorSpace>: Sync {
             self.apply_in(space, x, y)?;
         }
         Ok(())
+    }
+    /// As [`LinearOperator::precision`].
+    fn precision(&self) -> f64 {
+        f64::EPSILON
     }
 }
 
@@ -120,6 +133,9 @@ impl<A: LinearOperator + ?Sized> OperatorOn<HostSpace> for A {
         let xs: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
         let mut ys: Vec<&mut [f64]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
         self.apply_batch(&xs, &mut ys)
+    }
+    fn precision(&self) -> f64 {
+        LinearOperator::precision(self)
     }
 }
 
@@ -180,6 +196,9 @@ impl<A: LinearOperator> LinearOperator for Counting<A> {
     fn diagonal(&self) -> Option<Vec<f64>> {
         self.inner.diagonal()
     }
+    fn precision(&self) -> f64 {
+        self.inner.precision()
+    }
 }
 
 /// `scale · A + shift · I`: turns smallest into largest (`scale = -1`), moves a
@@ -230,6 +249,9 @@ impl<A: LinearOperator> LinearOperator for ShiftScale<A> {
             *v = self.scale * *v + self.shift;
         }
         Some(d)
+    }
+    fn precision(&self) -> f64 {
+        self.inner.precision()
     }
 }
 
@@ -309,6 +331,9 @@ impl<A: LinearOperator> LinearOperator for PrincipalSubOperator<A> {
     fn diagonal(&self) -> Option<Vec<f64>> {
         let d = self.inner.diagonal()?;
         Some(self.indices.iter().map(|&i| d[i]).collect())
+    }
+    fn precision(&self) -> f64 {
+        self.inner.precision()
     }
 }
 

@@ -309,6 +309,7 @@ fn run_lanczos<P: Progress + ?Sized>(
         "residuals": r.residuals,
         "residuals_computed": r.residuals_computed,
         "converged": r.converged,
+        "multiplicities_verified": r.multiplicities_verified,
         "products": r.products,
         "verification_products": r.verification_products,
         "probe_products": r.probe_products,
@@ -331,6 +332,9 @@ fn run_lanczos<P: Progress + ?Sized>(
         r.eigenvalues.len(),
         r.products
     );
+    if !r.multiplicities_verified {
+        headline.push_str(" (multiplicities not verified)");
+    }
     if let (Some(e), Some(t)) = (error, theory) {
         headline.push_str(&format!(
             ", max rel. error {e:.2e}, Saad bound {t} products"

@@ -20,14 +20,59 @@ const MIN_TASK_FLOPS: usize = 4 << 20;
 /// Tasks per thread, so that a core slowed by other work hands its share over.
 const TASKS_PER_THREAD: usize = 2;
 
-/// Blocks span whole micro-kernel tiles of faer's AVX-512 kernels (96 rows in f32,
-/// 48 in f64): a ragged block runs its remainder through the slower 64- and 32-row
-/// kernels (measured: 15% of an opt-mini HVP with blocks of 16).
-const BLOCK_MULTIPLE: usize = 96;
+/// Block sizes are multiples of these (rows of `C`: tokens in a layer's products,
+/// the output features in a weight gradient; columns: features).
+/// faer's micro-kernel tiles are 96 (f32) or 48 (f64) features by 4 tokens, so
+/// whole tiles would want multiples of 96 columns; but on 2 threads such coarse
+/// steps leave the blocks unbalanced (512 rows in steps of 96 gave blocks of 192,
+/// 192 and 128), which costs more than ragged tiles do. Measured on opt-mini's
+/// HVP (4 x 64 tokens): steps of 96/96 113 ms, 16/32 89-95 ms, 16/16 97 ms, 16/64
+/// 97 ms, 8/32 97 ms; f64 193 / 174 / 173 / 187 (48) ms.
+const ROW_STEP: usize = 16;
+const COL_STEP: usize = 32;
+
+/// A transposed left operand (a weight gradient's `dY^T`) is read by faer's
+/// micro-kernels one row of the stored matrix per step of `k`; when the rows lie a
+/// multiple of 4 KiB apart, every such read maps to the same L1 cache set and the
+/// product runs from L2 (measured: 1024 x 256 x 512 in f32, opt-mini's fc1 weight
+/// gradient, 156 GFLOP/s; with the stride padded by 16 elements, 247).
+const ALIASING_STRIDE_BYTES: usize = 4096;
+
+/// Elements added to such a stride.
+const STRIDE_PAD: usize = 16;
 
 /// The strided batched GEMM of [`Gemm`] on row-major slices, in parallel when large.
 pub fn gemm<T: CpuScalar>(spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
     check(spec, a, b, c);
+    let aliased = spec.trans_a
+        && spec.k >= 64
+        && spec.m >= 64
+        && (spec.lda * size_of::<T>()).is_multiple_of(ALIASING_STRIDE_BYTES);
+    if aliased {
+        // copy op(A)^T (k rows of m) to rows STRIDE_PAD elements longer, in a
+        // scratch kept by the thread (a fresh allocation of this size would cost
+        // page faults comparable to the copy)
+        let ld = spec.m + STRIDE_PAD;
+        let mut padded_spec = *spec;
+        padded_spec.lda = ld;
+        padded_spec.stride_a = spec.k * ld;
+        T::with_scratch(|padded| {
+            padded.clear();
+            for i in 0..spec.batch {
+                for row in 0..spec.k {
+                    let start = i * spec.stride_a + row * spec.lda;
+                    padded.extend_from_slice(&a[start..start + spec.m]);
+                    padded.extend(std::iter::repeat_n(T::ZERO, STRIDE_PAD));
+                }
+            }
+            products(&padded_spec, padded, b, c);
+        });
+        return;
+    }
+    products(spec, a, b, c);
+}
+
+fn products<T: CpuScalar>(spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
     let flops = 2 * spec.m * spec.n * spec.k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TASKS_PER_THREAD * rayon::current_num_threads());
     for i in 0..spec.batch {
@@ -140,8 +185,12 @@ fn blocks<'x, T: CpuScalar>(
     tasks: usize,
 ) -> Vec<(MatMut<'x, T>, MatRef<'x, T>, MatRef<'x, T>)> {
     let by_cols = dst.ncols() >= dst.nrows();
-    let len = if by_cols { dst.ncols() } else { dst.nrows() };
-    let step = len.div_ceil(tasks).next_multiple_of(BLOCK_MULTIPLE);
+    let (len, unit) = if by_cols {
+        (dst.ncols(), COL_STEP)
+    } else {
+        (dst.nrows(), ROW_STEP)
+    };
+    let step = len.div_ceil(tasks).next_multiple_of(unit);
     let mut out = Vec::with_capacity(tasks);
     let (mut d, mut l, mut r) = (dst, lhs, rhs);
     loop {

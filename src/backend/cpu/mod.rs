@@ -22,10 +22,27 @@ use super::kernels::{AttentionDims, Backend, Gemm};
 use crate::error::Result;
 
 /// The element types the CPU backend computes in (f32 and f64).
-pub trait CpuScalar: Scalar + faer::traits::ComplexField {}
+pub trait CpuScalar: Scalar + faer::traits::ComplexField {
+    /// Runs `f` on a scratch vector of the calling thread, kept between calls.
+    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+}
 
-impl CpuScalar for f32 {}
-impl CpuScalar for f64 {}
+thread_local! {
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_F64: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl CpuScalar for f32 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        SCRATCH_F32.with(|s| f(&mut s.borrow_mut()))
+    }
+}
+
+impl CpuScalar for f64 {
+    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        SCRATCH_F64.with(|s| f(&mut s.borrow_mut()))
+    }
+}
 
 /// The CPU backend. Uses rayon's global thread pool.
 #[derive(Clone, Copy, Debug, Default)]

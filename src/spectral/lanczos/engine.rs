@@ -224,39 +224,10 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
     /// basis, in the continuation slot with zero coupling. Returns `false` when
     /// nothing is left to span.
     fn inject_random(&mut self, locked: &S::Basis) -> Result<bool> {
-        let n = self.space.dim();
-        let locked_len = self.space.basis_len(locked);
-        if self.len + locked_len >= n {
+        let Some((cur, norm)) = self.random_orthogonal(locked, self.len)? else {
             return Ok(false);
-        }
-        let stream = rng::stream_id(&[self.stream, self.injections]);
-        self.injections += 1;
-        self.cur = self
-            .space
-            .random(Distribution::Gaussian, self.seed, stream)?;
-        let initial = self.space.norm(&self.cur)?;
-        let slots: Vec<usize> = (0..self.len).collect();
-        let locked_slots: Vec<usize> = (0..locked_len).collect();
-        let mut norm = initial;
-        // Two rounds: a random vector is far from the span, but after deflation of a
-        // nearly complete basis most of it may cancel.
-        for _ in 0..2 {
-            if !locked_slots.is_empty() {
-                norm = self
-                    .space
-                    .basis_orthogonalize(locked, &locked_slots, &mut self.cur)?
-                    .1;
-            }
-            if !slots.is_empty() {
-                norm = self
-                    .space
-                    .basis_orthogonalize(&self.basis, &slots, &mut self.cur)?
-                    .1;
-            }
-        }
-        if norm <= 1e-10 * initial {
-            return Ok(false);
-        }
+        };
+        self.cur = cur;
         self.space
             .scale_and_push(1.0 / norm, &mut self.cur, &mut self.basis)?;
         self.coupling[..self.len].fill(0.0);
@@ -265,6 +236,90 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Engine<'a, S, A> {
             omega.reset(self.len);
         }
         Ok(true)
+    }
+
+    /// A fresh random vector orthogonalized against the locked vectors and basis
+    /// slots `0..slots`, with its norm; `None` when they (nearly) span the space.
+    fn random_orthogonal(
+        &mut self,
+        locked: &S::Basis,
+        slots: usize,
+    ) -> Result<Option<(S::Vector, f64)>> {
+        let n = self.space.dim();
+        let locked_len = self.space.basis_len(locked);
+        if slots + locked_len >= n {
+            return Ok(None);
+        }
+        let stream = rng::stream_id(&[self.stream, self.injections]);
+        self.injections += 1;
+        let mut v = self
+            .space
+            .random(Distribution::Gaussian, self.seed, stream)?;
+        let initial = self.space.norm(&v)?;
+        let slots: Vec<usize> = (0..slots).collect();
+        let locked_slots: Vec<usize> = (0..locked_len).collect();
+        let mut norm = initial;
+        // Two rounds: a random vector is far from the span, but after deflation of a
+        // nearly complete basis most of it may cancel.
+        for _ in 0..2 {
+            if !locked_slots.is_empty() {
+                norm = self
+                    .space
+                    .basis_orthogonalize(locked, &locked_slots, &mut v)?
+                    .1;
+            }
+            if !slots.is_empty() {
+                norm = self
+                    .space
+                    .basis_orthogonalize(&self.basis, &slots, &mut v)?
+                    .1;
+            }
+        }
+        if norm <= 1e-10 * initial {
+            return Ok(None);
+        }
+        Ok(Some((v, norm)))
+    }
+
+    /// Tests the space the engine has not explored (orthogonal to every stored
+    /// vector, the continuation included, and to the locked vectors) with one
+    /// product on a random unit vector `u` of it: returns `(uᵀAu, ‖Au - (uᵀAu) u‖,
+    /// u)`, or `None` when nothing is left outside. A small residual says that `u`
+    /// is an eigenvector, which a random vector is (with probability one) only when
+    /// the space it was drawn from is a single eigenspace: the residual of a random
+    /// vector is the spread of that space's eigenvalues weighted by its random
+    /// components, so it resolves the space's spectrum to about the residual times
+    /// the square root of its dimension.
+    pub fn complement_eigenpair<P: Progress + ?Sized>(
+        &mut self,
+        locked: &S::Basis,
+        progress: &P,
+    ) -> Result<Option<(f64, f64, S::Vector)>> {
+        let Some((mut u, norm)) = self.random_orthogonal(locked, self.stored())? else {
+            return Ok(None);
+        };
+        self.space.scale(1.0 / norm, &mut u)?;
+        progress.check()?;
+        self.op.apply_in(self.space, &u, &mut self.work)?;
+        self.products += 1;
+        progress.advance(1);
+        let value = self.space.dot(&u, &self.work)?;
+        let residual = self.space.axpy_norm(-value, &u, &mut self.work)?;
+        Ok(Some((value, residual, u)))
+    }
+
+    /// `A x`, one product counted against this engine.
+    pub fn apply<P: Progress + ?Sized>(
+        &mut self,
+        x: &S::Vector,
+        progress: &P,
+    ) -> Result<S::Vector> {
+        let mut out = self.space.zeros()?;
+        progress.check()?;
+        self.op.apply_in(self.space, x, &mut out)?;
+        self.products += 1;
+        progress.advance(1);
+        Ok(out)
     }
 
     /// One Lanczos step: expands the continuation vector with one product

@@ -31,21 +31,42 @@
 //! `‖A y - θ y‖ ≤ tol · |θ|`, first estimated from the projected matrix and then
 //! **computed**: each wanted Ritz vector is formed and multiplied by `A` (one
 //! product each), and the computed residuals are what is reported. The tolerance is
-//! floored at `256 ε ‖A‖`, the attainable level for eigenvalues near zero.
+//! floored at `256 ε ‖A‖` with `ε` the unit roundoff of the operator's products
+//! ([`LinearOperator::precision`](super::LinearOperator::precision): f32 for a
+//! Hessian computed in f32), the attainable level; a result says when the floor
+//! replaced the requested tolerance ([`LanczosResult::tolerance_clipped`]). The
+//! estimate `β_m |s_m|` of a converged pair keeps falling geometrically even below
+//! what the products can deliver, so after a computed residual disappoints, the
+//! next explicit check waits for the estimate to fall tenfold and for twice as many
+//! steps as the previous wait: a tolerance out of reach costs `O(k log m)` checking
+//! products over `m` steps, not one check per step.
 //!
 //! Repeated eigenvalues. A single start vector's Krylov space holds one direction
 //! per eigenspace, so in exact arithmetic Lanczos cannot see a second copy of a
 //! repeated eigenvalue. With `verify_multiplicity`, once the wanted pairs have
-//! converged they are locked and Lanczos is rerun from a fresh random vector on the
-//! deflated operator `(I - YYᵀ) A (I - YYᵀ)`; Ritz values of the deflated operator
-//! that belong among the wanted ones (missing copies, or values missed for any
-//! other reason) are verified, locked, and the probe repeats until one finds
-//! nothing. A probe stops when its extreme Ritz value has converged, or after as
-//! many steps as the first phase needed if it shows nothing beyond the wanted set:
-//! a missing copy of a wanted eigenvalue converges at least as fast in the deflated
-//! operator (the competitors above it are gone). This costs up to one extra phase;
-//! it is the price of reporting multiplicities, which no single-vector Krylov method
-//! can certify.
+//! converged they are locked, and two checks make sure that the `k` reported at
+//! each end are the `k` extreme eigenvalues counting multiplicity:
+//!
+//! - The unexplored space (orthogonal to the basis and the locked vectors) is
+//!   tested with one product on a random vector of it: if that vector is an
+//!   eigenvector, the space is (with probability one) a single eigenspace, the
+//!   null space of a rank-deficient Hessian being the common case. Its copies are
+//!   then locked while they belong among the wanted, one product each, and the
+//!   spectrum is accounted for.
+//! - Otherwise Lanczos is rerun from a fresh random vector on the deflated operator
+//!   `(I - YYᵀ) A (I - YYᵀ)`; Ritz values of the deflated operator that belong
+//!   among the wanted ones (missing copies, or values missed for any other reason)
+//!   are verified (first corrected for the locked pairs' residuals, which the
+//!   deflation ignores), locked, and the probe repeats until one finds nothing. A
+//!   probe stops when its extreme Ritz value has converged, or after as many steps
+//!   as the first phase needed if it shows nothing beyond the wanted set: a
+//!   missing copy of a wanted eigenvalue converges at least as fast in the
+//!   deflated operator (the competitors above it are gone).
+//!
+//! Only a probe that concluded (or the test above) verifies the set
+//! ([`LanczosResult::multiplicities_verified`]); when the budget runs out first,
+//! no pair is flagged converged. This costs up to one extra phase; it is the price
+//! of reporting multiplicities, which no single-vector Krylov method can certify.
 
 mod engine;
 mod omega;
@@ -139,10 +160,28 @@ pub struct LanczosResult<V> {
     pub eigenvalues: Vec<f64>,
     /// `‖A y - θ y‖` of each pair: computed (full, partial) or estimated (none).
     pub residuals: Vec<f64>,
-    /// Whether each pair met the tolerance.
+    /// Whether each pair met the tolerance and, with
+    /// [`LanczosOptions::verify_multiplicity`], whether the wanted set was verified
+    /// to hold the extreme eigenvalues counting multiplicity
+    /// ([`Self::multiplicities_verified`]); an unverified set flags no pair.
     pub converged: Vec<bool>,
+    /// Whether the reported eigenvalues are known to be the `k` extreme ones at each
+    /// requested end counting multiplicity: a multiplicity probe found nothing
+    /// beyond them, or the whole spectrum was accounted for (the basis spanned the
+    /// space, or the unexplored rest of it proved to be one eigenspace). `false`
+    /// when the budget ran out first, when probes were off, and in the
+    /// [`Reorthogonalization::None`] mode.
+    pub multiplicities_verified: bool,
     /// Whether `residuals` are computed with explicit products.
     pub residuals_computed: bool,
+    /// The smallest residual the operator's arithmetic supports, `256 ε ‖A‖` with
+    /// `‖A‖` estimated from below by the projected matrix (the value the checks
+    /// used); the tolerance is never below it. 0 for
+    /// [`Reorthogonalization::None`], whose estimates are taken as they come.
+    pub residual_floor: f64,
+    /// Whether `tol |θ|` was below [`Self::residual_floor`] for a reported pair, which
+    /// was then judged against the floor instead.
+    pub tolerance_clipped: bool,
     /// Ritz vectors (unit norm), when requested.
     pub vectors: Option<Vec<V>>,
     /// Operator products used in total.
@@ -271,8 +310,9 @@ fn validate<S: VectorSpace, A: OperatorOn<S> + ?Sized>(
 /// errs only by `O(ω² ‖A‖) = 1e-10 ‖A‖` (Simon 1984).
 const F32_SEMI_ORTHOGONALITY: f64 = 1e-5;
 
-/// The smallest residual the arithmetic supports, in units of `‖A‖`.
-const FLOOR: f64 = 256.0 * f64::EPSILON;
+/// The smallest residual the arithmetic supports, in units of `‖A‖ ε` (with `ε`
+/// the operator's unit roundoff).
+const FLOOR_ULPS: f64 = 256.0;
 
 /// A verified eigenpair kept aside (deflated) while probing.
 #[derive(Clone, Copy, Debug)]
@@ -292,6 +332,8 @@ struct Solver<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
     orthogonality: Orthogonality,
     target: Target,
     cap: usize,
+    /// The smallest attainable residual in units of `‖A‖`.
+    floor: f64,
     locked: S::Basis,
     pairs: Vec<LockedPair>,
     products: u64,
@@ -305,6 +347,16 @@ struct Solver<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
     norm_estimate: f64,
     probes: usize,
     probes_successful: usize,
+    multiplicities_verified: bool,
+}
+
+/// What one multiplicity probe established.
+struct ProbeOutcome {
+    /// It locked pairs further out than those held before.
+    found: bool,
+    /// Nothing further out remains: the probe concluded without finding anything,
+    /// or the whole remaining spectrum became known.
+    settled: bool,
 }
 
 impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
@@ -343,6 +395,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             orthogonality,
             target,
             cap,
+            floor: FLOOR_ULPS * op.precision().max(f64::EPSILON),
             locked: space.new_basis(total, Precision::F64)?,
             pairs: Vec::new(),
             products: 0,
@@ -356,12 +409,13 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             norm_estimate: 0.0,
             probes: 0,
             probes_successful: 0,
+            multiplicities_verified: false,
         })
     }
 
     /// The residual an estimate must reach.
     fn tolerance(&self, theta: f64, norm: f64) -> f64 {
-        (self.options.tol * theta.abs()).max(FLOOR * norm)
+        (self.options.tol * theta.abs()).max(self.floor * norm)
     }
 
     /// The residual a computed Ritz pair must reach: as [`Self::tolerance`], but
@@ -383,17 +437,25 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
     }
 
     fn run<P: Progress + ?Sized>(mut self, progress: &P) -> Result<LanczosResult<S::Vector>> {
-        let (main_steps, spanned) = self.main_phase(progress)?;
+        let (main_steps, complete) = self.main_phase(progress)?;
         let all_converged = self.pairs.iter().all(|p| p.converged);
-        // A basis that spans the whole space has every eigenvalue with its
-        // multiplicity: nothing to probe.
-        if self.options.verify_multiplicity && all_converged && !spanned {
+        // A phase that accounted for the whole spectrum (its basis spanned the
+        // space, or the rest of the space is one eigenspace whose wanted copies are
+        // locked) has every wanted eigenvalue with its multiplicity.
+        self.multiplicities_verified = complete && all_converged;
+        if self.options.verify_multiplicity && all_converged && !complete {
+            // Probe until one settles; a probe cut short by the budget leaves the
+            // multiplicities unverified.
             while self.can_step(0) {
                 self.probes += 1;
-                if !self.probe(main_steps, progress)? {
+                let outcome = self.probe(main_steps, progress)?;
+                if outcome.found {
+                    self.probes_successful += 1;
+                }
+                if outcome.settled {
+                    self.multiplicities_verified = true;
                     break;
                 }
-                self.probes_successful += 1;
             }
         }
         self.finish()
@@ -427,6 +489,120 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
         Ok(())
     }
 
+    /// Improves a Ritz pair of a probe whose computed residual misses the
+    /// tolerance. The probe works on the deflated operator `(I - YYᵀ) A (I - YYᵀ)`,
+    /// so the Ritz vector `y` ignores `Yᵀ A y = R_Yᵀ y`, the locked pairs'
+    /// residuals, which their relative tolerance lets be far above the floor of a
+    /// pair near zero. First-order perturbation puts those components back:
+    /// `y ← y + Σ_i y_i (y_iᵀ A y) / (θ - θ_i)` over the locked pairs not within the
+    /// tolerance of `θ` (within it the component is harmless). Two products: `A y`,
+    /// and the computed residual of the result.
+    fn refine_against_locked<P: Progress + ?Sized>(
+        &mut self,
+        engine: &mut Engine<'a, S, A>,
+        pair: &(f64, f64, S::Vector),
+        norm: f64,
+        progress: &P,
+    ) -> Result<(f64, f64, S::Vector)> {
+        let (theta, _, y) = pair;
+        let before = engine.products;
+        let ay = engine.apply(y, progress)?;
+        let slots: Vec<usize> = self.pairs.iter().map(|p| p.slot).collect();
+        let leaks = self.space.basis_dots(&self.locked, &slots, &ay)?;
+        let margin = self.verified_tolerance(*theta, norm);
+        let minus_c: Vec<f64> = self
+            .pairs
+            .iter()
+            .zip(&leaks)
+            .map(|(p, g)| {
+                if (theta - p.value).abs() > margin {
+                    g / (p.value - theta)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut refined = self.space.zeros()?;
+        self.space.copy(y, &mut refined)?;
+        self.space
+            .basis_subtract(&self.locked, &slots, &minus_c, &mut refined)?;
+        let length = self.space.norm(&refined)?;
+        self.space.scale(1.0 / length, &mut refined)?;
+        let mut ar = engine.apply(&refined, progress)?;
+        let value = self.space.dot(&refined, &ar)?;
+        let residual = self.space.axpy_norm(-value, &refined, &mut ar)?;
+        self.verification_products += engine.products - before;
+        Ok((value, residual, refined))
+    }
+
+    /// The requested ends, `true` for the top.
+    fn ends(&self) -> Vec<bool> {
+        match self.options.which {
+            Which::Largest => vec![true],
+            Which::Smallest => vec![false],
+            Which::Both => vec![true, false],
+        }
+    }
+
+    /// The end at which one more copy of `value` belongs among the wanted: fewer
+    /// than `k` locked pairs of that end lie at or beyond it.
+    fn end_wanting_copy(&self, value: f64, norm: f64) -> Option<bool> {
+        let margin = self.tolerance(value, norm);
+        self.ends().into_iter().find(|&top| {
+            let held = self
+                .pairs
+                .iter()
+                .filter(|p| p.top == top)
+                .filter(|p| {
+                    if top {
+                        p.value >= value - margin
+                    } else {
+                        p.value <= value + margin
+                    }
+                })
+                .count();
+            held < self.options.k
+        })
+    }
+
+    /// After a phase whose pairs are locked: whether the space it left unexplored
+    /// (orthogonal to its basis and the locked vectors) is one eigenspace, tested
+    /// with one product on a random vector of it ([`Engine::complement_eigenpair`]).
+    /// If it is, the spectrum is accounted for: the phase's Ritz values (its basis
+    /// is then invariant) and copies of that eigenvalue, of which as many are
+    /// locked, one product each, as belong among the wanted. This is the case a
+    /// single-vector Krylov method handles worst and a Hessian of an
+    /// overparameterized model presents always: a null space of large dimension,
+    /// of which the Krylov space holds one direction. One product when the test
+    /// fails.
+    fn settle_by_complement<P: Progress + ?Sized>(
+        &mut self,
+        engine: &mut Engine<'a, S, A>,
+        progress: &P,
+    ) -> Result<bool> {
+        let norm = engine.norm_estimate.max(self.norm_estimate);
+        while self.products + engine.products < self.options.max_products as u64 {
+            let before = engine.products;
+            let outside = engine.complement_eigenpair(&self.locked, progress)?;
+            self.verification_products += engine.products - before;
+            let Some((value, residual, vector)) = outside else {
+                // The basis and the locked vectors span the space.
+                return Ok(true);
+            };
+            if residual > self.verified_tolerance(value, norm) {
+                return Ok(false);
+            }
+            let Some(top) = self.end_wanting_copy(value, norm) else {
+                return Ok(true);
+            };
+            if !self.insert(value, residual, true, top, &vector)? {
+                // invariant: end_wanting_copy found room at this end.
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+
     fn check_due(len: usize, steps_since: usize) -> bool {
         // The projected eigenproblem costs O(len³): past 64 vectors check every
         // len/64 steps, wasting at most ~1.5% of the products.
@@ -435,13 +611,17 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
 
     /// Runs Lanczos until the wanted pairs have computed residuals within the
     /// tolerance (or the budget ends), and locks them. Returns the Krylov steps used
-    /// and whether the basis came to span the whole space.
+    /// and whether the whole spectrum was accounted for (the basis came to span the
+    /// space, or the rest of it is one eigenspace whose wanted copies are held).
     fn main_phase<P: Progress + ?Sized>(&mut self, progress: &P) -> Result<(u64, bool)> {
         let mut engine = self.new_engine(0)?;
         let total = self.target.total();
         let mut factor = 1.0;
         let mut since_check = 0;
         let mut steps = 0;
+        // After a disappointing explicit check: the step before which no other is
+        // made, and the wait after the next one (doubling).
+        let (mut next_check, mut wait) = (0, 1);
         let mut verified: Option<Vec<(f64, f64, S::Vector)>> = None;
         while !engine.exhausted && self.can_step(engine.products) {
             engine.step(&self.locked, progress)?;
@@ -461,7 +641,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 && wanted.iter().all(|&i| {
                     ritz.residuals[i] <= factor * self.tolerance(ritz.eig.values[i], norm)
                 });
-            if !(estimated || engine.exhausted) {
+            if !((estimated && steps >= next_check) || engine.exhausted) {
                 continue;
             }
             let pairs = self.verify(&mut engine, &ritz, &wanted, progress)?;
@@ -472,13 +652,18 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 verified = Some(pairs);
                 break;
             }
-            // The estimate was optimistic (rounding in the basis): ask for more.
+            // The estimate was optimistic (rounding in the basis, or in the products):
+            // ask for more, and wait longer each time so that a residual the
+            // products cannot deliver does not cost a check per step.
             factor *= 0.1;
+            next_check = steps + wait;
+            wait *= 2;
             if engine.exhausted {
                 verified = Some(pairs);
                 break;
             }
         }
+        let complete = verified.is_some() && engine.exhausted;
         let pairs = match verified {
             Some(pairs) => pairs,
             None => {
@@ -489,13 +674,18 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             }
         };
         let norm = engine.norm_estimate;
-        self.absorb(&engine)?;
         let ends = self.target.wanted_ends(engine.len());
         for ((value, residual, vector), top) in pairs.into_iter().zip(ends) {
             let converged = residual <= self.verified_tolerance(value, norm);
             self.insert(value, residual, converged, top, &vector)?;
         }
-        Ok((steps, engine.exhausted))
+        self.norm_estimate = self.norm_estimate.max(norm);
+        let complete = complete
+            || (self.options.verify_multiplicity
+                && self.pairs.iter().all(|p| p.converged)
+                && self.settle_by_complement(&mut engine, progress)?);
+        self.absorb(&engine)?;
+        Ok((steps, complete))
     }
 
     /// Forms the listed Ritz vectors and their computed residuals (one product each).
@@ -517,7 +707,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
     }
 
     /// Locks a verified pair: fills a free slot, or replaces the weakest pair of its
-    /// end when the new one lies further out.
+    /// end when the new one lies further out. Returns whether it was locked.
     fn insert(
         &mut self,
         value: f64,
@@ -525,7 +715,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
         converged: bool,
         top: bool,
         vector: &S::Vector,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let same_end: Vec<usize> = (0..self.pairs.len())
             .filter(|&i| self.pairs[i].top == top)
             .collect();
@@ -543,7 +733,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 slot,
                 top,
             });
-            return Ok(());
+            return Ok(true);
         }
         let outer = |v: f64| if top { v } else { -v };
         // invariant: same_end is non-empty here (per_end >= 1).
@@ -561,14 +751,25 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 slot,
                 top,
             };
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// One multiplicity probe: Lanczos on the deflated operator from a fresh random
-    /// vector. Returns whether it found a pair that belongs to the wanted set.
-    fn probe<P: Progress + ?Sized>(&mut self, main_steps: u64, progress: &P) -> Result<bool> {
+    /// vector, until its extreme Ritz values and every Ritz value beyond the locked
+    /// pairs have converged (or, showing nothing beyond them, for as many steps as
+    /// the first phase took). Locks the converged pairs found beyond, even when the
+    /// budget cuts the probe short (it is then not settled).
+    fn probe<P: Progress + ?Sized>(
+        &mut self,
+        main_steps: u64,
+        progress: &P,
+    ) -> Result<ProbeOutcome> {
         let mut engine = self.new_engine(self.probes as u64)?;
+        // A breakdown is judged against ‖A‖, which the first phase knows better than
+        // a fresh engine's first product.
+        engine.norm_estimate = self.norm_estimate;
         let boundary = |pairs: &[LockedPair], top: bool| {
             let values = pairs.iter().filter(|p| p.top == top).map(|p| p.value);
             if top {
@@ -577,16 +778,13 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                 values.fold(f64::NEG_INFINITY, f64::max)
             }
         };
-        let ends: Vec<bool> = match self.options.which {
-            Which::Largest => vec![true],
-            Which::Smallest => vec![false],
-            Which::Both => vec![true, false],
-        };
+        let ends = self.ends();
         let edges: Vec<f64> = ends.iter().map(|&top| boundary(&self.pairs, top)).collect();
         let mut since_check = 0;
         let mut steps = 0u64;
         let mut candidates: Vec<(usize, bool)> = Vec::new();
-        let mut final_ritz = None;
+        let mut last_ritz = None;
+        let mut concluded = engine.exhausted;
         while !engine.exhausted && self.can_step(engine.products) {
             engine.step(&self.locked, progress)?;
             steps += 1;
@@ -606,10 +804,17 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             let mut done = true;
             candidates.clear();
             for (&top, &edge) in ends.iter().zip(&edges) {
-                let beyond: Vec<usize> = (0..len)
+                let margin = self.tolerance(edge, norm);
+                // Outermost first, so that a budget cut verifies the most useful.
+                let order: Vec<usize> = if top {
+                    (0..len).rev().collect()
+                } else {
+                    (0..len).collect()
+                };
+                let beyond: Vec<usize> = order
+                    .into_iter()
                     .filter(|&i| {
                         let v = ritz.eig.values[i];
-                        let margin = self.tolerance(edge, norm);
                         if top {
                             v > edge + margin
                         } else {
@@ -625,33 +830,43 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                     beyond
                         .into_iter()
                         .filter(|&i| converged(i))
+                        .take(self.options.k)
                         .map(|i| (i, top)),
                 );
             }
+            last_ritz = Some(ritz);
             if done || engine.exhausted {
-                final_ritz = Some(ritz);
+                concluded = true;
                 break;
             }
         }
-        let found = match final_ritz {
-            Some(ritz) if !candidates.is_empty() => {
-                let indices: Vec<usize> = candidates.iter().map(|c| c.0).collect();
-                let norm = engine.norm_estimate.max(self.norm_estimate);
-                let pairs = self.verify(&mut engine, &ritz, &indices, progress)?;
-                let mut found = false;
-                for ((value, residual, vector), &(_, top)) in pairs.into_iter().zip(&candidates) {
-                    if residual <= self.verified_tolerance(value, norm) {
-                        self.insert(value, residual, true, top, &vector)?;
-                        found = true;
-                    }
+        // The budget keeps one product per wanted pair in reserve for this.
+        candidates.truncate(self.target.total());
+        let mut found = false;
+        if let Some(ritz) = last_ritz.filter(|_| !candidates.is_empty()) {
+            let indices: Vec<usize> = candidates.iter().map(|c| c.0).collect();
+            let norm = engine.norm_estimate.max(self.norm_estimate);
+            let mut pairs = self.verify(&mut engine, &ritz, &indices, progress)?;
+            for pair in &mut pairs {
+                if pair.1 > self.verified_tolerance(pair.0, norm) {
+                    *pair = self.refine_against_locked(&mut engine, pair, norm, progress)?;
                 }
-                found
             }
-            _ => false,
-        };
+            for ((value, residual, vector), &(_, top)) in pairs.into_iter().zip(&candidates) {
+                // A pair beyond the locked ones that still misses the tolerance is
+                // locked all the same, unconverged: it shows the wanted set was wrong.
+                let converged = residual <= self.verified_tolerance(value, norm);
+                found |= self.insert(value, residual, converged, top, &vector)?;
+            }
+        }
+        // Settled: nothing further out, or everything the probe did not span is
+        // known (it spanned the rest, or the rest is one eigenspace whose wanted
+        // copies are now locked).
+        let settled = concluded
+            && (!found || engine.exhausted || self.settle_by_complement(&mut engine, progress)?);
         self.probe_products += engine.products;
         self.absorb(&engine)?;
-        Ok(found)
+        Ok(ProbeOutcome { found, settled })
     }
 
     fn finish(self) -> Result<LanczosResult<S::Vector>> {
@@ -687,11 +902,23 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             Orthogonality::Partial { .. } => Some(self.largest_omega),
             Orthogonality::Full => None,
         };
+        let residual_floor = self.floor * self.norm_estimate;
+        let tolerance_clipped = self
+            .pairs
+            .iter()
+            .any(|p| self.options.tol * p.value.abs() < residual_floor);
+        let trusted = self.multiplicities_verified || !self.options.verify_multiplicity;
         Ok(LanczosResult {
             eigenvalues: order.iter().map(|&i| self.pairs[i].value).collect(),
             residuals: order.iter().map(|&i| self.pairs[i].residual).collect(),
-            converged: order.iter().map(|&i| self.pairs[i].converged).collect(),
+            converged: order
+                .iter()
+                .map(|&i| self.pairs[i].converged && trusted)
+                .collect(),
+            multiplicities_verified: self.multiplicities_verified,
             residuals_computed: true,
+            residual_floor,
+            tolerance_clipped,
             vectors,
             products: self.products,
             verification_products: self.verification_products,

@@ -125,7 +125,11 @@ where
             .iter()
             .map(|p| p.1 <= options.tol * p.0.abs())
             .collect(),
+        // Ghost detection keeps one copy of each eigenvalue by design.
+        multiplicities_verified: false,
         residuals_computed: false,
+        residual_floor: 0.0,
+        tolerance_clipped: false,
         vectors: None,
         products,
         verification_products: 0,

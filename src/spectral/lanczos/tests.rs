@@ -4,7 +4,7 @@ use super::*;
 use crate::progress::Silent;
 use crate::spectral::bounds::theoretical_products;
 use crate::spectral::host::{HostSpace, random_values};
-use crate::spectral::operator::{Counting, Diagonal};
+use crate::spectral::operator::{Counting, Diagonal, LinearOperator};
 use crate::spectral::testing::with_spectrum;
 use crate::spectral::vector::Distribution;
 
@@ -420,4 +420,304 @@ fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(one.eigenvalues, two.eigenvalues);
     assert_eq!(one.residuals, two.residuals);
     assert_eq!(one.products, two.products);
+}
+
+/// `A` applied in f32: input and output rounded to single precision, so products
+/// carry errors of about `ε₃₂ ‖A‖`. Declares that precision only when `honest`.
+struct SinglePrecision<A> {
+    inner: A,
+    honest: bool,
+}
+
+impl<A: LinearOperator> LinearOperator for SinglePrecision<A> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn name(&self) -> String {
+        format!("{} in f32", self.inner.name())
+    }
+    fn apply(&self, x: &[f64], y: &mut [f64]) -> Result<()> {
+        let rounded: Vec<f64> = x.iter().map(|&v| f64::from(v as f32)).collect();
+        self.inner.apply(&rounded, y)?;
+        y.iter_mut().for_each(|v| *v = f64::from(*v as f32));
+        Ok(())
+    }
+    fn precision(&self) -> f64 {
+        if self.honest {
+            f64::from(f32::EPSILON)
+        } else {
+            f64::EPSILON
+        }
+    }
+}
+
+fn single_precision_case(honest: bool) -> (LanczosResult<Vec<f64>>, Vec<f64>, u64) {
+    let values = spectrum(500, &[5.0, 4.0, 3.5], (0.0, 3.0), 15);
+    let a = with_spectrum(&values, 16);
+    let mut exact = a.eigenvalues().unwrap();
+    exact.sort_by(f64::total_cmp);
+    let op = Counting::new(SinglePrecision { inner: a, honest });
+    let options = LanczosOptions {
+        k: 3,
+        tol: 1e-12,
+        max_products: 300,
+        ..LanczosOptions::default()
+    };
+    let result = lanczos(&op, &HostSpace::new(500), &options, &Silent).unwrap();
+    let products = op.products();
+    (result, exact_wanted(&exact, 3, Which::Largest), products)
+}
+
+#[test]
+fn a_tolerance_below_the_products_precision_is_clipped_and_said() {
+    let (result, wanted, products) = single_precision_case(true);
+    println!(
+        "f32 products, tol 1e-12: {:?} residuals {:?} products {} (verification {}) floor {:.1e}",
+        result.eigenvalues,
+        result.residuals,
+        result.products,
+        result.verification_products,
+        result.residual_floor
+    );
+    assert_eq!(result.products, products);
+    assert!(result.tolerance_clipped);
+    assert!(result.converged.iter().all(|&c| c));
+    // 256 ε₃₂ ‖A‖ with ‖A‖ = 5 (estimated from below)
+    let ratio = result.residual_floor / (256.0 * 5.0 * f64::from(f32::EPSILON));
+    assert!((0.5..=1.0 + 1e-9).contains(&ratio), "floor ratio {ratio}");
+    assert!(result.residuals.iter().all(|&r| r <= result.residual_floor));
+    for (got, want) in result.eigenvalues.iter().zip(&wanted) {
+        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    }
+    // one explicit check of the 3 pairs in the main phase, one per probe
+    assert!(
+        result.verification_products <= 6,
+        "{} verification products",
+        result.verification_products
+    );
+}
+
+#[test]
+fn an_unreachable_tolerance_costs_logarithmically_many_checks() {
+    // The operator hides its precision: the estimates pass long before the computed
+    // residuals can, and every explicit check disappoints until the budget ends.
+    let (result, _, products) = single_precision_case(false);
+    let checks = result.verification_products / 3;
+    println!(
+        "hidden f32 products, tol 1e-12: residuals {:?}, {} products, {} checks",
+        result.residuals, products, checks
+    );
+    assert!(!result.tolerance_clipped);
+    assert!(result.converged.iter().any(|&c| !c));
+    assert_eq!(result.products, 300);
+    // checks at doubling waits: log2(300) + the final one, not one per step
+    assert!(checks <= 10, "{checks} explicit checks");
+}
+
+/// Runs `lanczos` in the full and the memory-bounded modes with `options`.
+fn both_modes<A: LinearOperator>(
+    op: &A,
+    options: &LanczosOptions,
+) -> Vec<(Reorthogonalization, LanczosResult<Vec<f64>>)> {
+    [Reorthogonalization::Full, Reorthogonalization::Partial]
+        .into_iter()
+        .map(|mode| {
+            let options = LanczosOptions {
+                reorthogonalization: mode,
+                ..options.clone()
+            };
+            let result = lanczos(op, &HostSpace::new(op.dim()), &options, &Silent).unwrap();
+            println!(
+                "{mode:?}: {:?} products {} (probes {}/{}, {} products; verification {}) verified {}",
+                result.eigenvalues,
+                result.products,
+                result.probes_successful,
+                result.probes,
+                result.probe_products,
+                result.verification_products,
+                result.multiplicities_verified
+            );
+            (mode, result)
+        })
+        .collect()
+}
+
+/// Asserts that `result` holds `wanted` (in reported order) to `relative` of `|λ|`
+/// (of `norm` for a numerically zero `λ`), every pair converged with a computed
+/// residual within the tolerance, and the multiplicities verified.
+fn assert_extremes(
+    label: &str,
+    result: &LanczosResult<Vec<f64>>,
+    wanted: &[f64],
+    relative: f64,
+    norm: f64,
+    tol: f64,
+) {
+    assert_eq!(result.eigenvalues.len(), wanted.len(), "{label}");
+    for (got, want) in result.eigenvalues.iter().zip(wanted) {
+        let scale = if want.abs() <= 1e-12 * norm {
+            norm
+        } else {
+            want.abs()
+        };
+        assert!(
+            (got - want).abs() <= relative * scale,
+            "{label}: {:?} vs {wanted:?}",
+            result.eigenvalues
+        );
+    }
+    assert!(result.multiplicities_verified, "{label}: not verified");
+    assert!(
+        result.converged.iter().all(|&c| c),
+        "{label}: {:?}",
+        result.converged
+    );
+    assert!(result.residuals_computed);
+    for (r, theta) in result.residuals.iter().zip(&result.eigenvalues) {
+        assert!(
+            *r <= (tol * theta.abs()).max(result.residual_floor),
+            "{label}: residual {r:e} of {theta}"
+        );
+    }
+}
+
+/// The theory lab's masked Hessian `(1/n) M X^T X M` as `maskscape spectrum
+/// --theory` draws it: rank at most `n`, so a null space of dimension about
+/// `d - n`.
+fn theory_case(n: usize, d: usize, ratio: f64, seed: u64) -> (crate::theory::Dataset, Vec<usize>) {
+    use crate::theory::hessian::probe_mask;
+    use crate::theory::{Dataset, Distribution, MaskKind, MaskedRegression};
+    let data = Dataset::generate(Distribution::Uniform, n, d, 1.0, seed);
+    let mask = probe_mask(MaskKind::Bernoulli, ratio, n, d, seed);
+    let kept = MaskedRegression::new(&data, mask, data.clean_targets().to_vec())
+        .kept()
+        .to_vec();
+    (data, kept)
+}
+
+#[test]
+fn theory_hessian_bottom_five_are_its_null_space() {
+    use crate::theory::hessian::MaskedHessian;
+    // n = 50, d = 5000, p = 0.1: the five smallest eigenvalues are all 0 (a null
+    // space of dimension 4950) while the Krylov space of one start vector holds a
+    // single null direction; the nonzero eigenvalues come from the 50 × 50 Gram
+    // matrix. This once reported 0.443 and 0.441 among the bottom five, flagged
+    // converged.
+    let (data, kept) = theory_case(50, 5000, 0.1, 0);
+    let hessian = MaskedHessian::from_parts(data.x(), &kept);
+    let exact = hessian.eigenvalues().unwrap();
+    let top = exact[0];
+    assert!(exact[4] > 1.0 && exact[50..].iter().all(|&v| v == 0.0));
+    let tol = 1e-8;
+    let options = LanczosOptions {
+        k: 5,
+        which: Which::Both,
+        tol,
+        max_products: 1000,
+        ..LanczosOptions::default()
+    };
+    for (mode, result) in both_modes(&hessian, &options) {
+        let label = format!("{mode:?}");
+        let wanted: Vec<f64> = exact[..5].iter().copied().chain([0.0; 5]).collect();
+        // Top five to 1e-8 relative; bottom five |λ| <= 1e-8 λ_max.
+        assert_extremes(&label, &result, &wanted, 1e-8, top, tol);
+        assert!(
+            result.eigenvalues[5..]
+                .iter()
+                .all(|v| v.abs() <= 1e-8 * top),
+            "{label}: {:?}",
+            result.eigenvalues
+        );
+        // Copies of 0 found by probes of the semi-orthogonal mode are orthogonal
+        // to its level only.
+        let orthogonality = match mode {
+            Reorthogonalization::Full => 1e-12,
+            _ => 1e-6,
+        };
+        assert!(
+            result.ritz_orthogonality_loss.unwrap() < orthogonality,
+            "{label}: {:?}",
+            result.ritz_orthogonality_loss
+        );
+        if mode == Reorthogonalization::Full {
+            // The basis of the first phase is invariant: one product on a vector
+            // outside it shows the null space, two more lock the missing copies.
+            assert_eq!(result.probes, 0, "{label}");
+            assert!(result.products <= 80, "{label}: {}", result.products);
+        }
+    }
+
+    // The memory-bounded mode cannot keep the whole Krylov space (rank + 1 > 30
+    // vectors), so it needs the probes; with 100 products it cannot finish them,
+    // and must say so rather than flag lesser eigenvalues as the smallest.
+    let short = LanczosOptions {
+        max_products: 100,
+        reorthogonalization: Reorthogonalization::Partial,
+        ..options
+    };
+    let result = lanczos(&hessian, &HostSpace::new(5000), &short, &Silent).unwrap();
+    println!("partial, 100 products: {:?}", result.eigenvalues);
+    let all_null = result.eigenvalues[5..]
+        .iter()
+        .all(|v| v.abs() <= 1e-8 * top);
+    assert!(result.products <= 100);
+    if !all_null {
+        assert!(!result.multiplicities_verified);
+        assert!(
+            result.converged.iter().all(|&c| !c),
+            "{:?}",
+            result.converged
+        );
+    }
+}
+
+#[test]
+fn a_300_fold_zero_is_found_at_both_ends_against_faer() {
+    // Dense n = 400 of rank 100, positive semi-definite as a Hessian at a minimum:
+    // the five smallest eigenvalues are copies of a 300-fold zero, of which the
+    // first phase sees few (a Krylov space of dimension 101 holds one).
+    let mut values = uniform(400, 0.5, 4.0, 21);
+    values[..3].copy_from_slice(&[9.0, 7.0, 6.0]);
+    for v in values.iter_mut().skip(100) {
+        *v = 0.0;
+    }
+    let a = with_spectrum(&values, 22);
+    let mut exact = a.eigenvalues().unwrap();
+    exact.sort_by(f64::total_cmp);
+    let norm = exact[399];
+    let tol = 1e-10;
+    let options = LanczosOptions {
+        k: 5,
+        which: Which::Both,
+        tol,
+        max_products: 3000,
+        ..LanczosOptions::default()
+    };
+    let wanted = exact_wanted(&exact, 5, Which::Both);
+    assert!(wanted[5..].iter().all(|v| v.abs() < 1e-13 * norm));
+    for (mode, result) in both_modes(&a, &options) {
+        assert_extremes(&format!("{mode:?}"), &result, &wanted, 1e-10, norm, tol);
+    }
+}
+
+#[test]
+fn a_20_fold_top_eigenvalue_fills_the_top_five() {
+    let mut values = uniform(500, 0.0, 8.0, 23);
+    values[..20].fill(10.0);
+    let a = with_spectrum(&values, 24);
+    let mut exact = a.eigenvalues().unwrap();
+    exact.sort_by(f64::total_cmp);
+    let tol = 1e-10;
+    let options = LanczosOptions {
+        k: 5,
+        which: Which::Largest,
+        tol,
+        max_products: 3000,
+        ..LanczosOptions::default()
+    };
+    let wanted = exact_wanted(&exact, 5, Which::Largest);
+    assert!(wanted.iter().all(|v| (v - 10.0).abs() < 1e-12 * 10.0));
+    for (mode, result) in both_modes(&a, &options) {
+        assert_extremes(&format!("{mode:?}"), &result, &wanted, 1e-10, 10.0, tol);
+    }
 }
