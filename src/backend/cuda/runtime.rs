@@ -198,10 +198,6 @@ impl Cuda {
         self.take_failure()
     }
 
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
-        &self.shared.stream
-    }
-
     pub(crate) fn blas(&self) -> &CudaBlas {
         &self.shared.blas
     }
