@@ -38,6 +38,9 @@ pub enum Error {
     /// A numerical routine could not produce a result (singular system, breakdown).
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// The GPU (driver, NVRTC, cuBLAS or a kernel) reported a failure, or is absent.
+    #[error("cuda: {0}")]
+    Device(String),
     /// The user interrupted the computation (Ctrl-C) between two steps.
     #[error("cancelled")]
     Cancelled,

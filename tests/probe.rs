@@ -17,9 +17,9 @@ use maskscape::probe::inputs::data_spec;
 use maskscape::probe::operator::ProductPath;
 use maskscape::probe::sweep::{CellRecord, CheckpointEntry};
 use maskscape::probe::{
-    DataRequest, Device, DirectionKind, Dtype, HessianChoice, HessianOperator, LandscapeOptions,
-    LandscapeRequest, Method, ProbeOptions, ProbeRequest, Regime, Restriction, SweepSpec, evaluate,
-    probe_spectrum, run_landscape, run_probe, run_sweep,
+    DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, HessianOperator,
+    LandscapeOptions, LandscapeRequest, Method, ProbeOptions, ProbeRequest, Regime, Restriction,
+    SweepSpec, evaluate, probe_spectrum, run_landscape, run_probe, run_sweep,
 };
 use maskscape::progress::{Progress, Silent};
 use maskscape::report::Manifest;
@@ -61,6 +61,7 @@ fn request(hessian: HessianChoice, options: ProbeOptions) -> ProbeRequest {
         options,
         dtype: Dtype::F64,
         device: Device::Cpu,
+        gpu: GpuOptions::default(),
     }
 }
 
@@ -388,6 +389,7 @@ fn landscape_matches_its_quadratic_model_near_the_checkpoint() {
                 },
                 dtype: Dtype::F64,
                 device: Device::Cpu,
+                gpu: GpuOptions::default(),
             },
             Manifest::new("test", Some(0), &()).unwrap(),
             &Silent,

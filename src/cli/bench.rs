@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::BarProgress;
-use super::verify::Precision;
-use crate::backend::{Backend, Cpu, Scalar};
+use crate::backend::{Backend, Scalar};
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::model::bench::{bench_hvp, random_batch};
 use crate::model::{Checkpoint, Opt, ParamLayout};
+use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 use crate::progress::Silent;
 use crate::report::Table;
 use crate::spectral::bench::{LanczosBench, lanczos_overhead};
@@ -129,13 +129,6 @@ fn theory(args: TheoryBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the engine runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Device {
-    Cpu,
-    Cuda,
-}
-
 /// Flags of `maskscape bench hvp`.
 #[derive(clap::Args, Debug)]
 pub struct HvpArgs {
@@ -149,15 +142,18 @@ pub struct HvpArgs {
     #[arg(long, default_value_t = 64)]
     seq: usize,
     #[arg(long, value_enum, default_value = "f32")]
-    dtype: Precision,
+    dtype: Dtype,
     /// The masked product's scope.
     #[arg(long, value_enum, default_value = "qv")]
     mask_scope: Scope,
     /// The mask's trainable ratio, as a fraction of all parameters (the paper's).
     #[arg(long, default_value_t = 1e-3)]
     ratio: f64,
+    /// Where the engine runs; on a GPU every phase ends by waiting for the device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    #[command(flatten)]
+    gpu: GpuOptions,
     /// Timed repetitions per phase (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -170,25 +166,37 @@ pub struct HvpArgs {
 }
 
 fn hvp(args: HvpArgs) -> anyhow::Result<()> {
-    if args.device == Device::Cuda {
-        return Err(crate::Error::arg(
-            "--device",
-            "cuda is not available yet (the CUDA backend is a later issue); use --device cpu",
-        )
-        .into());
-    }
     if args.batch == 0 || args.seq == 0 {
         return Err(
             crate::Error::arg("--batch/--seq", "need at least one sequence of one token").into(),
         );
     }
-    match args.dtype {
-        Precision::F32 => hvp_on::<f32, _>(Cpu, &args),
-        Precision::F64 => hvp_on::<f64, _>(Cpu, &args),
+    let engine = Engine::open(args.device, args.gpu)?;
+    Ok(engine.run(
+        args.dtype,
+        HvpBench {
+            args: &args,
+            device: engine.describe(),
+        },
+    )?)
+}
+
+/// `bench hvp` on the backend the engine opened.
+struct HvpBench<'a> {
+    args: &'a HvpArgs,
+    /// The device as the header line names it.
+    device: String,
+}
+
+impl BackendJob for HvpBench<'_> {
+    type Output = ();
+
+    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> crate::Result<()> {
+        hvp_on::<T, B>(backend, self.args, &self.device)
     }
 }
 
-fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs) -> anyhow::Result<()> {
+fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) -> crate::Result<()> {
     let config = super::init::resolve_config(&args.config)?;
     let layout = ParamLayout::new(&config);
     let spec = MaskSpec {
@@ -204,9 +212,8 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs) -> anyhow::Resul
     let Checkpoint { config, params, .. } = Checkpoint::<T>::random(config, args.seed);
     let model = Opt::new(backend, config, &params)?;
     drop(params);
-    let name = model.backend().name();
     println!(
-        "{}: {} parameters, {} x {} tokens, {}, {} mask of ratio {} (k = {}), {name}, median of {} after {} warm-up",
+        "{}: {} parameters, {} x {} tokens, {}, {} mask of ratio {} (k = {}), {device}, median of {} after {} warm-up",
         args.config,
         layout.total(),
         args.batch,

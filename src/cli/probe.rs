@@ -13,9 +13,9 @@ use crate::mask::{MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::probe::inputs::data_spec;
 use crate::probe::landscape::write_landscape;
 use crate::probe::{
-    DataRequest, Device, DirectionKind, Dtype, HessianChoice, LandscapeOptions, LandscapeRequest,
-    Method, ProbeOptions, ProbeOutputs, ProbeRequest, run_landscape, run_probe, run_sweep,
-    write_probe, write_sweep,
+    DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, LandscapeOptions,
+    LandscapeRequest, Method, ProbeOptions, ProbeOutputs, ProbeRequest, run_landscape, run_probe,
+    run_sweep, write_probe, write_sweep,
 };
 use crate::report::Manifest;
 use crate::report::table::format_float;
@@ -167,6 +167,8 @@ pub struct EngineArgs {
     dtype: Dtype,
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    #[command(flatten)]
+    gpu: GpuOptions,
 }
 
 /// Which end of the spectrum Lanczos computes (`--which` of `probe` and `spectrum`;
@@ -283,6 +285,7 @@ pub fn run_probe_command(args: ProbeArgs) -> anyhow::Result<()> {
         options,
         dtype: args.engine.dtype,
         device: args.engine.device,
+        gpu: args.engine.gpu,
     };
     let manifest = Manifest::new("probe", Some(args.seed), &args)?;
     let progress = super::BarProgress::new();
@@ -308,6 +311,10 @@ fn print_probe(report: &crate::probe::ProbeReport) {
         "{}: {} parameters; Hessian {}",
         report.model.path, report.model.parameters, report.hessian.description
     );
+    if let Some(gpu) = &report.gpu {
+        let tf32 = if gpu.tf32 { ", TF32 f32 products" } else { "" };
+        println!("on {}{tf32}", gpu.description);
+    }
     println!(
         "data {}: {} examples ({} sequences, {} batches): {}",
         report.data.path,
@@ -444,6 +451,7 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
         },
         dtype: args.engine.dtype,
         device: args.engine.device,
+        gpu: args.engine.gpu,
     };
     let manifest = Manifest::new("landscape", Some(args.seed), &args)?;
     let progress = super::BarProgress::new();

@@ -4,16 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::backend::{Backend, Cpu, Scalar};
-use crate::model::verify::{Reference, verify};
+use crate::backend::{Backend, Scalar};
+use crate::model::verify::{Reference, VerifyReport, verify};
 use crate::model::{Checkpoint, Opt};
-
-/// The element type the engine computes in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(super) enum Precision {
-    F32,
-    F64,
-}
+use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 
 /// Checks the engine on a checkpoint against a reference computed elsewhere
 /// (PyTorch): logits, loss, gradient, Hessian-vector products, masked products,
@@ -30,31 +24,23 @@ pub struct VerifyArgs {
     /// Compute in f64 (every quantity within 1e-9) or f32 (1e-4 on derivatives,
     /// 1e-5 on logits and loss).
     #[arg(long, value_enum, default_value = "f64")]
-    dtype: Precision,
+    dtype: Dtype,
+    /// Where the engine runs (the tolerances are the same on every device).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    #[command(flatten)]
+    gpu: GpuOptions,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    match args.dtype {
-        Precision::F64 => run_in::<f64>(&args),
-        Precision::F32 => run_in::<f32>(&args),
-    }
-}
-
-fn run_in<T: Scalar>(args: &VerifyArgs) -> anyhow::Result<()>
-where
-    Cpu: Backend<T>,
-{
-    let reference = Reference::load(&args.reference)?;
-    let checkpoint = Checkpoint::<T>::load(&args.model)?;
-    let model = Opt::new(Cpu, checkpoint.config, &checkpoint.params)?;
-    let progress = super::BarProgress::new();
-    let report = verify(&model, &reference, &progress)?;
-    drop(progress);
+    let engine = Engine::open(args.device, args.gpu)?;
+    let report = engine.run(args.dtype, VerifyJob { args: &args })?;
     println!(
-        "{} against {} in {} ({} parameters):",
+        "{} against {} in {} on {} ({} parameters):",
         args.model.display(),
         args.reference.display(),
-        T::NAME,
+        report.dtype,
+        engine.describe(),
         report.num_params
     );
     println!("{}", report.table().to_text());
@@ -72,4 +58,21 @@ where
     }
     println!("all {} quantities within tolerance", report.checks.len());
     Ok(())
+}
+
+/// The verification, generic over the backend the engine opened.
+struct VerifyJob<'a> {
+    args: &'a VerifyArgs,
+}
+
+impl BackendJob for VerifyJob<'_> {
+    type Output = VerifyReport;
+
+    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> crate::Result<VerifyReport> {
+        let reference = Reference::load(&self.args.reference)?;
+        let checkpoint = Checkpoint::<T>::load(&self.args.model)?;
+        let model = Opt::new(backend, checkpoint.config, &checkpoint.params)?;
+        let progress = super::BarProgress::new();
+        verify(&model, &reference, &progress)
+    }
 }

@@ -35,9 +35,9 @@ use crate::probe::inputs::data_spec;
 use crate::probe::landscape::write_landscape;
 use crate::probe::output::ritz_table;
 use crate::probe::{
-    DataRequest, Device, Dtype, HessianChoice, LandscapeOptions, LandscapeRequest, ProbeOptions,
-    ProbeOutputs, ProbeRequest, SweepSpec, run_landscape, run_probe, run_sweep, write_probe,
-    write_sweep,
+    DataRequest, Device, Dtype, GpuOptions, HessianChoice, LandscapeOptions, LandscapeRequest,
+    ProbeOptions, ProbeOutputs, ProbeRequest, SweepSpec, run_landscape, run_probe, run_sweep,
+    write_probe, write_sweep,
 };
 use crate::report::Manifest;
 use crate::report::table::format_float;
@@ -74,6 +74,9 @@ struct ModelTable {
     dtype: Dtype,
     #[serde(default)]
     device: Device,
+    /// Which GPU, and TF32 (with `device = "cuda"`).
+    #[serde(default)]
+    gpu: GpuOptions,
 }
 
 /// `[data]`: the dataset, as the data flags describe it.
@@ -225,6 +228,7 @@ fn parse_probe(spec: &Spec) -> Result<ProbeRequest> {
         options: params.probe,
         dtype: params.model.dtype,
         device: params.model.device,
+        gpu: params.model.gpu,
     })
 }
 
@@ -241,6 +245,7 @@ fn parse_landscape(spec: &Spec) -> Result<LandscapeRequest> {
         options: params.landscape,
         dtype: params.model.dtype,
         device: params.model.device,
+        gpu: params.model.gpu,
     })
 }
 
@@ -280,7 +285,7 @@ fn run_probe_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         request.options.seed,
         &serde_json::json!({
             "model": request.model, "hessian": request.hessian, "options": request.options,
-            "dtype": request.dtype, "device": request.device,
+            "dtype": request.dtype, "device": request.device, "gpu": request.gpu,
             "data": request.data.spec.path, "batch": request.data.batch_rows,
         }),
     )?;
@@ -425,7 +430,7 @@ fn run_landscape_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         request.options.seed,
         &serde_json::json!({
             "model": request.model, "hessian": request.hessian, "options": request.options,
-            "dtype": request.dtype, "device": request.device,
+            "dtype": request.dtype, "device": request.device, "gpu": request.gpu,
             "data": request.data.spec.path, "batch": request.data.batch_rows,
         }),
     )?;

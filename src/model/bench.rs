@@ -2,7 +2,9 @@
 //!
 //! Each phase runs `warmup` times untimed (buffers allocated, caches warm), then
 //! `reps` times timed; the median is the figure to quote. Vectors live on the
-//! backend, so transfers are not timed.
+//! backend, so transfers are not timed. A GPU runs its kernels asynchronously, so
+//! every timed run ends by copying one number back to the host, which waits for
+//! all the work queued before it: the clock stops when the result exists.
 
 use std::time::Instant;
 
@@ -119,19 +121,24 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     let mut hvp = b.zeros(n)?;
     let mut hvp_k = b.zeros(mask.len())?;
     progress.start((4 * (reps + warmup)) as u64, "benchmark");
-    let time = |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
-        let mut samples_ms = Vec::with_capacity(reps);
-        for i in 0..warmup + reps {
-            progress.check()?;
-            let start = Instant::now();
-            run()?;
-            if i >= warmup {
-                samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    let mut first = [T::from_f64(0.0)];
+    // A download is ordered after every kernel launched before it (one stream).
+    let mut wait_for_device = || b.download(b.sub(b.view(&v), 0..1), &mut first);
+    let mut time =
+        |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
+            let mut samples_ms = Vec::with_capacity(reps);
+            for i in 0..warmup + reps {
+                progress.check()?;
+                let start = Instant::now();
+                run()?;
+                wait_for_device()?;
+                if i >= warmup {
+                    samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+                progress.advance(1);
             }
-            progress.advance(1);
-        }
-        Ok(PhaseTimes { phase, samples_ms })
-    };
+            Ok(PhaseTimes { phase, samples_ms })
+        };
     Ok(vec![
         time("forward", &mut || objective.loss().map(drop))?,
         time("gradient", &mut || {

@@ -25,7 +25,7 @@ use rand::Rng as _;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::device::{BackendJob, Device, Dtype, dispatch};
+use super::device::{BackendJob, Device, Dtype, GpuOptions, dispatch};
 use super::inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs, record_inputs};
 use super::operator::HessianOperator;
 use super::output::{read_eigenvectors, record_identities};
@@ -205,6 +205,8 @@ pub struct LandscapeRequest {
     pub options: LandscapeOptions,
     pub dtype: Dtype,
     pub device: Device,
+    /// Which GPU, and whether TF32 is allowed (with `Device::Cuda`).
+    pub gpu: GpuOptions,
 }
 
 /// A landscape with the inputs for its manifest.
@@ -221,6 +223,7 @@ pub fn run_landscape(
 ) -> Result<LandscapeRun> {
     dispatch(
         request.device,
+        request.gpu,
         request.dtype,
         LandscapeJob {
             request,

@@ -98,6 +98,9 @@ struct State<'m, T: Scalar, B: Backend<T>> {
     host_out: Vec<T>,
     device_in: B::Buf,
     device_out: B::Buf,
+    /// The gathered path's indices on the backend, uploaded by the first
+    /// [`HessianOperator::apply_on_backend`] (the host path never needs them).
+    gather_index: Option<B::Index>,
 }
 
 impl<'m, T: Scalar, B: Backend<T>> HessianOperator<'m, T, B> {
@@ -160,6 +163,7 @@ impl<'m, T: Scalar, B: Backend<T>> HessianOperator<'m, T, B> {
             host_out: vec![T::ZERO; width],
             device_in: b.zeros(width)?,
             device_out: b.zeros(width)?,
+            gather_index: None,
         };
         Ok(HessianOperator {
             model,
@@ -245,6 +249,53 @@ impl<'m, T: Scalar, B: Backend<T>> HessianOperator<'m, T, B> {
                 T::NAME
             )));
         }
+        Ok(scalars)
+    }
+
+    /// One product on the backend's own buffers, for operators on device-resident
+    /// vectors (`OperatorOn<CudaSpace>`): `load` writes the input into the
+    /// backend's input buffer (in the model's precision: N entries for the full
+    /// Hessian and for the gathered path, where it must write only the entries at
+    /// the indices it is given, the others staying zero; k entries for the masked
+    /// path, where the index is `None`); then the product runs, and `store` reads
+    /// the output buffer (N or k entries, as for `load`). Counted and timed like
+    /// [`HessianOperator::apply_with_scalars`]; no vector crosses to the host.
+    pub fn apply_on_backend(
+        &self,
+        load: impl FnOnce(&B, &mut B::Buf, Option<&B::Index>) -> Result<()>,
+        store: impl FnOnce(&B, &B::Buf, Option<&B::Index>) -> Result<()>,
+    ) -> Result<Scalars> {
+        let started = Instant::now();
+        let mut guard = self
+            .state
+            .lock()
+            .map_err(|_| Error::Numerical("an earlier Hessian-vector product panicked".into()))?;
+        let state = &mut *guard;
+        let b = self.model.backend();
+        if let (Some(idx), None) = (&self.gather, &state.gather_index) {
+            let narrow = idx
+                .iter()
+                .map(|&i| u32::try_from(i))
+                .collect::<std::result::Result<Vec<u32>, _>>()
+                .map_err(|_| Error::Numerical("a mask index does not fit in 32 bits".into()))?;
+            state.gather_index = Some(b.upload_index(&narrow)?);
+        }
+        let index = state.gather_index.as_ref();
+        load(b, &mut state.device_in, index)?;
+        let scalars = if self.restriction_is_full || self.gather.is_some() {
+            state
+                .objective
+                .hvp_into(&state.device_in, &mut state.device_out, None)?
+        } else {
+            state
+                .objective
+                .masked_hvp_into(&state.device_in, &mut state.device_out)?
+        };
+        store(b, &state.device_out, index)?;
+        drop(guard);
+        self.products.fetch_add(1, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(scalars)
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::device::{BackendJob, Device, Dtype, dispatch};
+use super::device::{BackendJob, Device, Dtype, Engine, GpuOptions, GpuSummary};
 use super::evaluate::{Evaluation, evaluate};
 use super::inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs, record_inputs};
 use super::operator::HessianOperator;
@@ -29,6 +29,8 @@ pub struct ProbeRequest {
     pub options: ProbeOptions,
     pub dtype: Dtype,
     pub device: Device,
+    /// Which GPU, and whether TF32 is allowed (with `Device::Cuda`).
+    pub gpu: GpuOptions,
 }
 
 /// The checkpoint as the report records it.
@@ -93,6 +95,9 @@ pub struct ProbeReport {
     pub hessian: HessianSummary,
     pub dtype: Dtype,
     pub device: Device,
+    /// The GPU the products ran on (absent on the CPU, so CPU outputs do not change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuSummary>,
     pub options: ProbeOptions,
     pub evaluation: Evaluation,
     pub spectrum: SpectrumReport,
@@ -128,13 +133,14 @@ pub fn run_probe(
     manifest: Manifest,
     progress: &dyn Progress,
 ) -> Result<ProbeRun> {
-    dispatch(
-        request.device,
+    let engine = Engine::open(request.device, request.gpu)?;
+    engine.run(
         request.dtype,
         ProbeJob {
             request,
             manifest,
             progress,
+            gpu: engine.gpu_summary(),
         },
     )
 }
@@ -143,6 +149,7 @@ struct ProbeJob<'a> {
     request: &'a ProbeRequest,
     manifest: Manifest,
     progress: &'a dyn Progress,
+    gpu: Option<GpuSummary>,
 }
 
 impl BackendJob for ProbeJob<'_> {
@@ -153,6 +160,7 @@ impl BackendJob for ProbeJob<'_> {
             request,
             mut manifest,
             progress,
+            gpu,
         } = self;
         request.options.validate()?;
         let started = Instant::now();
@@ -226,6 +234,7 @@ impl BackendJob for ProbeJob<'_> {
             },
             dtype: request.dtype,
             device: request.device,
+            gpu,
             options: request.options.clone(),
             evaluation,
             spectrum,

@@ -24,7 +24,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::device::{BackendJob, Device, Dtype, dispatch};
+use super::device::{BackendJob, Device, Dtype, GpuOptions, dispatch};
 use super::inputs::{DataInputs, DataRequest, ModelInputs, data_spec, indices_hash, scope_indices};
 use super::operator::{HessianOperator, Restriction};
 use super::spectrum::RitzPair;
@@ -82,6 +82,8 @@ pub struct SweepSpec {
     pub seeds: Vec<u64>,
     pub dtype: Dtype,
     pub device: Device,
+    /// Which GPU, and whether TF32 is allowed (with `device = "cuda"`).
+    pub gpu: GpuOptions,
     /// Lanczos product budget and tolerance per cell.
     pub iters: usize,
     pub tol: f64,
@@ -115,6 +117,7 @@ impl Default for SweepSpec {
             seeds: vec![0, 1, 2],
             dtype: Dtype::F64,
             device: Device::Cpu,
+            gpu: GpuOptions::default(),
             iters: 80,
             tol: 1e-6,
             trace_products: 30,
@@ -294,6 +297,7 @@ pub fn run_sweep(
     progress.start(spec.cell_count() as u64, "sweep");
     dispatch(
         spec.device,
+        spec.gpu,
         spec.dtype,
         SweepJob {
             spec,
@@ -359,6 +363,7 @@ impl BackendJob for SweepJob<'_> {
                 },
                 "dtype": spec.dtype,
                 "device": spec.device,
+                "tf32": spec.gpu.tf32,
                 "seed": spec.seed,
                 "tol": spec.tol,
             });

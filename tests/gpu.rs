@@ -1,0 +1,224 @@
+//! The CUDA backend on a GPU: PyTorch's fixtures (`maskscape verify`'s checks, with
+//! the tolerances of the CPU engine), products against the CPU on OPT-125m-shaped
+//! random weights, and Lanczos against the CPU on the same operator.
+//!
+//! Every test first asks `availability()`; without a CUDA driver, NVRTC, cuBLAS or a
+//! device (as in CI) it prints why and passes without checking anything. On the GPU
+//! machine these run from the prebuilt test binary (scripts/gpu-check.sh).
+
+use std::path::{Path, PathBuf};
+
+use maskscape::backend::cuda::availability;
+use maskscape::backend::{Backend, Cpu, Cuda, Scalar};
+use maskscape::mask::{Mask, MaskSpec};
+use maskscape::model::bench::random_batch;
+use maskscape::model::presets::preset;
+use maskscape::model::verify::{Reference, rel_error, verify};
+use maskscape::model::{Batch, Checkpoint, Objective, Opt};
+use maskscape::probe::{HessianOperator, Method, ProbeOptions, Restriction, probe_spectrum};
+use maskscape::progress::Silent;
+use maskscape::spectral::Which;
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+
+/// Fixture `name`, relative to the working directory: `cargo test` runs in the
+/// repository root, and so does scripts/gpu-check.sh, on a machine where the path
+/// this crate was built in (`CARGO_MANIFEST_DIR`) does not exist.
+fn fixture(name: &str) -> PathBuf {
+    Path::new("tests/fixtures").join(name)
+}
+
+/// The GPU, or `None` after printing why the test is skipped.
+fn gpu() -> Option<Cuda> {
+    if let Err(e) = availability() {
+        eprintln!("skipped: no CUDA device: {e}");
+        return None;
+    }
+    // A device that is present but cannot be opened is a failure, not a skip.
+    Some(Cuda::new(0, false).unwrap())
+}
+
+fn normal<T: Scalar>(n: usize, seed: u64) -> Vec<T> {
+    let mut rng = maskscape::rng::stream(seed, 0);
+    (0..n)
+        .map(|_| T::from_f64(rng.sample(StandardNormal)))
+        .collect()
+}
+
+fn to_f64<T: Scalar>(x: &[T]) -> Vec<f64> {
+    x.iter().map(|v| v.to_f64()).collect()
+}
+
+/// `maskscape verify`'s checks of fixture `name` on the GPU in `T`: every quantity
+/// the fixture holds, within 1e-9 in f64 (1e-4 on derivatives, 1e-5 on values in f32).
+fn check_fixture<T: Scalar>(cuda: &Cuda, name: &str)
+where
+    Cuda: Backend<T>,
+{
+    let checkpoint = Checkpoint::<T>::load(&fixture(name)).unwrap();
+    let model = Opt::new(cuda.clone(), checkpoint.config, &checkpoint.params).unwrap();
+    let reference = Reference::load(&fixture(name).join("reference.safetensors")).unwrap();
+    let report = verify(&model, &reference, &Silent).unwrap();
+    let table = report.table().to_text();
+    println!("{name} {} on {}:\n{table}", T::NAME, cuda.description());
+    assert!(report.passed(), "{name} in {}:\n{table}", T::NAME);
+    // every quantity the fixture holds was compared
+    let expected = if name == "opt-small-preln" { 7 } else { 9 };
+    assert_eq!(
+        report.checks.iter().filter(|c| c.skipped.is_none()).count(),
+        expected,
+        "{name}:\n{table}"
+    );
+}
+
+const FIXTURES: [&str; 3] = ["opt-tiny-preln", "opt-tiny-postln-proj", "opt-small-preln"];
+
+#[test]
+fn fixtures_match_pytorch_on_the_gpu_in_f64() {
+    let Some(cuda) = gpu() else { return };
+    for name in FIXTURES {
+        check_fixture::<f64>(&cuda, name);
+    }
+}
+
+#[test]
+fn fixtures_match_pytorch_on_the_gpu_in_f32() {
+    let Some(cuda) = gpu() else { return };
+    for name in FIXTURES {
+        check_fixture::<f32>(&cuda, name);
+    }
+}
+
+/// OPT-125m's shapes with the random weights of `maskscape init` (seed 0), two
+/// sequences of 32 random tokens, and the paper's q/v mask at ratio 1e-3.
+struct Problem<T: Scalar> {
+    checkpoint: Checkpoint<T>,
+    data: [Batch; 1],
+    mask: Vec<u64>,
+}
+
+fn opt_125m<T: Scalar>() -> Problem<T> {
+    // invariant: opt-125m is one of the presets
+    let config = preset("opt-125m").expect("opt-125m preset");
+    let data = [random_batch(&config, 2, 32, 0).unwrap()];
+    let checkpoint = Checkpoint::<T>::random(config, 0);
+    let layout = maskscape::model::ParamLayout::new(&checkpoint.config);
+    let mask = Mask::draw(&MaskSpec::paper(1e-3, 0), &layout)
+        .unwrap()
+        .indices()
+        .to_vec();
+    Problem {
+        checkpoint,
+        data,
+        mask,
+    }
+}
+
+/// The full and the masked Hessian-vector product of `problem` on `backend`.
+fn products<T: Scalar, B: Backend<T>>(
+    backend: B,
+    problem: &Problem<T>,
+    v: &[T],
+    vk: &[T],
+) -> (Vec<f64>, Vec<f64>) {
+    let c = &problem.checkpoint;
+    let model = Opt::new(backend, c.config.clone(), &c.params).unwrap();
+    let mut objective = Objective::new(&model, &problem.data).unwrap();
+    objective.set_mask(&problem.mask).unwrap();
+    let hvp = objective.hvp(v).unwrap();
+    let masked = objective.masked_hvp(vk).unwrap();
+    (to_f64(&hvp), to_f64(&masked))
+}
+
+/// GPU against CPU in `T` on OPT-125m: full and masked products within `tol`.
+fn gpu_matches_cpu<T: Scalar>(tol: f64)
+where
+    Cpu: Backend<T>,
+    Cuda: Backend<T>,
+{
+    let Some(cuda) = gpu() else { return };
+    let problem = opt_125m::<T>();
+    let v = normal::<T>(problem.checkpoint.params.len(), 1);
+    let vk = normal::<T>(problem.mask.len(), 2);
+    let (cpu_hvp, cpu_masked) = products(Cpu, &problem, &v, &vk);
+    let (gpu_hvp, gpu_masked) = products(cuda.clone(), &problem, &v, &vk);
+    let (e_hvp, e_masked) = (
+        rel_error(&gpu_hvp, &cpu_hvp),
+        rel_error(&gpu_masked, &cpu_masked),
+    );
+    println!(
+        "opt-125m 2 x 32 {} on {}: hvp {e_hvp:.2e}, masked hvp {e_masked:.2e} (k = {})",
+        T::NAME,
+        cuda.description(),
+        problem.mask.len()
+    );
+    assert!(e_hvp < tol, "hvp: relative error {e_hvp:.2e} >= {tol:.0e}");
+    assert!(
+        e_masked < tol,
+        "masked hvp: relative error {e_masked:.2e} >= {tol:.0e}"
+    );
+}
+
+#[test]
+fn products_match_the_cpu_on_opt_125m_in_f64() {
+    gpu_matches_cpu::<f64>(1e-10);
+}
+
+#[test]
+fn products_match_the_cpu_on_opt_125m_in_f32() {
+    gpu_matches_cpu::<f32>(1e-4);
+}
+
+/// The five largest eigenvalues of the masked Hessian from a 60-step Lanczos run
+/// through the probe's operator and spectral driver.
+fn top_five<B: Backend<f64>>(
+    backend: B,
+    checkpoint: &Checkpoint<f64>,
+    data: &[Batch],
+    mask: &[u64],
+) -> Vec<f64> {
+    let model = Opt::new(backend, checkpoint.config.clone(), &checkpoint.params).unwrap();
+    let op = HessianOperator::new(&model, data, &Restriction::Indices(mask.to_vec())).unwrap();
+    let options = ProbeOptions {
+        method: Method::Lanczos,
+        k: 5,
+        which: Which::Largest,
+        iters: 60,
+        // small enough that both runs take all 60 steps
+        tol: 1e-14,
+        ..ProbeOptions::default()
+    };
+    let report = probe_spectrum(&op, &options, &Silent).unwrap();
+    // invariant: method Lanczos always yields its report
+    let lanczos = report.lanczos.expect("a Lanczos report");
+    lanczos.top.iter().map(|p| p.value).collect()
+}
+
+#[test]
+fn lanczos_on_the_gpu_reproduces_the_cpu_top_eigenvalues() {
+    let Some(cuda) = gpu() else { return };
+    // OPT-mini's shapes keep the CPU's 60 products short; the operator is the
+    // probe's, so the GPU's only difference is where the products run.
+    // invariant: opt-mini is one of the presets
+    let config = preset("opt-mini").expect("opt-mini preset");
+    let data = [random_batch(&config, 2, 32, 0).unwrap()];
+    let checkpoint = Checkpoint::<f64>::random(config, 0);
+    let layout = maskscape::model::ParamLayout::new(&checkpoint.config);
+    let mask = Mask::draw(&MaskSpec::paper(1e-2, 0), &layout).unwrap();
+    let cpu = top_five(Cpu, &checkpoint, &data, mask.indices());
+    let gpu = top_five(cuda.clone(), &checkpoint, &data, mask.indices());
+    println!(
+        "top five on {} (k = {}): cpu {cpu:?}, gpu {gpu:?}",
+        cuda.description(),
+        mask.len()
+    );
+    assert_eq!(cpu.len(), 5);
+    assert_eq!(gpu.len(), 5);
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        let e = (c - g).abs() / c.abs();
+        assert!(
+            e < 1e-8,
+            "eigenvalue {i}: cpu {c}, gpu {g}, relative {e:.1e}"
+        );
+    }
+}
