@@ -15,9 +15,11 @@ use maskscape::model::bench::random_batch;
 use maskscape::model::presets::preset;
 use maskscape::model::verify::{Reference, rel_error, verify};
 use maskscape::model::{Batch, Checkpoint, Objective, Opt};
-use maskscape::probe::{HessianOperator, Method, ProbeOptions, Restriction, probe_spectrum};
+use maskscape::probe::{
+    HessianOperator, Method, OnBackend, ProbeOptions, Restriction, SpectralBackend, probe_spectrum,
+};
 use maskscape::progress::Silent;
-use maskscape::spectral::Which;
+use maskscape::spectral::{LinearOperator, Which};
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
@@ -170,15 +172,22 @@ fn products_match_the_cpu_on_opt_125m_in_f32() {
 }
 
 /// The five largest eigenvalues of the masked Hessian from a 60-step Lanczos run
-/// through the probe's operator and spectral driver.
-fn top_five<B: Backend<f64>>(
+/// through the probe's operator and spectral driver, with the vectors in the
+/// backend's space (device memory on the GPU).
+fn top_five<B: SpectralBackend<f64>>(
     backend: B,
     checkpoint: &Checkpoint<f64>,
     data: &[Batch],
     mask: &[u64],
 ) -> Vec<f64> {
-    let model = Opt::new(backend, checkpoint.config.clone(), &checkpoint.params).unwrap();
+    let model = Opt::new(
+        backend.clone(),
+        checkpoint.config.clone(),
+        &checkpoint.params,
+    )
+    .unwrap();
     let op = HessianOperator::new(&model, data, &Restriction::Indices(mask.to_vec())).unwrap();
+    let space = backend.space(op.dim()).unwrap();
     let options = ProbeOptions {
         method: Method::Lanczos,
         k: 5,
@@ -188,7 +197,7 @@ fn top_five<B: Backend<f64>>(
         tol: 1e-14,
         ..ProbeOptions::default()
     };
-    let report = probe_spectrum(&op, &options, &Silent).unwrap();
+    let report = probe_spectrum(&OnBackend(&op), &space, &options, &Silent).unwrap();
     // invariant: method Lanczos always yields its report
     let lanczos = report.lanczos.expect("a Lanczos report");
     lanczos.top.iter().map(|p| p.value).collect()

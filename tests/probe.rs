@@ -23,7 +23,7 @@ use maskscape::probe::{
 };
 use maskscape::progress::{Progress, Silent};
 use maskscape::report::Manifest;
-use maskscape::spectral::{LinearOperator, Which};
+use maskscape::spectral::{HostSpace, LinearOperator, Which};
 
 use common::fixture;
 
@@ -237,7 +237,8 @@ fn masked_and_gathered_products_agree_on_the_fixture_mask() {
         ..eigen_options()
     };
     let before = masked.products();
-    let spectrum = probe_spectrum(&masked, &options, &Silent).unwrap();
+    let space = HostSpace::new(masked.dim());
+    let spectrum = probe_spectrum(&masked, &space, &options, &Silent).unwrap();
     let exact = &r.masked_hessian_eigs.as_ref().unwrap().values;
     let top = spectrum.lambda_max().unwrap().value;
     let bottom = spectrum.lambda_min().unwrap().value;

@@ -345,6 +345,9 @@ fn print_probe(report: &crate::probe::ProbeReport) {
         if !l.bottom.is_empty() {
             println!("smallest eigenvalues (Lanczos): {}", pairs(&l.bottom));
         }
+        if let Some(note) = &l.history_note {
+            println!("  {note}");
+        }
         println!(
             "  {} products ({} for computed residuals)",
             l.products, l.verification_products

@@ -5,8 +5,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::history::HistorySpace;
+use super::operator::HessianOperator;
+use crate::backend::cpu::CpuScalar;
+use crate::backend::cuda::{CudaScalar, CudaSpace};
 use crate::backend::{Backend, Cpu, Cuda, Scalar};
 use crate::error::{Error, Result};
+use crate::spectral::{HostSpace, LinearOperator, OperatorOn, VectorSpace};
 
 /// The device the engine runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -118,7 +123,87 @@ impl Engine {
 pub trait BackendJob {
     type Output;
     /// Runs the work on `backend` in precision `T`.
-    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> Result<Self::Output>;
+    fn run<T: Scalar, B: SpectralBackend<T>>(self, backend: B) -> Result<Self::Output>;
+}
+
+/// A backend together with the vector space its Hessian acts on: the host for the
+/// CPU, device memory for CUDA, so that the spectral algorithms keep their vectors
+/// where the products run. Wrap a [`HessianOperator`] in [`OnBackend`] to hand it
+/// to an algorithm with [`SpectralBackend::space`].
+pub trait SpectralBackend<T: Scalar>: Backend<T> + Clone {
+    /// Where the spectral algorithms' vectors live.
+    type Space: HistorySpace;
+    /// The space `R^dim` on this backend's device.
+    fn space(&self, dim: usize) -> Result<Self::Space>;
+    /// `y = H x` for vectors of `space`.
+    fn apply_hessian(
+        op: &HessianOperator<'_, T, Self>,
+        space: &Self::Space,
+        x: &<Self::Space as VectorSpace>::Vector,
+        y: &mut <Self::Space as VectorSpace>::Vector,
+    ) -> Result<()>;
+}
+
+impl<T: CpuScalar> SpectralBackend<T> for Cpu {
+    type Space = HostSpace;
+
+    fn space(&self, dim: usize) -> Result<HostSpace> {
+        Ok(HostSpace::new(dim))
+    }
+
+    fn apply_hessian(
+        op: &HessianOperator<'_, T, Self>,
+        space: &HostSpace,
+        x: &Vec<f64>,
+        y: &mut Vec<f64>,
+    ) -> Result<()> {
+        OperatorOn::<HostSpace>::apply_in(op, space, x, y)
+    }
+}
+
+impl<T: CudaScalar> SpectralBackend<T> for Cuda {
+    type Space = CudaSpace;
+
+    fn space(&self, dim: usize) -> Result<CudaSpace> {
+        Ok(CudaSpace::new(self.clone(), dim))
+    }
+
+    fn apply_hessian(
+        op: &HessianOperator<'_, T, Self>,
+        space: &CudaSpace,
+        x: &<CudaSpace as VectorSpace>::Vector,
+        y: &mut <CudaSpace as VectorSpace>::Vector,
+    ) -> Result<()> {
+        OperatorOn::<CudaSpace>::apply_in(op, space, x, y)
+    }
+}
+
+/// A [`HessianOperator`] acting on the vectors of its backend's space (see
+/// [`SpectralBackend`]); its products run in the model's precision, which it
+/// reports to the algorithms.
+pub struct OnBackend<'a, 'm, T: Scalar, B: Backend<T>>(pub &'a HessianOperator<'m, T, B>);
+
+impl<T: Scalar, B: SpectralBackend<T>> OperatorOn<B::Space> for OnBackend<'_, '_, T, B> {
+    fn dim(&self) -> usize {
+        LinearOperator::dim(self.0)
+    }
+
+    fn name(&self) -> String {
+        LinearOperator::name(self.0)
+    }
+
+    fn apply_in(
+        &self,
+        space: &B::Space,
+        x: &<B::Space as VectorSpace>::Vector,
+        y: &mut <B::Space as VectorSpace>::Vector,
+    ) -> Result<()> {
+        B::apply_hessian(self.0, space, x, y)
+    }
+
+    fn precision(&self) -> f64 {
+        LinearOperator::precision(self.0)
+    }
 }
 
 /// Opens `device` (see [`Engine::open`]) and runs `job` on it in `dtype`.

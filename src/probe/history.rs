@@ -10,14 +10,40 @@
 //! the recorded products by linearity (`A r = y − Σ cᵢ A qᵢ`), so no extra product
 //! is spent; inputs mostly inside the span are left out (see [`NEW_DIRECTION`]). Cost per product: `O(j n)` for the projections and `O(j³)` for the
 //! projected eigenproblem; memory: two n-vectors per new direction.
+//!
+//! The recorder acts on the vectors of any [`HistorySpace`]. The Ritz history needs
+//! the vectors on the host, so it is kept only in spaces whose vectors are host
+//! slices ([`HostSpace`]); on a device space ([`CudaSpace`]) copying two n-vectors
+//! per product off the device would cost more than the product, so there only the
+//! Rayleigh quotient is recorded, from two device reductions (two scalars cross).
 
 use std::sync::Mutex;
 
 use faer::{Mat, Side};
 use serde::Serialize;
 
+use crate::backend::cuda::CudaSpace;
 use crate::error::{Error, Result};
-use crate::spectral::LinearOperator;
+use crate::spectral::{HostSpace, OperatorOn, VectorSpace};
+
+/// A vector space the [`Recorder`] can watch: it says whether its vectors are host
+/// slices, which the Ritz history needs.
+pub trait HistorySpace: VectorSpace {
+    /// `x` as a host slice, when the space keeps its vectors on the host.
+    fn host_slice<'v>(&self, x: &'v Self::Vector) -> Option<&'v [f64]>;
+}
+
+impl HistorySpace for HostSpace {
+    fn host_slice<'v>(&self, x: &'v Vec<f64>) -> Option<&'v [f64]> {
+        Some(x)
+    }
+}
+
+impl HistorySpace for CudaSpace {
+    fn host_slice<'v>(&self, _x: &'v Self::Vector) -> Option<&'v [f64]> {
+        None
+    }
+}
 
 /// Bytes the Ritz history may hold (two n-vectors per direction); beyond this
 /// only Rayleigh quotients are recorded.
@@ -52,6 +78,7 @@ pub struct Recorder<A> {
 
 struct State {
     ritz: bool,
+    off_host: bool,
     basis: Vec<Vec<f64>>,
     images: Vec<Vec<f64>>,
     /// `basis[i] · images[j]` for `i, j` below the basis length, row `i` first.
@@ -59,15 +86,17 @@ struct State {
     points: Vec<HistoryPoint>,
 }
 
-impl<A: LinearOperator> Recorder<A> {
-    /// Watches `inner`; records Ritz values while at most `max_products` vectors of
-    /// its dimension fit in [`HISTORY_BUDGET_BYTES`] twice over.
-    pub fn new(inner: A, max_products: usize) -> Self {
-        let bytes = 2 * 8 * inner.dim().saturating_mul(max_products);
+impl<A> Recorder<A> {
+    /// Watches `inner` (of dimension `dim`); records Ritz values while at most
+    /// `max_products` vectors of its dimension fit in [`HISTORY_BUDGET_BYTES`] twice
+    /// over and the vectors are on the host.
+    pub fn new(inner: A, dim: usize, max_products: usize) -> Self {
+        let bytes = 2 * 8 * dim.saturating_mul(max_products);
         Recorder {
             inner,
             state: Mutex::new(State {
                 ritz: bytes <= HISTORY_BUDGET_BYTES,
+                off_host: false,
                 basis: Vec::new(),
                 images: Vec::new(),
                 projected: Vec::new(),
@@ -79,7 +108,7 @@ impl<A: LinearOperator> Recorder<A> {
     /// Watches `inner`, recording only Rayleigh quotients (what power iteration
     /// itself estimates).
     pub fn rayleigh_only(inner: A) -> Self {
-        let recorder = Recorder::new(inner, 0);
+        let recorder = Recorder::new(inner, 0, 0);
         if let Ok(mut state) = recorder.state.lock() {
             state.ritz = false;
         }
@@ -92,6 +121,32 @@ impl<A: LinearOperator> Recorder<A> {
             .into_inner()
             .map(|s| s.points)
             .unwrap_or_default()
+    }
+
+    /// Whether a product's vectors were not on the host (so no Ritz values were
+    /// recorded from it on).
+    pub fn off_host(&self) -> bool {
+        self.state.lock().map(|s| s.off_host).unwrap_or(false)
+    }
+
+    /// Records a product whose vectors stay off the host: its Rayleigh quotient only
+    /// (the Ritz history stops, as it needs the vectors).
+    fn observe_scalars(&self, xx: f64, xy: f64) -> Result<()> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| Error::Numerical("history recorder poisoned".into()))?;
+        state.ritz = false;
+        state.off_host = true;
+        let rayleigh = if xx > 0.0 { xy / xx } else { 0.0 };
+        let products = state.points.len() as u64 + 1;
+        state.points.push(HistoryPoint {
+            products,
+            rayleigh,
+            top: None,
+            bottom: None,
+        });
+        Ok(())
     }
 
     fn observe(&self, x: &[f64], y: &[f64]) -> Result<()> {
@@ -161,7 +216,7 @@ impl State {
     }
 }
 
-impl<A: LinearOperator> LinearOperator for Recorder<A> {
+impl<S: HistorySpace, A: OperatorOn<S> + ?Sized> OperatorOn<S> for Recorder<&A> {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
@@ -170,9 +225,12 @@ impl<A: LinearOperator> LinearOperator for Recorder<A> {
         self.inner.name()
     }
 
-    fn apply(&self, x: &[f64], y: &mut [f64]) -> Result<()> {
-        self.inner.apply(x, y)?;
-        self.observe(x, y)
+    fn apply_in(&self, space: &S, x: &S::Vector, y: &mut S::Vector) -> Result<()> {
+        self.inner.apply_in(space, x, y)?;
+        match (space.host_slice(x), space.host_slice(y)) {
+            (Some(x), Some(y)) => self.observe(x, y),
+            _ => self.observe_scalars(space.dot(x, x)?, space.dot(x, y)?),
+        }
     }
 
     fn precision(&self) -> f64 {
@@ -198,7 +256,8 @@ mod tests {
     #[test]
     fn ritz_history_converges_to_the_extremes_without_extra_products() -> TestResult {
         let values: Vec<f64> = (0..200).map(|i| -3.0 + 0.05 * i as f64).collect();
-        let recorder = Recorder::new(Diagonal::new(values), 100);
+        let diagonal = Diagonal::new(values);
+        let recorder = Recorder::new(&diagonal, 200, 100);
         let options = LanczosOptions {
             k: 1,
             which: crate::spectral::Which::Both,
@@ -230,9 +289,10 @@ mod tests {
 
     #[test]
     fn over_budget_keeps_only_rayleigh_quotients() -> TestResult {
-        let recorder = Recorder::new(Diagonal::new(vec![2.0; 4]), usize::MAX / 64);
+        let diagonal = Diagonal::new(vec![2.0; 4]);
+        let recorder = Recorder::new(&diagonal, 4, usize::MAX / 64);
         let mut y = vec![0.0; 4];
-        recorder.apply(&[1.0, 0.0, 0.0, 0.0], &mut y)?;
+        recorder.apply_in(&HostSpace::new(4), &vec![1.0, 0.0, 0.0, 0.0], &mut y)?;
         let points = recorder.into_points();
         assert_eq!(points[0].rayleigh, 2.0);
         assert_eq!(points[0].top, None);

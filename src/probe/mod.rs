@@ -26,7 +26,9 @@ pub mod session;
 pub mod spectrum;
 pub mod sweep;
 
-pub use device::{BackendJob, Device, Dtype, Engine, GpuOptions, GpuSummary, dispatch};
+pub use device::{
+    BackendJob, Device, Dtype, Engine, GpuOptions, GpuSummary, OnBackend, SpectralBackend, dispatch,
+};
 pub use evaluate::{Evaluation, Regime, evaluate};
 pub use inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs};
 pub use landscape::{DirectionKind, Landscape, LandscapeOptions, LandscapeRequest, run_landscape};

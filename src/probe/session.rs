@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::device::{BackendJob, Device, Dtype, Engine, GpuOptions, GpuSummary};
+use super::device::{
+    BackendJob, Device, Dtype, Engine, GpuOptions, GpuSummary, OnBackend, SpectralBackend,
+};
 use super::evaluate::{Evaluation, evaluate};
 use super::inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs, record_inputs};
 use super::operator::HessianOperator;
 use super::spectrum::{ProbeOptions, SpectrumReport, probe_spectrum};
-use crate::backend::{Backend, Scalar};
+use crate::backend::Scalar;
 use crate::error::Result;
 use crate::mask::MaskSpec;
 use crate::model::Opt;
@@ -155,7 +157,7 @@ struct ProbeJob<'a> {
 impl BackendJob for ProbeJob<'_> {
     type Output = ProbeRun;
 
-    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> Result<ProbeRun> {
+    fn run<T: Scalar, B: SpectralBackend<T>>(self, backend: B) -> Result<ProbeRun> {
         let ProbeJob {
             request,
             mut manifest,
@@ -169,14 +171,15 @@ impl BackendJob for ProbeJob<'_> {
         let resolved = request.hessian.resolve(model.layout())?;
         record_inputs(&mut manifest, &model, &data, &request.hessian)?;
         let params = std::mem::take(&mut model.checkpoint.params);
-        let network = Opt::new(backend, model.config().clone(), &params)?;
+        let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
         drop(params);
         let op = HessianOperator::new(&network, &data.batches, &resolved.restriction)?;
         let load_s = started.elapsed().as_secs_f64();
 
         let evaluation = op.with_objective(|o| evaluate(o, &data.batches, progress))??;
         let evaluation_s = started.elapsed().as_secs_f64() - load_s;
-        let spectrum = probe_spectrum(&op, &request.options, progress)?;
+        let space = backend.space(op.dim())?;
+        let spectrum = probe_spectrum(&OnBackend(&op), &space, &request.options, progress)?;
         let total_s = started.elapsed().as_secs_f64();
         let hvps = op.products();
         let hvp_s = op.product_seconds();

@@ -1,21 +1,22 @@
 //! The spectral part of a probe: Lanczos, power iteration, stochastic Lanczos
 //! quadrature and Hutch++ on any symmetric operator, with convergence histories.
 //!
-//! This module sees only a [`LinearOperator`] (in practice a
-//! [`super::HessianOperator`]): it picks the algorithms' settings from the
+//! This module sees only an operator on a vector space (in practice a
+//! [`super::HessianOperator`] on its backend's space, see
+//! [`super::SpectralBackend`]): it picks the algorithms' settings from the
 //! operator's dimension and the user's budget and collects what they return into
-//! serializable reports.
+//! serializable reports. Only Ritz vectors asked for cross to the host.
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{HistoryPoint, Recorder};
+use super::history::{HistoryPoint, HistorySpace, Recorder};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
 use crate::spectral::{
-    Broadening, DensityOptions, DensityScale, Distribution, HostSpace, LanczosOptions,
-    LinearOperator, PowerOptions, Reorthogonalization, SlqOptions, SlqResult, SpectralDensity,
-    TraceEstimate, Which, hutch_plus_plus, lanczos, power_iteration, slq,
+    Broadening, DensityOptions, DensityScale, Distribution, LanczosOptions, OperatorOn,
+    PowerOptions, Reorthogonalization, SlqOptions, SlqResult, SpectralDensity, TraceEstimate,
+    Which, hutch_plus_plus, lanczos, power_iteration, slq,
 };
 
 /// Bytes a fully reorthogonalized Lanczos basis (or an SLQ probe's basis) may take
@@ -156,6 +157,10 @@ pub struct LanczosReport {
     /// Extreme Ritz values after each product.
     #[serde(skip)]
     pub history: Vec<HistoryPoint>,
+    /// Why `history` holds no Ritz values when the vectors stayed on a device: the
+    /// convergence table then has Rayleigh quotients only.
+    #[serde(skip)]
+    pub history_note: Option<String>,
     /// Unit eigenvectors of `top` (or of `bottom` for `which = smallest`), in the
     /// same order, when requested.
     #[serde(skip)]
@@ -228,18 +233,19 @@ impl SpectrumReport {
     }
 }
 
-/// Runs the estimates `options.method` asks for on `op`.
-pub fn probe_spectrum<A: LinearOperator>(
+/// Runs the estimates `options.method` asks for on `op`, with vectors in `space`
+/// (a [`crate::spectral::HostSpace`] on the CPU).
+pub fn probe_spectrum<S: HistorySpace, A: OperatorOn<S>>(
     op: &A,
+    space: &S,
     options: &ProbeOptions,
     progress: &dyn Progress,
 ) -> Result<SpectrumReport> {
     options.validate()?;
     let dim = op.dim();
-    let space = HostSpace::new(dim);
     let seed_of = |part: u64| rng::stream_id(&[options.seed, part]);
     let lanczos = if options.method.runs(Method::Lanczos) {
-        Some(run_lanczos(op, &space, options, seed_of(1), progress)?)
+        Some(run_lanczos(op, space, options, seed_of(1), progress)?)
     } else {
         None
     };
@@ -258,7 +264,7 @@ pub fn probe_spectrum<A: LinearOperator>(
             vectors: false,
             seed: seed_of(2),
         };
-        let result = power_iteration(&recorder, &space, &power_options, progress)?;
+        let result = power_iteration(&recorder, space, &power_options, progress)?;
         Some(PowerReport {
             pairs: pairs(&result.eigenvalues, &result.residuals, &result.converged),
             products_per_eigenpair: result.products_per_eigenpair,
@@ -269,14 +275,14 @@ pub fn probe_spectrum<A: LinearOperator>(
         None
     };
     let density = if options.method.runs(Method::Slq) {
-        Some(run_slq(op, &space, options, seed_of(3), progress)?)
+        Some(run_slq(op, space, options, seed_of(3), progress)?)
     } else {
         None
     };
     let trace = if options.method.runs(Method::Trace) {
         let estimate = hutch_plus_plus(
             op,
-            &space,
+            space,
             options.trace_products,
             Distribution::Rademacher,
             seed_of(4),
@@ -298,9 +304,9 @@ pub fn probe_spectrum<A: LinearOperator>(
     })
 }
 
-fn run_lanczos<A: LinearOperator>(
+fn run_lanczos<S: HistorySpace, A: OperatorOn<S>>(
     op: &A,
-    space: &HostSpace,
+    space: &S,
     options: &ProbeOptions,
     seed: u64,
     progress: &dyn Progress,
@@ -325,8 +331,13 @@ fn run_lanczos<A: LinearOperator>(
         seed,
         ..LanczosOptions::default()
     };
-    let recorder = Recorder::new(op, options.iters);
+    let recorder = Recorder::new(op, dim, options.iters);
     let result = lanczos(&recorder, space, &lanczos_options, progress)?;
+    let history_note = recorder.off_host().then(|| {
+        "Ritz history not recorded: the Lanczos vectors stayed on the device \
+         (the convergence table has Rayleigh quotients only)"
+            .to_string()
+    });
     let all = pairs(&result.eigenvalues, &result.residuals, &result.converged);
     let (top, bottom) = match options.which {
         Which::Largest => (all, Vec::new()),
@@ -346,7 +357,13 @@ fn run_lanczos<A: LinearOperator>(
     };
     let vectors = result
         .vectors
-        .map(|v| v.into_iter().take(kept).collect::<Vec<_>>());
+        .map(|v| {
+            v.iter()
+                .take(kept)
+                .map(|x| space.download(x))
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
     Ok(LanczosReport {
         top,
         bottom,
@@ -358,13 +375,14 @@ fn run_lanczos<A: LinearOperator>(
         residual_floor: result.residual_floor,
         tolerance_clipped: result.tolerance_clipped,
         history: recorder.into_points(),
+        history_note,
         vectors,
     })
 }
 
-fn run_slq<A: LinearOperator>(
+fn run_slq<S: HistorySpace, A: OperatorOn<S>>(
     op: &A,
-    space: &HostSpace,
+    space: &S,
     options: &ProbeOptions,
     seed: u64,
     progress: &dyn Progress,

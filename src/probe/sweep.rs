@@ -24,11 +24,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::device::{BackendJob, Device, Dtype, GpuOptions, dispatch};
+use super::device::{BackendJob, Device, Dtype, GpuOptions, OnBackend, SpectralBackend, dispatch};
 use super::inputs::{DataInputs, DataRequest, ModelInputs, data_spec, indices_hash, scope_indices};
 use super::operator::{HessianOperator, Restriction};
 use super::spectrum::RitzPair;
-use crate::backend::{Backend, Scalar};
+use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::model::Opt;
@@ -38,8 +38,7 @@ use crate::report::table::format_float;
 use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, SeriesData, Table, atomic, plot};
 use crate::rng;
 use crate::spectral::{
-    Distribution, HostSpace, LanczosOptions, LinearOperator, TraceEstimate, Which, hutch_plus_plus,
-    lanczos,
+    Distribution, LanczosOptions, LinearOperator, TraceEstimate, Which, hutch_plus_plus, lanczos,
 };
 use crate::theory::stats::Summary;
 
@@ -326,7 +325,7 @@ impl Progress for CancelOnly<'_> {
 impl BackendJob for SweepJob<'_> {
     type Output = SweepResult;
 
-    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> Result<SweepResult> {
+    fn run<T: Scalar, B: SpectralBackend<T>>(self, backend: B) -> Result<SweepResult> {
         let SweepJob {
             spec,
             cache_dir,
@@ -468,7 +467,7 @@ struct Cell<'a> {
 impl Cell<'_> {
     /// The cached record when one with this key is on disk, else the computed one
     /// (written atomically before it is returned).
-    fn get_or_compute<T: Scalar, B: Backend<T>>(
+    fn get_or_compute<T: Scalar, B: SpectralBackend<T>>(
         &self,
         network: &Opt<T, B>,
         data: &DataInputs,
@@ -484,10 +483,10 @@ impl Cell<'_> {
         let started = Instant::now();
         let indices_sha256 = indices_hash(&indices);
         let op = HessianOperator::new(network, &data.batches, &Restriction::Indices(indices))?;
-        let space = HostSpace::new(op.dim());
+        let space = network.backend().space(op.dim())?;
         let seed = |part: u64| rng::stream_id(&[spec.seed, part]);
         let top = lanczos(
-            &op,
+            &OnBackend(&op),
             &space,
             &LanczosOptions {
                 k: 1,
@@ -502,7 +501,7 @@ impl Cell<'_> {
             progress,
         )?;
         let trace = hutch_plus_plus(
-            &op,
+            &OnBackend(&op),
             &space,
             self.trace_products,
             Distribution::Rademacher,
