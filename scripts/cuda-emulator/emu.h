@@ -23,7 +23,7 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-using std::exp; using std::log; using std::max; using std::min; using std::sqrt;
+using std::exp; using std::isfinite; using std::log; using std::max; using std::min; using std::sqrt;
 
 #ifndef EMU_DEADLOCK_SECONDS
 #define EMU_DEADLOCK_SECONDS 20

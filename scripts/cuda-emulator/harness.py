@@ -61,12 +61,15 @@ def per_row(rows, threads):
 
 
 class Lib:
+    # Weak references to the padded bases of every buffer, shared by both programs
+    # (an f32 basis is launched from the float program on f64 vectors).
+    live = []
+
     def __init__(self, real):
         self.real = real
         self.np = np.float32 if real == "float" else np.float64
         self.lib = ctypes.CDLL(str(BUILD / f"libemu_{real}.so"))
         self.kernels = json.loads((BUILD / "kernels.json").read_text())
-        self.live = []  # weak references to the padded bases of every buffer
         for name, k in self.kernels.items():
             fn = getattr(self.lib, "run_" + name)
             fn.argtypes = [ctypes.c_uint] * 7 + [self._ctype(t) for t, _ in k["params"]]
@@ -109,6 +112,15 @@ class Lib:
         """A device buffer of u32 indices, guarded."""
         return self._padded(x, np.uint32, 0xFFFFFFFF)
 
+    def f64(self, x):
+        """A device buffer of doubles (vector.cu's `double*`, whatever `real` is)."""
+        return self._padded(x, np.float64, np.nan)
+
+    def u64(self, x):
+        """A device buffer of 8-byte words (space.rs's slot tables: addresses, then
+        coefficient bits)."""
+        return self._padded(x, np.uint64, 0xFFFFFFFFFFFFFFFF)
+
     def check_guards(self, name):
         alive = []
         for ref, front, whole, start in self.live:
@@ -117,7 +129,7 @@ class Lib:
             alive.append((ref, front, whole, start))
             if whole[start - front.size : start].tobytes() != front.tobytes():
                 raise AssertionError(f"{name}: a write before the start of a buffer")
-        self.live = alive
+        Lib.live[:] = alive
 
     def launch(self, name, config, words):
         """runtime.rs's `cuda.launch::<T>(name, config, &words)`."""
@@ -136,7 +148,14 @@ class Lib:
                     continue
                 if not isinstance(w, np.ndarray):
                     raise TypeError(f"{name}: parameter {pname} ({t}) got {type(w).__name__}")
-                want = np.uint32 if "unsigned int" in t else self.np
+                if t.count("*") == 2:
+                    want = np.uint64  # a table of slot addresses (vector.cu)
+                elif "unsigned int" in t:
+                    want = np.uint32
+                elif "double" in t:
+                    want = np.float64
+                else:
+                    want = self.np
                 if w.dtype != want or not w.flags["C_CONTIGUOUS"]:
                     raise TypeError(f"{name}: parameter {pname} ({t}) got a {w.dtype} buffer")
                 conv.append(w.ctypes.data)

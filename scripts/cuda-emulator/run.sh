@@ -7,11 +7,13 @@ PYTHON="${PYTHON:-python3}"
 cd "$HERE"
 mkdir -p build
 "$PYTHON" gen.py
+pids=()
 for real in float double; do
-    g++ -std=c++20 -O1 -shared -fPIC -pthread -Wall -Wno-unused-function \
+    g++ -std=c++20 -O1 -shared -fPIC -pthread -Wall -Wno-unused-function -Wno-unknown-pragmas \
         -o "build/libemu_$real.so" "build/emu_$real.cpp" &
+    pids+=($!)
 done
-wait
+for p in "${pids[@]}"; do wait "$p"; done  # a failed build stops here (set -e)
 rm -f build/launched_*.txt
 if [ $# -gt 0 ]; then tests=("$@"); else tests=(test_*.py); fi
 failed=()

@@ -235,3 +235,286 @@ def attn_backward_jvp(L, dq_dot, dk_dot, dv_dot, dout, dout_dot, probs, probs_do
     L.launch("attn_backward_jvp_key", key,
              [dk_dot, dv_dot, dout, dout_dot, probs, probs_dot, rsums, q, v, q_dot, v_dot,
               seq, heads, head_dim])
+
+
+# ---- space.rs (CudaSpace, CudaBasis) ----
+# Working vectors are f64 buffers of the double program's Lib (`space.L`); a basis
+# holds its slots in its own Lib's precision (`basis.L`: the float program for an
+# f32 basis) and every basis kernel launches from that program, as `launch::<T>`.
+VEC_THREADS = 256
+MAX_BLOCKS = 1024  # tests shrink it to reach the grid-stride loops
+TILE = 8
+ROTATE_ENTRIES = 1 << 24  # tests shrink it to reach the chunked rotation
+
+
+def vec_reduction(blocks, tiles):
+    return Config((blocks, tiles, 1), (VEC_THREADS, 1, 1), 0)
+
+
+def vec_columns(n, count):
+    return Config((div_ceil(n, VEC_THREADS), count, 1), (VEC_THREADS, 1, 1), 0)
+
+
+class Basis:
+    def __init__(self, L, capacity):
+        self.L, self.capacity = L, capacity
+        self.vecs, self.spare = [], []
+
+
+class Space:
+    """CudaSpace. Scratch buffers (table, partials, sums) are fresh per call, of
+    exactly the size the call needs and filled with NaN (space.rs's `ensure` reuses
+    zeroed power-of-two buffers): stricter, an overrun hits the guard page and an
+    unwritten partial shows as NaN."""
+
+    def __init__(self, L, dim):
+        assert L.real == "double"
+        self.L, self.dim = L, dim
+        self.blocks = min(max(div_ceil(dim, VEC_THREADS), 1), MAX_BLOCKS)
+
+    def _partials(self, outputs):
+        return self.L.f64(np.full(outputs * self.blocks, np.nan))
+
+    def _row(self, partials, output):
+        return partials[output * self.blocks :]
+
+    def _sums(self, partials, outputs):
+        if outputs == 0:
+            return np.zeros(0)
+        sums = self.L.f64(np.full(outputs, np.nan))
+        self.L.launch("vec_sum_partials", Config((outputs, 1, 1), (VEC_THREADS, 1, 1), 0),
+                      [sums, partials, self.blocks])
+        return np.array(sums)
+
+    @staticmethod
+    def _table(basis, slots, coeffs):
+        """The slot table: the listed slots' addresses, then the coefficients' bits.
+        Returns (table, coefficient view at table + m words)."""
+        for s in slots:
+            assert basis.vecs[s].dtype == basis.L.np
+        words = np.zeros(len(slots) + len(coeffs), dtype=np.uint64)
+        words[: len(slots)] = [basis.vecs[s].ctypes.data for s in slots]
+        words[len(slots) :] = np.asarray(coeffs, dtype=np.float64).view(np.uint64)
+        tab = basis.L.u64(words)
+        return tab, tab.view(np.float64)[len(slots) :]
+
+    def _check(self, x):
+        assert x.dtype == np.float64 and x.size == self.dim
+
+    def zeros(self):
+        return self.L.f64(np.zeros(self.dim))
+
+    def upload(self, values):
+        assert len(values) == self.dim
+        return self.L.f64(values)
+
+    def count_nonfinite(self, x):
+        self._check(x)
+        p = self._partials(1)
+        self.L.launch("vec_nonfinite_partial", vec_reduction(self.blocks, 1), [p, x, self.dim])
+        return int(self._sums(p, 1)[0])
+
+    def dot(self, x, y):
+        self._check(x), self._check(y)
+        p = self._partials(1)
+        self.L.launch("vec_dot_partial", vec_reduction(self.blocks, 1), [p, x, y, self.dim])
+        return self._sums(p, 1)[0]
+
+    def axpy(self, alpha, x, y):
+        self._check(x), self._check(y)
+        self.L.launch("vec_axpy", elements(self.dim), [y, x, float(alpha), self.dim])
+
+    def scale(self, alpha, x):
+        self._check(x)
+        self.L.launch("vec_scale", elements(self.dim), [x, float(alpha), self.dim])
+
+    def axpy_dot(self, alpha, x, y, z):
+        self._check(x), self._check(y), self._check(z)
+        p = self._partials(1)
+        self.L.launch("vec_axpy_dot_partial", vec_reduction(self.blocks, 1), [p, y, x, z, float(alpha), self.dim])
+        return self._sums(p, 1)[0]
+
+    def axpy_norm(self, alpha, x, y):
+        self._check(x), self._check(y)
+        p = self._partials(1)
+        self.L.launch("vec_axpy_dot_partial", vec_reduction(self.blocks, 1),
+                      [p, y, x, None, float(alpha), self.dim])
+        return float(np.sqrt(self._sums(p, 1)[0]))
+
+    def axpy_dot_block(self, alpha, x, y, z, basis, slots):
+        self._check(x), self._check(y), self._check(z)
+        m = len(slots)
+        p = self._partials(2 * m + 3)
+        reduce = vec_reduction(self.blocks, 1)
+        self.L.launch("vec_axpy_dot_partial", reduce, [self._row(p, 0), y, x, z, float(alpha), self.dim])
+        for row, (a, b) in enumerate([(y, y), (z, z)]):
+            self.L.launch("vec_dot_partial", reduce, [self._row(p, row + 1), a, b, self.dim])
+        tab, _ = self._table(basis, slots, [])
+        self._slot_dots(basis, tab, m, y, p, 3)
+        self._slot_dots(basis, tab, m, z, p, 3 + m)
+        sums = self._sums(p, 2 * m + 3)
+        return dict(z_dot=sums[0], norm_squared=sums[1], z_norm_squared=sums[2],
+                    slot_dots=sums[3 : m + 3], slot_dots_z=sums[m + 3 :])
+
+    def _slot_dots(self, basis, tab, m, x, partials, first):
+        if m == 0:
+            return
+        basis.L.launch("vec_basis_dots_partial", vec_reduction(self.blocks, div_ceil(m, TILE)),
+                       [self._row(partials, first), tab, m, x, self.dim])
+
+    def _take_spare(self, basis):
+        if basis.spare and basis.spare[-1].size == self.dim:
+            return basis.spare.pop()
+        if basis.spare:
+            basis.spare.pop()
+        return basis.L.arr(np.zeros(self.dim))
+
+    def _push_scaled(self, basis, x, x_out, alpha):
+        copy = self._take_spare(basis)
+        basis.L.launch("vec_store", elements(self.dim), [copy, x, x_out, float(alpha), self.dim])
+        basis.vecs.append(copy)
+
+    def _dots_in(self, basis, slots, x):
+        m = len(slots)
+        if m == 0:
+            return np.zeros(0)
+        tab, _ = self._table(basis, slots, [])
+        p = self._partials(m)
+        self._slot_dots(basis, tab, m, x, p, 0)
+        return self._sums(p, m)
+
+    def _update_in(self, basis, x, ax, alpha, slots, coeffs, push, scale):
+        m = min(len(slots), len(coeffs))
+        tab, co = self._table(basis, slots[:m], coeffs[:m])
+        copy = self._take_spare(basis) if push else None
+        basis.L.launch("vec_update", elements(self.dim),
+                       [x, ax, float(alpha), tab, co, m, copy, float(scale), self.dim])
+        if copy is not None:
+            basis.vecs.append(copy)
+
+    def _update_norm(self, basis, x, ax, alpha, slots, coeffs):
+        m = min(len(slots), len(coeffs))
+        tab, co = self._table(basis, slots[:m], coeffs[:m])
+        p = self._partials(1)
+        basis.L.launch("vec_update_norm_partial", vec_reduction(self.blocks, 1),
+                       [p, x, ax, float(alpha), tab, co, m, self.dim])
+        return float(np.sqrt(self._sums(p, 1)[0]))
+
+    def _update_read_only(self, basis, x, ax, alpha, slots, coeffs):
+        m = min(len(slots), len(coeffs))
+        if m == 0 and ax is None:
+            return
+        tab, co = self._table(basis, slots[:m], coeffs[:m])
+        basis.L.launch("vec_update", elements(self.dim),
+                       [x, ax, float(alpha), tab, co, m, None, 1.0, self.dim])
+
+    def axpy_subtract_norm(self, alpha, x, y, basis, slots, coeffs):
+        self._check(x), self._check(y)
+        return self._update_norm(basis, y, x, alpha, slots, coeffs)
+
+    def update_scale_push(self, alpha, x, y, basis, slots, coeffs, scale):
+        self._check(x), self._check(y)
+        assert len(basis.vecs) < basis.capacity
+        self._update_in(basis, y, x, alpha, slots, coeffs, True, scale)
+
+    def new_basis(self, capacity, L):
+        return Basis(L, capacity)
+
+    def basis_push(self, basis, x):
+        self._check(x)
+        assert len(basis.vecs) < basis.capacity
+        self._push_scaled(basis, x, None, 1.0)
+
+    def scale_and_push(self, alpha, x, basis):
+        self._check(x)
+        assert len(basis.vecs) < basis.capacity
+        self._push_scaled(basis, x, x, alpha)
+
+    def basis_set(self, basis, slot, x):
+        self._check(x)
+        basis.L.launch("vec_store", elements(self.dim), [basis.vecs[slot], x, None, 1.0, self.dim])
+
+    def basis_get(self, basis, slot, out):
+        basis.L.launch("vec_load", elements(self.dim), [out, basis.vecs[slot], self.dim])
+
+    def basis_truncate(self, basis, length):
+        if length < len(basis.vecs):
+            basis.spare.extend(basis.vecs[length:])
+            del basis.vecs[length:]
+
+    def basis_dots(self, basis, slots, x):
+        self._check(x)
+        return self._dots_in(basis, slots, x)
+
+    def basis_subtract(self, basis, slots, coeffs, x):
+        self._check(x)
+        self._update_read_only(basis, x, None, 0.0, slots, coeffs)
+
+    def basis_orthogonalize(self, basis, slots, x):
+        first = self.basis_dots(basis, slots, x)
+        self.basis_subtract(basis, slots, first, x)
+        second = self.basis_dots(basis, slots, x)
+        norm = self._update_norm(basis, x, None, 0.0, slots, second)
+        return first + second, norm
+
+    def basis_project_out(self, basis, slots, x):
+        coeffs = self.basis_dots(basis, slots, x)
+        return coeffs, self._update_norm(basis, x, None, 0.0, slots, coeffs)
+
+    def basis_combine(self, basis, coeffs, out):
+        m = len(coeffs)
+        assert m <= len(basis.vecs)
+        tab, co = self._table(basis, list(range(m)), coeffs)
+        basis.L.launch("vec_basis_combine", elements(self.dim), [out, tab, co, m, self.dim])
+
+    def basis_combine_many(self, basis, coeffs, outs):
+        # the trait's default body (space.rs keeps it)
+        for c, out in zip(coeffs, outs):
+            self.basis_combine(basis, c, out)
+
+    def basis_rotate(self, basis, transform, rows, cols):
+        assert rows <= len(basis.vecs) and cols <= rows and len(transform) == rows * cols
+        if cols > 0:
+            n = self.dim
+            chunk = min(max(ROTATE_ENTRIES // cols, 1), max(n, 1))
+            temp = self.L.f64(np.full(chunk * cols, np.nan))
+            tab, tr = self._table(basis, list(range(rows)), transform)
+            start = 0
+            while start < n:
+                length = min(chunk, n - start)
+                basis.L.launch("vec_rotate", vec_columns(length, cols), [temp, tab, tr, rows, start, length])
+                basis.L.launch("vec_rotate_store", vec_columns(length, cols), [tab, temp, start, length])
+                start += length
+        basis.spare.extend(basis.vecs[cols:rows])
+        del basis.vecs[cols:rows]
+
+    def basis_gram(self, basis):
+        m = len(basis.vecs)
+        gram = np.zeros(m * m)
+        column = self.zeros()
+        for j in range(m):
+            basis.L.launch("vec_load", elements(self.dim), [column, basis.vecs[j], self.dim])
+            dots = self._dots_in(basis, list(range(j + 1)), column)
+            gram[j * m : j * m + j + 1] = dots
+        for j in range(m):
+            for i in range(j):
+                gram[j + i * m] = gram[i + j * m]
+        return gram
+
+
+# The Hessian operator's casts (space.rs, OperatorOn<CudaSpace>::apply_in), launched
+# from the model's program (L: its precision).
+def vec_cast_in(L, inp, x, idx=None):
+    n = x.size
+    if idx is not None:
+        L.launch("vec_scatter", elements(n), [inp, idx, x, n])
+    else:
+        L.launch("vec_store", elements(n), [inp, x, None, 1.0, n])
+
+
+def vec_cast_out(L, y, out, idx=None):
+    n = y.size
+    if idx is not None:
+        L.launch("vec_gather", elements(n), [y, out, idx, n])
+    else:
+        L.launch("vec_load", elements(n), [y, out, n])
