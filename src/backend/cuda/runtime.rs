@@ -8,7 +8,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
     LaunchConfig, PushKernelArg, ValidAsZeroBits, result as driver,
 };
-use cudarc::nvrtc::{CompileOptions, Ptx};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
 use super::{CudaScalar, Precision};
 use crate::error::{Error, Result};
@@ -54,8 +54,14 @@ pub fn compile_kernels(precision: Precision, arch: &str) -> Result<Ptx> {
         ..Default::default()
     };
     cudarc::nvrtc::compile_ptx_with_opts(kernel_program(precision), options).map_err(|e| {
+        // The compiler's log (file, line, message) is what a reader needs; the
+        // error's Display form buries it in an escaped CString.
+        let detail = match e {
+            CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            other => other.to_string(),
+        };
         Error::Device(format!(
-            "compiling the {precision:?} kernels for {arch}: {e}"
+            "compiling the {precision:?} kernels for {arch}: {detail}"
         ))
     })
 }
