@@ -272,7 +272,9 @@ mod tests {
         let (top, bottom) = (last.top.ok_or("no top")?, last.bottom.ok_or("no bottom")?);
         assert!((top - 6.95).abs() < 1e-9, "{last:?}");
         assert!((bottom + 3.0).abs() < 1e-9, "{last:?}");
-        // Ritz values move monotonically outwards (interlacing).
+        // Every product within the budget has Ritz values at both ends, and they
+        // move monotonically outwards (interlacing).
+        assert!(points.iter().all(|p| p.top.is_some() && p.bottom.is_some()));
         for w in points.windows(2) {
             assert!(w[1].top >= w[0].top.map(|t| t - 1e-12), "{w:?}");
             assert!(w[1].bottom <= w[0].bottom.map(|b| b + 1e-12), "{w:?}");
