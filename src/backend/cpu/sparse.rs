@@ -12,6 +12,15 @@ use super::CpuScalar;
 /// Rows per parallel task.
 const MIN_ROWS: usize = 8;
 
+/// The `(row, column)` of each flat index of an `_ x in_dim` matrix, decoded once
+/// per call rather than once per activation row (an integer division per entry and
+/// row cost more than the multiply-adds).
+fn decode(idx: &[u32], in_dim: usize) -> Vec<(usize, usize)> {
+    idx.iter()
+        .map(|&e| (e as usize / in_dim, e as usize % in_dim))
+        .collect()
+}
+
 pub fn matmul_nt<T: CpuScalar>(
     out: &mut [T],
     x: &[T],
@@ -21,13 +30,13 @@ pub fn matmul_nt<T: CpuScalar>(
     out_dim: usize,
     in_dim: usize,
 ) {
+    let entries = decode(idx, in_dim);
     out[..rows * out_dim]
         .par_chunks_mut(out_dim)
         .zip(x[..rows * in_dim].par_chunks(in_dim))
         .with_min_len(MIN_ROWS)
         .for_each(|(y, x)| {
-            for (&e, &w) in idx.iter().zip(values) {
-                let (o, i) = (e as usize / in_dim, e as usize % in_dim);
+            for (&(o, i), &w) in entries.iter().zip(values) {
                 y[o] += w * x[i];
             }
         });
@@ -42,20 +51,21 @@ pub fn matmul_nn<T: CpuScalar>(
     out_dim: usize,
     in_dim: usize,
 ) {
+    let entries = decode(idx, in_dim);
     out[..rows * in_dim]
         .par_chunks_mut(in_dim)
         .zip(dy[..rows * out_dim].par_chunks(out_dim))
         .with_min_len(MIN_ROWS)
         .for_each(|(dx, dy)| {
-            for (&e, &w) in idx.iter().zip(values) {
-                let (o, i) = (e as usize / in_dim, e as usize % in_dim);
+            for (&(o, i), &w) in entries.iter().zip(values) {
                 dx[i] += w * dy[o];
             }
         });
 }
 
-/// Entries per parallel task of [`sampled_tn`].
-const ENTRY_BLOCK: usize = 1024;
+/// Entries per parallel task of [`sampled_tn`]: a qv mask of ratio 1e-3 puts a few
+/// hundred entries in each matrix, which must still spread over the cores.
+const ENTRY_BLOCK: usize = 64;
 
 pub fn sampled_tn<T: CpuScalar>(
     out: &mut [T],
@@ -66,16 +76,16 @@ pub fn sampled_tn<T: CpuScalar>(
     out_dim: usize,
     in_dim: usize,
 ) {
+    let entries = decode(idx, in_dim);
     out.par_chunks_mut(ENTRY_BLOCK)
-        .zip(idx.par_chunks(ENTRY_BLOCK))
-        .for_each(|(out, idx)| {
+        .zip(entries.par_chunks(ENTRY_BLOCK))
+        .for_each(|(out, entries)| {
             for r in 0..rows {
                 let (ar, br) = (
                     &a[r * out_dim..(r + 1) * out_dim],
                     &b[r * in_dim..(r + 1) * in_dim],
                 );
-                for (o, &e) in out.iter_mut().zip(idx) {
-                    let (oi, ii) = (e as usize / in_dim, e as usize % in_dim);
+                for (o, &(oi, ii)) in out.iter_mut().zip(entries) {
                     *o += ar[oi] * br[ii];
                 }
             }
