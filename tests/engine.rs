@@ -281,6 +281,34 @@ fn choice_dataset(vocab: u32) -> Dataset {
 }
 
 #[test]
+fn outputs_overwrite_whatever_their_buffers_held() {
+    // the engine writes most output tensors without zeroing them first: stale NaNs
+    // must vanish, whether the head is tied (small) or has projections (tiny), and
+    // over a dataset of several batches
+    for name in ["opt-small-preln", "opt-tiny-postln-proj"] {
+        let m = model::<f64>(name);
+        let vocab = m.config().vocab_size as u32;
+        let (a, b) = two_rows(vocab);
+        let data = Dataset::Lm(vec![a, b]);
+        let split = batches(&data, 1, 1, Padding::Left).unwrap();
+        let n = m.num_params();
+        let v = normal(n, 9);
+        let mut obj = Objective::new(&m, &split).unwrap();
+        let want = obj.loss_gradient_hvp(&v).unwrap();
+        let (mut grad, mut hvp) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+        obj.hvp_into(&v, &mut hvp, Some(&mut grad)).unwrap();
+        assert!(rel_error(&grad, &want.gradient) < 1e-15, "{name}: gradient");
+        assert!(rel_error(&hvp, &want.hvp) < 1e-15, "{name}: hvp");
+        let mut grad = vec![f64::NAN; n];
+        obj.gradient_into(&mut grad).unwrap();
+        assert!(
+            rel_error(&grad, &want.gradient) < 1e-15,
+            "{name}: gradient alone"
+        );
+    }
+}
+
+#[test]
 fn dataset_results_do_not_depend_on_batching() {
     let m = model::<f64>("opt-small-preln");
     let vocab = m.config().vocab_size as u32;

@@ -110,11 +110,7 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
     /// The loss and its gradient, into `grad` (an N-vector on the backend, overwritten).
     pub fn gradient_into(&mut self, grad: &mut B::Buf) -> Result<f64> {
         let b = self.model.backend();
-        b.zero(b.view_mut(grad));
-        let mut outs = Outputs {
-            grad: Some(b.view_mut(grad)),
-            tangent: Sink::None,
-        };
+        let mut outs = Outputs::new(self.model, Some(b.view_mut(grad)), Sink::None);
         let scale = self.scale();
         Ok(sweep(
             self.model,
@@ -162,15 +158,8 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         grad: Option<&mut B::Buf>,
     ) -> Result<SweepScalars> {
         let b = self.model.backend();
-        b.zero(b.view_mut(hvp));
-        let grad = grad.map(|g| {
-            b.zero(b.view_mut(g));
-            b.view_mut(g)
-        });
-        let mut outs = Outputs {
-            grad,
-            tangent: Sink::Dense(b.view_mut(hvp)),
-        };
+        let grad = grad.map(|g| b.view_mut(g));
+        let mut outs = Outputs::new(self.model, grad, Sink::Dense(b.view_mut(hvp)));
         let scale = self.scale();
         sweep(
             self.model,
@@ -242,14 +231,12 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         b.zero(b.view_mut(out));
         let plan = &*plan;
         let small_out = scratch.iter_mut().map(|s| b.view_mut(s)).collect();
-        let mut outs = Outputs {
-            grad: None,
-            tangent: Sink::Masked {
-                plan,
-                out: b.view_mut(out),
-                small_out,
-            },
+        let masked = Sink::Masked {
+            plan,
+            out: b.view_mut(out),
+            small_out,
         };
+        let mut outs = Outputs::new(self.model, None, masked);
         let dir = Direction::Masked {
             plan,
             values: b.view(v),
@@ -284,7 +271,8 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
     }
 }
 
-/// One sweep per batch, summing the scalars; outputs accumulate across batches.
+/// One sweep per batch, summing the scalars; outputs accumulate across batches,
+/// and are complete (zero where no sweep wrote) on return.
 fn sweep<'a, T: Scalar, B: Backend<T>>(
     model: &'a Opt<T, B>,
     batches: &[Prepared<T, B>],
@@ -300,6 +288,9 @@ fn sweep<'a, T: Scalar, B: Backend<T>>(
         let s = Pass::new(model, batch, dir).run(ws, batch, scale, outs.as_deref_mut())?;
         total.loss += s.loss;
         total.loss_dot += s.loss_dot;
+    }
+    if let Some(outs) = outs {
+        outs.finish(model);
     }
     Ok(total)
 }

@@ -763,11 +763,16 @@ pub(crate) enum Direction<'a, T: Scalar, B: Backend<T>> {
     },
 }
 
-/// Where a sweep's results go (all accumulated, so batches add up).
+/// Where a sweep's results go (accumulated, so batches add up).
 pub(crate) struct Outputs<'a, T: Scalar, B: Backend<T>> {
     /// The gradient (N-vector), when wanted.
     pub grad: Option<B::ViewMut<'a>>,
     pub tangent: Sink<'a, T, B>,
+    /// Per layout entry: its ranges of the dense outputs (`grad` and a dense
+    /// `tangent`) still hold values from before this computation. Such an entry is
+    /// zeroed when first handed out, unless its first write replaces it whole; the
+    /// dense outputs need no zeroing pass of their own (for OPT-125m, 500 MB).
+    stale: Vec<bool>,
 }
 
 /// Where the gradient's tangent `H v` goes.
@@ -787,6 +792,20 @@ pub(crate) enum Sink<'a, T: Scalar, B: Backend<T>> {
 struct ParamOut<'a, T: Scalar, B: Backend<T>> {
     grad: Option<B::ViewMut<'a>>,
     tangent: TangentOut<'a, T, B>,
+    /// Its dense outputs hold stale values, to be overwritten by the first write.
+    replace: bool,
+}
+
+impl<T: Scalar, B: Backend<T>> ParamOut<'_, T, B> {
+    /// Zeroes the dense outputs (the gradient and a dense tangent).
+    fn zero_dense(&mut self, b: &B) {
+        if let Some(g) = self.grad.as_mut() {
+            b.zero(b.reborrow(g));
+        }
+        if let TangentOut::Dense(t) = &mut self.tangent {
+            b.zero(b.reborrow(t));
+        }
+    }
 }
 
 /// The output of one tensor under a mask: its sparse range of the k-vector, or its
@@ -828,6 +847,25 @@ fn carve2<'x, T: Scalar, B: Backend<T>>(
 }
 
 impl<'a, T: Scalar, B: Backend<T>> Outputs<'a, T, B> {
+    /// Outputs into `grad` and `tangent`, whose dense N-vectors hold arbitrary values
+    /// (every entry of them is written by the sweeps and [`Outputs::finish`]).
+    pub fn new(m: &Opt<T, B>, grad: Option<B::ViewMut<'a>>, tangent: Sink<'a, T, B>) -> Self {
+        Outputs {
+            grad,
+            tangent,
+            stale: vec![true; m.layout.entries().len()],
+        }
+    }
+
+    /// Zeroes the outputs of the tensors that no sweep reached.
+    pub fn finish(&mut self, m: &Opt<T, B>) {
+        for e in 0..self.stale.len() {
+            if self.stale[e] {
+                self.take1(m, Some(e));
+            }
+        }
+    }
+
     /// Whether any output of tensor `e` is wanted.
     fn wants(&self, e: Option<usize>) -> bool {
         let Some(e) = e else { return false };
@@ -839,14 +877,20 @@ impl<'a, T: Scalar, B: Backend<T>> Outputs<'a, T, B> {
             }
     }
 
-    /// The outputs of tensors `e1` and `e2` (`e1` before `e2` in the layout).
+    /// The outputs of tensors `e1` and `e2` (`e1` before `e2` in the layout). Stale
+    /// dense outputs are zeroed first, except those of `e1` when `e1_whole` (the
+    /// caller's first write covers all of `e1` and can replace instead of add).
     fn take2(
         &mut self,
         m: &Opt<T, B>,
         e1: Option<usize>,
         e2: Option<usize>,
+        e1_whole: bool,
     ) -> (ParamOut<'_, T, B>, ParamOut<'_, T, B>) {
         let b = &m.backend;
+        let mut was_stale =
+            |e: Option<usize>| e.is_some_and(|e| std::mem::replace(&mut self.stale[e], false));
+        let (stale1, stale2) = (was_stale(e1), was_stale(e2));
         let range = |e: Option<usize>| e.map(|e| m.range(e));
         let (g1, g2) = match self.grad.as_mut() {
             Some(g) => carve2(b, b.reborrow(g), range(e1), range(e2)),
@@ -885,20 +929,27 @@ impl<'a, T: Scalar, B: Backend<T>> Outputs<'a, T, B> {
                 )
             }
         };
-        (
-            ParamOut {
-                grad: g1,
-                tangent: t1,
-            },
-            ParamOut {
-                grad: g2,
-                tangent: t2,
-            },
-        )
+        let mut out1 = ParamOut {
+            grad: g1,
+            tangent: t1,
+            replace: stale1 && e1_whole,
+        };
+        let mut out2 = ParamOut {
+            grad: g2,
+            tangent: t2,
+            replace: false,
+        };
+        if stale1 && !e1_whole {
+            out1.zero_dense(b);
+        }
+        if stale2 {
+            out2.zero_dense(b);
+        }
+        (out1, out2)
     }
 
     fn take1(&mut self, m: &Opt<T, B>, e: Option<usize>) -> ParamOut<'_, T, B> {
-        self.take2(m, e, None).0
+        self.take2(m, e, None, false).0
     }
 }
 
@@ -1154,17 +1205,19 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
     ) {
         let b = self.b;
         let p = self.linear_params(lp);
-        let (ow, ob) = outs.take2(self.m, Some(lp.w), lp.b);
+        // the weight's outputs are written whole by one product each
+        let (ow, ob) = outs.take2(self.m, Some(lp.w), lp.b, true);
+        let grads = LinearGrads {
+            weight: ow.grad,
+            bias: ob.grad,
+            weight_dot: ow.tangent,
+            bias_dot: ob.tangent.dense(),
+            weight_replace: ow.replace,
+        };
         if self.dual {
-            let grads = LinearGrads {
-                weight: ow.grad,
-                bias: ob.grad,
-                weight_dot: ow.tangent,
-                bias_dot: ob.tangent.dense(),
-            };
             lin.vjp_dual(b, dx, dx_accumulate, dy, x, x_live, &p, grads);
         } else {
-            lin.vjp(b, dx, dx_accumulate, ow.grad, ob.grad, dy, x, p.weight);
+            lin.vjp(b, dx, dx_accumulate, grads, dy, x, p.weight);
         }
     }
 
@@ -1232,7 +1285,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
     ) {
         let (b, ln, h) = (self.b, self.layernorm(), self.d.hidden);
         let (params, params_dot) = self.affine(n);
-        let (ow, ob) = outs.take2(self.m, n.w, n.b);
+        let (ow, ob) = outs.take2(self.m, n.w, n.b, false);
         let (mean, rstd) = (b.view(mean), b.view(rstd));
         if !self.dual {
             let d = Affine {
