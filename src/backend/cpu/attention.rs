@@ -19,6 +19,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::CpuScalar;
+use super::reduce::dot;
 use crate::backend::AttentionDims;
 
 /// One head of one sequence inside a `rows x width` matrix.
@@ -40,8 +41,23 @@ fn square_mut<T: CpuScalar>(x: &mut [T], n: usize) -> MatMut<'_, T> {
     MatMut::from_row_major_slice_mut(x, n, n)
 }
 
-fn head_out<'a, T: CpuScalar>(x: &'a mut [T], d: &AttentionDims) -> MatMut<'a, T> {
-    MatMut::from_row_major_slice_mut(x, d.seq, d.head_dim)
+/// The `seq x head_dim` block of every (sequence, head) pair of a `rows x width`
+/// output, in pair order: disjoint views, so each parallel task writes its own.
+fn head_blocks<'a, T: CpuScalar>(x: &'a mut [T], d: &AttentionDims) -> Vec<MatMut<'a, T>> {
+    let (w, pairs) = (d.width(), d.batch * d.heads);
+    let mut blocks = Vec::with_capacity(pairs);
+    let mut rest =
+        MatMut::from_row_major_slice_mut(&mut x[..d.batch * d.seq * w], d.batch * d.seq, w);
+    for _ in 0..d.batch {
+        let (mut sequence, below) = rest.split_at_row_mut(d.seq);
+        rest = below;
+        for _ in 0..d.heads {
+            let (block, right) = sequence.split_at_col_mut(d.head_dim);
+            blocks.push(block);
+            sequence = right;
+        }
+    }
+    blocks
 }
 
 /// `dst (+)= alpha * lhs * rhs`, sequential (we are inside a parallel task).
@@ -57,19 +73,6 @@ fn mm<T: CpuScalar>(
     super::gemm::clear_upper_vector_state();
 }
 
-/// Writes per-(sequence, head) results of shape `seq x head_dim` into their columns of
-/// the `rows x width` outputs.
-fn scatter_heads<T: CpuScalar>(out: &mut [T], parts: &[Vec<T>], d: &AttentionDims) {
-    let w = d.width();
-    for (p, part) in parts.iter().enumerate() {
-        let (b, h) = (p / d.heads, p % d.heads);
-        for t in 0..d.seq {
-            let row = (b * d.seq + t) * w + h * d.head_dim;
-            out[row..row + d.head_dim].copy_from_slice(&part[t * d.head_dim..(t + 1) * d.head_dim]);
-        }
-    }
-}
-
 fn scale<T: CpuScalar>(d: &AttentionDims) -> T {
     T::ONE / T::from_usize(d.head_dim).sqrt()
 }
@@ -78,7 +81,7 @@ fn scale<T: CpuScalar>(d: &AttentionDims) -> T {
 fn row_dots<T: CpuScalar>(a: &[T], b: &[T], n: usize) -> Vec<T> {
     a.chunks(n)
         .zip(b.chunks(n))
-        .map(|(x, y)| x.iter().zip(y).fold(T::ZERO, |s, (&x, &y)| s + x * y))
+        .map(|(x, y)| dot(x, y))
         .collect()
 }
 
@@ -93,10 +96,11 @@ pub fn forward<T: CpuScalar>(
 ) {
     let n = d.seq;
     let s = scale::<T>(&d);
-    let parts: Vec<Vec<T>> = probs[..d.probs_len()]
+    probs[..d.probs_len()]
         .par_chunks_mut(n * n)
+        .zip(head_blocks(out, &d))
         .enumerate()
-        .map(|(p, pr)| {
+        .for_each(|(p, (pr, o))| {
             let (b, h) = (p / d.heads, p % d.heads);
             mm(
                 square_mut(pr, n),
@@ -109,18 +113,8 @@ pub fn forward<T: CpuScalar>(
             for (i, row) in pr.chunks_mut(n).enumerate() {
                 softmax_causal(row, i, mask);
             }
-            let mut o = vec![T::ZERO; n * d.head_dim];
-            mm(
-                head_out(&mut o, &d),
-                false,
-                square(pr, n),
-                head(v, &d, b, h),
-                T::ONE,
-            );
-            o
-        })
-        .collect();
-    scatter_heads(out, &parts, &d);
+            mm(o, false, square(pr, n), head(v, &d, b, h), T::ONE);
+        });
 }
 
 /// In place: scores of query `i` to probabilities over keys `j <= i` with `mask[j] != 0`.
@@ -175,10 +169,11 @@ pub fn jvp<T: CpuScalar>(
 ) {
     let n = d.seq;
     let s = scale::<T>(&d);
-    let parts: Vec<Vec<T>> = probs_dot[..d.probs_len()]
+    probs_dot[..d.probs_len()]
         .par_chunks_mut(n * n)
+        .zip(head_blocks(out_dot, &d))
         .enumerate()
-        .map(|(p, pd)| {
+        .for_each(|(p, (pd, mut o))| {
             let (b, h) = (p / d.heads, p % d.heads);
             let pr = &probs[p * n * n..(p + 1) * n * n];
             mm(
@@ -196,29 +191,25 @@ pub fn jvp<T: CpuScalar>(
                 s,
             );
             softmax_jacobian(pd, pr, n);
-            let mut o = vec![T::ZERO; n * d.head_dim];
-            mm(
-                head_out(&mut o, &d),
-                false,
-                square(pd, n),
-                head(v, &d, b, h),
-                T::ONE,
-            );
-            mm(
-                head_out(&mut o, &d),
-                true,
-                square(pr, n),
-                head(v_dot, &d, b, h),
-                T::ONE,
-            );
-            o
-        })
-        .collect();
-    scatter_heads(out_dot, &parts, &d);
+            mm(o.as_mut(), false, square(pd, n), head(v, &d, b, h), T::ONE);
+            mm(o, true, square(pr, n), head(v_dot, &d, b, h), T::ONE);
+        });
 }
 
-/// `(Qb, Kb, Vb)` of one (sequence, head) pair, each `seq x head_dim`.
-type HeadGrads<T> = (Vec<T>, Vec<T>, Vec<T>);
+/// The blocks of the three outputs `(dq, dk, dv)` of every (sequence, head) pair.
+fn grad_blocks<'a, T: CpuScalar>(
+    dq: &'a mut [T],
+    dk: &'a mut [T],
+    dv: &'a mut [T],
+    d: &AttentionDims,
+) -> Vec<(MatMut<'a, T>, MatMut<'a, T>, MatMut<'a, T>)> {
+    let (q, k) = (head_blocks(dq, d), head_blocks(dk, d));
+    q.into_iter()
+        .zip(k)
+        .zip(head_blocks(dv, d))
+        .map(|((q, k), v)| (q, k, v))
+        .collect()
+}
 
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: CpuScalar>(
@@ -234,9 +225,10 @@ pub fn backward<T: CpuScalar>(
 ) {
     let n = d.seq;
     let s = scale::<T>(&d);
-    let parts: Vec<HeadGrads<T>> = (0..d.batch * d.heads)
+    grad_blocks(dq, dk, dv, &d)
         .into_par_iter()
-        .map(|p| {
+        .enumerate()
+        .for_each(|(p, (qb, kb, vb))| {
             let (b, h) = (p / d.heads, p % d.heads);
             let pr = &probs[p * n * n..(p + 1) * n * n];
             let ob = head(dout, &d, b, h);
@@ -249,54 +241,10 @@ pub fn backward<T: CpuScalar>(
                 T::ONE,
             );
             softmax_jacobian(&mut sb, pr, n);
-            let (mut qb, mut kb, mut vb) = (
-                vec![T::ZERO; n * d.head_dim],
-                vec![T::ZERO; n * d.head_dim],
-                vec![T::ZERO; n * d.head_dim],
-            );
-            mm(
-                head_out(&mut vb, &d),
-                false,
-                square(pr, n).transpose(),
-                ob,
-                T::ONE,
-            );
-            mm(
-                head_out(&mut qb, &d),
-                false,
-                square(&sb, n),
-                head(k, &d, b, h),
-                s,
-            );
-            mm(
-                head_out(&mut kb, &d),
-                false,
-                square(&sb, n).transpose(),
-                head(q, &d, b, h),
-                s,
-            );
-            (qb, kb, vb)
-        })
-        .collect();
-    write_grads(dq, dk, dv, parts, &d);
-}
-
-fn write_grads<T: CpuScalar>(
-    dq: &mut [T],
-    dk: &mut [T],
-    dv: &mut [T],
-    parts: Vec<HeadGrads<T>>,
-    d: &AttentionDims,
-) {
-    let (mut qs, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
-    for (q, k, v) in parts {
-        qs.push(q);
-        ks.push(k);
-        vs.push(v);
-    }
-    scatter_heads(dq, &qs, d);
-    scatter_heads(dk, &ks, d);
-    scatter_heads(dv, &vs, d);
+            mm(vb, false, square(pr, n).transpose(), ob, T::ONE);
+            mm(qb, false, square(&sb, n), head(k, &d, b, h), s);
+            mm(kb, false, square(&sb, n).transpose(), head(q, &d, b, h), s);
+        });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -318,9 +266,10 @@ pub fn backward_jvp<T: CpuScalar>(
 ) {
     let n = d.seq;
     let s = scale::<T>(&d);
-    let parts: Vec<HeadGrads<T>> = (0..d.batch * d.heads)
+    grad_blocks(dq_dot, dk_dot, dv_dot, &d)
         .into_par_iter()
-        .map(|p| {
+        .enumerate()
+        .for_each(|(p, (mut qb, mut kb, mut vb))| {
             let (b, h) = (p / d.heads, p % d.heads);
             let nn = p * n * n..(p + 1) * n * n;
             let (pr, pd) = (&probs[nn.clone()], &probs_dot[nn]);
@@ -346,47 +295,27 @@ pub fn backward_jvp<T: CpuScalar>(
                 .collect();
             let mut sb = vec![T::ZERO; n * n];
             let mut sbd = vec![T::ZERO; n * n];
-            for i in 0..n {
-                for j in 0..n {
-                    let ij = i * n + j;
-                    sb[ij] = pr[ij] * (pb[ij] - r[i]);
-                    sbd[ij] = pd[ij] * (pb[ij] - r[i]) + pr[ij] * (pbd[ij] - r_dot[i]);
+            // row by row with iterators, which the compiler vectorises
+            let outs = sb.chunks_exact_mut(n).zip(sbd.chunks_exact_mut(n));
+            let ins = (pr.chunks_exact(n).zip(pd.chunks_exact(n)))
+                .zip(pb.chunks_exact(n).zip(pbd.chunks_exact(n)));
+            for (((sb, sbd), ((pr, pd), (pb, pbd))), (&r, &r_dot)) in
+                outs.zip(ins).zip(r.iter().zip(&r_dot))
+            {
+                for ((sb, sbd), ((&p, &p_dot), (&b, &b_dot))) in sb
+                    .iter_mut()
+                    .zip(sbd.iter_mut())
+                    .zip(pr.iter().zip(pd).zip(pb.iter().zip(pbd)))
+                {
+                    *sb = p * (b - r);
+                    *sbd = p_dot * (b - r) + p * (b_dot - r_dot);
                 }
             }
-            let zeros = || vec![T::ZERO; n * d.head_dim];
-            let (mut qb, mut kb, mut vb) = (zeros(), zeros(), zeros());
-            mm(
-                head_out(&mut vb, &d),
-                false,
-                square(pd, n).transpose(),
-                ob,
-                T::ONE,
-            );
-            mm(
-                head_out(&mut vb, &d),
-                true,
-                square(pr, n).transpose(),
-                obd,
-                T::ONE,
-            );
-            mm(head_out(&mut qb, &d), false, square(&sbd, n), kh, s);
-            mm(head_out(&mut qb, &d), true, square(&sb, n), kd, s);
-            mm(
-                head_out(&mut kb, &d),
-                false,
-                square(&sbd, n).transpose(),
-                qh,
-                s,
-            );
-            mm(
-                head_out(&mut kb, &d),
-                true,
-                square(&sb, n).transpose(),
-                qd,
-                s,
-            );
-            (qb, kb, vb)
-        })
-        .collect();
-    write_grads(dq_dot, dk_dot, dv_dot, parts, &d);
+            mm(vb.as_mut(), false, square(pd, n).transpose(), ob, T::ONE);
+            mm(vb, true, square(pr, n).transpose(), obd, T::ONE);
+            mm(qb.as_mut(), false, square(&sbd, n), kh, s);
+            mm(qb, true, square(&sb, n), kd, s);
+            mm(kb.as_mut(), false, square(&sbd, n).transpose(), qh, s);
+            mm(kb, true, square(&sb, n).transpose(), qd, s);
+        });
 }

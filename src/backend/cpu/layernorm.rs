@@ -7,17 +7,15 @@
 
 use rayon::prelude::*;
 
+use super::reduce::{dot, squared_deviation, sum};
 use super::{CpuScalar, column_sums};
 
 /// Rows per parallel task.
 const MIN_ROWS: usize = 4;
 
-fn average<T: CpuScalar>(x: impl Iterator<Item = T>, n: usize) -> T {
-    let mut s = T::ZERO;
-    for v in x {
-        s += v;
-    }
-    s / T::from_usize(n)
+/// `1 / width`, the factor of every row mean.
+fn inv_len<T: CpuScalar>(width: usize) -> T {
+    T::ONE / T::from_usize(width)
 }
 
 /// `xhat` of one row from its saved statistics.
@@ -29,9 +27,9 @@ fn normalise<T: CpuScalar>(xhat: &mut [T], x: &[T], mean: T, rstd: T) {
 
 /// `xhat_dot` of one row (see the module doc); returns `a = mean(xhat * xdot)`.
 fn normalise_dot<T: CpuScalar>(xhat_dot: &mut [T], xhat: &[T], xdot: &[T], rstd: T) -> T {
-    let n = xhat.len();
-    let a = average(xhat.iter().zip(xdot).map(|(&h, &d)| h * d), n);
-    let m = average(xdot.iter().copied(), n);
+    let inv_n = inv_len::<T>(xhat.len());
+    let a = dot(xhat, xdot) * inv_n;
+    let m = sum(xdot) * inv_n;
     for ((hd, &h), &d) in xhat_dot.iter_mut().zip(xhat).zip(xdot) {
         *hd = rstd * (d - m - h * a);
     }
@@ -58,8 +56,8 @@ pub fn forward<T: CpuScalar>(
         .with_min_len(MIN_ROWS)
         .for_each(|(r, (y, (mu, rs)))| {
             let x = &inp[r * width..(r + 1) * width];
-            let m = average(x.iter().copied(), width);
-            let var = average(x.iter().map(|&v| (v - m) * (v - m)), width);
+            let m = sum(x) * inv_len::<T>(width);
+            let var = squared_deviation(x, m) * inv_len::<T>(width);
             let rstd = T::ONE / (var + eps).sqrt();
             *mu = m;
             *rs = rstd;
@@ -134,8 +132,8 @@ pub fn backward<T: CpuScalar>(
                 for (c, (g, &dy)) in g.iter_mut().zip(&dout[span]).enumerate() {
                     *g = dy * weight.map_or(T::ONE, |w| w[c]);
                 }
-                let mg = average(g.iter().copied(), width);
-                let mgx = average(g.iter().zip(xhat.iter()).map(|(&g, &h)| g * h), width);
+                let mg = sum(g) * inv_len::<T>(width);
+                let mgx = dot(g, xhat) * inv_len::<T>(width);
                 for ((dx, &g), &h) in dx.iter_mut().zip(g.iter()).zip(xhat.iter()) {
                     *dx += rstd[r] * (g - mg - h * mgx);
                 }
@@ -203,12 +201,12 @@ pub fn backward_jvp<T: CpuScalar>(
                     g[c] = dy[c] * w;
                     g_dot[c] = dyd[c] * w + weight_dot.map_or(T::ZERO, |wd| dy[c] * wd[c]);
                 }
-                let n = width;
-                let mg = average(g.iter().copied(), n);
-                let mgx = average(g.iter().zip(xhat.iter()).map(|(&g, &h)| g * h), n);
-                let mgd = average(g_dot.iter().copied(), n);
-                let mgx_dot = average((0..n).map(|c| g_dot[c] * xhat[c] + g[c] * xhat_dot[c]), n);
-                for c in 0..n {
+                let inv_n = inv_len::<T>(width);
+                let mg = sum(g) * inv_n;
+                let mgx = dot(g, xhat) * inv_n;
+                let mgd = sum(g_dot) * inv_n;
+                let mgx_dot = (dot(g_dot, xhat) + dot(g, xhat_dot)) * inv_n;
+                for c in 0..width {
                     let primal = g[c] - mg - xhat[c] * mgx;
                     let tangent = g_dot[c] - mgd - xhat_dot[c] * mgx - xhat[c] * mgx_dot;
                     dxd[c] += rstd_dot * primal + rs * tangent;

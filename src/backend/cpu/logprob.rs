@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::CpuScalar;
+use super::reduce::{dot, sum};
 use crate::backend::NO_TARGET;
 
 fn target(targets: &[u32], r: usize) -> Option<usize> {
@@ -33,19 +34,14 @@ pub fn forward<T: CpuScalar>(
             };
             let l = &logits[r * vocab..(r + 1) * vocab];
             let max = l.iter().fold(l[0], |m, &x| m.max(x));
-            let mut sum = T::ZERO;
             for (p, &x) in p.iter_mut().zip(l) {
                 *p = (x - max).exp();
-                sum += *p;
             }
-            let inv = T::ONE / sum;
+            let total = sum(p);
+            let inv = T::ONE / total;
             p.iter_mut().for_each(|p| *p *= inv);
-            *lp = l[t] - max - sum.ln();
+            *lp = l[t] - max - total.ln();
         });
-}
-
-fn dot<T: CpuScalar>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::ZERO, |s, (&x, &y)| s + x * y)
 }
 
 pub fn jvp<T: CpuScalar>(

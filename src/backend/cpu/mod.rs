@@ -11,6 +11,7 @@ mod embedding;
 pub(crate) mod gemm;
 mod layernorm;
 mod logprob;
+mod reduce;
 mod sparse;
 
 use std::ops::Range;
