@@ -26,7 +26,7 @@ fn reduce2<T: CpuScalar>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     while width > 1 {
         width /= 2;
         for i in 0..width {
-            acc[i] = acc[i] + acc[i + width];
+            acc[i] += acc[i + width];
         }
     }
     tail_a
