@@ -295,20 +295,11 @@ pub fn backward_jvp<T: CpuScalar>(
                 .collect();
             let mut sb = vec![T::ZERO; n * n];
             let mut sbd = vec![T::ZERO; n * n];
-            // row by row with iterators, which the compiler vectorises
-            let outs = sb.chunks_exact_mut(n).zip(sbd.chunks_exact_mut(n));
-            let ins = (pr.chunks_exact(n).zip(pd.chunks_exact(n)))
-                .zip(pb.chunks_exact(n).zip(pbd.chunks_exact(n)));
-            for (((sb, sbd), ((pr, pd), (pb, pbd))), (&r, &r_dot)) in
-                outs.zip(ins).zip(r.iter().zip(&r_dot))
-            {
-                for ((sb, sbd), ((&p, &p_dot), (&b, &b_dot))) in sb
-                    .iter_mut()
-                    .zip(sbd.iter_mut())
-                    .zip(pr.iter().zip(pd).zip(pb.iter().zip(pbd)))
-                {
-                    *sb = p * (b - r);
-                    *sbd = p_dot * (b - r) + p * (b_dot - r_dot);
+            for i in 0..n {
+                for j in 0..n {
+                    let ij = i * n + j;
+                    sb[ij] = pr[ij] * (pb[ij] - r[i]);
+                    sbd[ij] = pd[ij] * (pb[ij] - r[i]) + pr[ij] * (pbd[ij] - r_dot[i]);
                 }
             }
             mm(vb.as_mut(), false, square(pd, n).transpose(), ob, T::ONE);
