@@ -848,12 +848,15 @@ fn carve2<'x, T: Scalar, B: Backend<T>>(
 
 impl<'a, T: Scalar, B: Backend<T>> Outputs<'a, T, B> {
     /// Outputs into `grad` and `tangent`, whose dense N-vectors hold arbitrary values
-    /// (every entry of them is written by the sweeps and [`Outputs::finish`]).
+    /// (every entry of them is written by the sweeps and [`Outputs::finish`]). A
+    /// masked sink is the caller's to zero: it is small, and its sparse entries are
+    /// only ever added to.
     pub fn new(m: &Opt<T, B>, grad: Option<B::ViewMut<'a>>, tangent: Sink<'a, T, B>) -> Self {
+        let dense = grad.is_some() || matches!(tangent, Sink::Dense(_));
         Outputs {
             grad,
             tangent,
-            stale: vec![true; m.layout.entries().len()],
+            stale: vec![dense; m.layout.entries().len()],
         }
     }
 
