@@ -12,6 +12,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::CpuScalar;
+use super::transpose::transpose;
 use crate::backend::Gemm;
 
 /// Work below which a product runs as one task (about 20-50 µs of arithmetic).
@@ -31,41 +32,62 @@ const TASKS_PER_THREAD: usize = 2;
 const ROW_STEP: usize = 16;
 const COL_STEP: usize = 32;
 
-/// A transposed left operand (a weight gradient's `dY^T`) is read by faer's
-/// micro-kernels one row of the stored matrix per step of `k`; when the rows lie a
-/// multiple of 4 KiB apart, every such read maps to the same L1 cache set and the
-/// product runs from L2 (measured: 1024 x 256 x 512 in f32, opt-mini's fc1 weight
-/// gradient, 156 GFLOP/s; with the stride padded by 16 elements, 247).
-const ALIASING_STRIDE_BYTES: usize = 4096;
+/// A weight gradient `A^T B` (both operands token-major) reaches faer's kernels
+/// with a row-major right-hand operand, which they read unpacked: one cache line
+/// per step of `k`. Such products can go through a transposed copy of `A` instead,
+/// as `A' B`. In opt-mini's HVP (12 calls each, in place, 2 threads) that took
+/// f64's fc1 weight gradient (1024 x 256 x 512) from 82-88 to 102-107 GFLOP/s and
+/// its q/k/v/out ones (256 x 256 x 512) from 86-88 to 94-97: f64 always gains. In
+/// f32 only the products whose `A` rows lie a multiple of 4 KiB apart gain (every
+/// read of a `k` step then maps to one L1 set): fc1 186-188 -> 237-242, the LM head
+/// (2048 x 256 x 504) 167-174 -> 195-197, while the 256-wide ones lost 2-5%.
+fn transposes_first<T>(spec: &Gemm) -> bool {
+    let aliased = (spec.lda * size_of::<T>()).is_multiple_of(ALIASING_STRIDE);
+    spec.trans_a
+        && !spec.trans_b
+        && spec.m >= MIN_TRANSPOSED_SIDE
+        && spec.k >= MIN_TRANSPOSED_DEPTH
+        && spec.m * spec.k <= MAX_TRANSPOSED_LEN
+        && (size_of::<T>() >= 8 || aliased)
+}
 
-/// Elements added to such a stride.
-const STRIDE_PAD: usize = 16;
+/// Below this many rows of `C` the copy does not pay.
+const MIN_TRANSPOSED_SIDE: usize = 64;
+
+/// faer's kernels read `k` steps of the right-hand operand one cache line each;
+/// up to about 128 steps those lines stay in L1 and the copy gains nothing (OPT-125m
+/// on 1 x 64 tokens, f64: HVP 1126-1160 ms as is, 1123-1169 copied).
+const MIN_TRANSPOSED_DEPTH: usize = 256;
+
+/// The copy is kept by the thread between calls; above this many elements (an LM
+/// head's gradient on a large batch) it would hold too much memory for too little.
+const MAX_TRANSPOSED_LEN: usize = 1 << 23;
+
+/// A row stride (bytes) whose multiples all map reads to one L1 cache set.
+const ALIASING_STRIDE: usize = 4096;
 
 /// The strided batched GEMM of [`Gemm`] on row-major slices, in parallel when large.
 pub fn gemm<T: CpuScalar>(spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) {
     check(spec, a, b, c);
-    let aliased = spec.trans_a
-        && spec.k >= 64
-        && spec.m >= 64
-        && (spec.lda * size_of::<T>()).is_multiple_of(ALIASING_STRIDE_BYTES);
-    if aliased {
-        // copy op(A)^T (k rows of m) to rows STRIDE_PAD elements longer, in a
-        // scratch kept by the thread (a fresh allocation of this size would cost
-        // page faults comparable to the copy)
-        let ld = spec.m + STRIDE_PAD;
-        let mut padded_spec = *spec;
-        padded_spec.lda = ld;
-        padded_spec.stride_a = spec.k * ld;
-        T::with_scratch(|padded| {
-            padded.clear();
+    if transposes_first::<T>(spec) {
+        let mut plain = *spec;
+        plain.trans_a = false;
+        plain.lda = spec.k;
+        plain.stride_a = spec.m * spec.k;
+        // a scratch kept by the thread: a fresh allocation of this size would cost
+        // page faults comparable to the copy
+        T::with_scratch(|a_t| {
+            a_t.resize(spec.batch * plain.stride_a, T::ZERO);
             for i in 0..spec.batch {
-                for row in 0..spec.k {
-                    let start = i * spec.stride_a + row * spec.lda;
-                    padded.extend_from_slice(&a[start..start + spec.m]);
-                    padded.extend(std::iter::repeat_n(T::ZERO, STRIDE_PAD));
-                }
+                transpose(
+                    &a[i * spec.stride_a..],
+                    spec.k,
+                    spec.m,
+                    spec.lda,
+                    &mut a_t[i * plain.stride_a..],
+                );
             }
-            products(&padded_spec, padded, b, c);
+            products(&plain, a_t, b, c);
         });
         return;
     }
@@ -258,6 +280,26 @@ mod tests {
                     let cij = &mut c[bi * spec.stride_c + i * spec.ldc + j];
                     *cij = spec.alpha * s + if spec.accumulate { *cij } else { 0.0 };
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_weight_gradients_with_4k_strides_go_through_the_transpose_and_match() {
+        // A is k x m with m = 1024 f32 per row (4 KiB): the transposed path
+        let (m, n, k) = (1024, 40, 260);
+        let spec = Gemm::tn(m, n, k);
+        assert!(transposes_first::<f32>(&spec) && !transposes_first::<f32>(&Gemm::tn(256, n, k)));
+        let a: Vec<f32> = (0..k * m).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i as f32) * 0.71).cos()).collect();
+        let mut c = vec![f32::NAN; m * n];
+        gemm(&spec, &a, &b, &mut c);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|l| f64::from(a[l * m + i]) * f64::from(b[l * n + j]))
+                    .sum();
+                assert!((f64::from(c[i * n + j]) - want).abs() < 1e-4, "{i},{j}");
             }
         }
     }

@@ -13,6 +13,7 @@ mod layernorm;
 mod logprob;
 mod reduce;
 mod sparse;
+mod transpose;
 
 use std::ops::Range;
 
@@ -24,8 +25,15 @@ use crate::error::Result;
 
 /// The element types the CPU backend computes in (f32 and f64).
 pub trait CpuScalar: Scalar + faer::traits::ComplexField {
-    /// Runs `f` on a scratch vector of the calling thread, kept between calls.
+    /// Side of the square tiles [`CpuScalar::transpose_strip`] moves at once.
+    const TRANSPOSE_TILE: usize;
+
+    /// Runs `f` on a scratch vector of the calling thread, kept between calls (a
+    /// fresh one if a caller further up the stack holds it).
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+
+    /// `dst[c * rows + r] = src[r * ld + c]` for `r < rows`, `c < cols`.
+    fn transpose_strip(src: &[Self], ld: usize, rows: usize, cols: usize, dst: &mut [Self]);
 }
 
 thread_local! {
@@ -33,15 +41,36 @@ thread_local! {
     static SCRATCH_F64: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// `f` on the vector in `cell`, or on a fresh one while `cell` is borrowed (a rayon
+/// worker waiting inside one product may run a task that starts another).
+fn with_cell<T, R>(cell: &std::cell::RefCell<Vec<T>>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Vec::new()),
+    }
+}
+
 impl CpuScalar for f32 {
+    const TRANSPOSE_TILE: usize = 8;
+
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
-        SCRATCH_F32.with(|s| f(&mut s.borrow_mut()))
+        SCRATCH_F32.with(|s| with_cell(s, f))
+    }
+
+    fn transpose_strip(src: &[Self], ld: usize, rows: usize, cols: usize, dst: &mut [Self]) {
+        transpose::strip_f32(src, ld, rows, cols, dst);
     }
 }
 
 impl CpuScalar for f64 {
+    const TRANSPOSE_TILE: usize = 4;
+
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
-        SCRATCH_F64.with(|s| f(&mut s.borrow_mut()))
+        SCRATCH_F64.with(|s| with_cell(s, f))
+    }
+
+    fn transpose_strip(src: &[Self], ld: usize, rows: usize, cols: usize, dst: &mut [Self]) {
+        transpose::strip_f64(src, ld, rows, cols, dst);
     }
 }
 
