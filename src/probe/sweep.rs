@@ -1121,6 +1121,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cached_numbers_read_back_bit_for_bit() {
+        // A resumed sweep mixes cells read from disk with fresh ones; serde_json's
+        // default float parser can land one ulp off (-24.88733217959177 read back
+        // as ...766), hence its `float_roundtrip` feature.
+        let mut x = -24.887_332_179_591_77_f64;
+        for _ in 0..10_000 {
+            let text = serde_json::to_string(&x).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{text}");
+            x = (x * 1.618_033_988_749_895).sin() * 10f64.powi((x.abs() * 7.0) as i32 % 40 - 20);
+        }
+    }
+
+    #[test]
     fn fit_recovers_a_power_law() {
         let (slope, intercept) = log_log_fit([
             (0.1, 2.0 * 0.1f64.powf(0.7)),
