@@ -130,13 +130,15 @@ fn softmax_causal<T: CpuScalar>(row: &mut [T], i: usize, mask: &[u32]) {
         row.fill(T::ZERO);
         return;
     };
+    // keys after the query are never allowed: exponentiate only up to it
+    let (past, future) = row.split_at_mut(i + 1);
+    T::exp_shifted(past, max);
+    future.fill(T::ZERO);
     let mut sum = T::ZERO;
-    for (j, x) in row.iter_mut().enumerate() {
-        *x = if allowed(j) {
-            (*x - max).exp()
-        } else {
-            T::ZERO
-        };
+    for (j, x) in past.iter_mut().enumerate() {
+        if !allowed(j) {
+            *x = T::ZERO;
+        }
         sum += *x;
     }
     let inv = T::ONE / sum;

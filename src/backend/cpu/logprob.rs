@@ -34,9 +34,8 @@ pub fn forward<T: CpuScalar>(
             };
             let l = &logits[r * vocab..(r + 1) * vocab];
             let max = l.iter().fold(l[0], |m, &x| m.max(x));
-            for (p, &x) in p.iter_mut().zip(l) {
-                *p = (x - max).exp();
-            }
+            p.copy_from_slice(l);
+            T::exp_shifted(p, max);
             let total = sum(p);
             let inv = T::ONE / total;
             p.iter_mut().for_each(|p| *p *= inv);

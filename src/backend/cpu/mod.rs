@@ -8,6 +8,7 @@
 mod attention;
 mod elementwise;
 mod embedding;
+mod exp;
 pub(crate) mod gemm;
 mod layernorm;
 mod logprob;
@@ -24,7 +25,7 @@ use super::kernels::{AttentionDims, Backend, Gemm};
 use crate::error::Result;
 
 /// The element types the CPU backend computes in (f32 and f64).
-pub trait CpuScalar: Scalar + faer::traits::ComplexField {
+pub trait CpuScalar: Scalar + faer::traits::ComplexField + exp::ShiftedExp {
     /// Side of the square tiles [`CpuScalar::transpose_strip`] moves at once.
     const TRANSPOSE_TILE: usize;
 
