@@ -297,11 +297,18 @@ pub fn backward_jvp<T: CpuScalar>(
                 .collect();
             let mut sb = vec![T::ZERO; n * n];
             let mut sbd = vec![T::ZERO; n * n];
-            for i in 0..n {
-                for j in 0..n {
-                    let ij = i * n + j;
-                    sb[ij] = pr[ij] * (pb[ij] - r[i]);
-                    sbd[ij] = pd[ij] * (pb[ij] - r[i]) + pr[ij] * (pbd[ij] - r_dot[i]);
+            let rows = sb.chunks_mut(n).zip(sbd.chunks_mut(n));
+            let inputs = pr
+                .chunks(n)
+                .zip(pd.chunks(n))
+                .zip(pb.chunks(n).zip(pbd.chunks(n)));
+            for (i, ((sb, sbd), ((pr, pd), (pb, pbd)))) in rows.zip(inputs).enumerate() {
+                let (r, r_dot) = (r[i], r_dot[i]);
+                let outs = sb.iter_mut().zip(sbd.iter_mut());
+                let ins = pr.iter().zip(pd).zip(pb.iter().zip(pbd));
+                for ((s, s_dot), ((&p, &p_dot), (&b, &b_dot))) in outs.zip(ins) {
+                    *s = p * (b - r);
+                    *s_dot = p_dot * (b - r) + p * (b_dot - r_dot);
                 }
             }
             mm(vb.as_mut(), false, square(pd, n).transpose(), ob, T::ONE);

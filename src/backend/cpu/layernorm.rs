@@ -5,13 +5,25 @@
 //! tangent `xdot`: with `a = mean(xhat * xdot)`, `rstd_dot = -rstd^2 a` and
 //! `xhat_dot = rstd (xdot - mean(xdot) - xhat a)`.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::reduce::{dot, squared_deviation, sum};
-use super::{CpuScalar, column_sums};
+use super::{CpuScalar, blocked_rows};
 
 /// Rows per parallel task.
 const MIN_ROWS: usize = 4;
+
+/// A LayerNorm parameter row, or `fill` repeated when there is none: the row loops
+/// then zip plain slices, which the compiler vectorises (an `Option` looked up per
+/// element kept them scalar). Adding 0 or multiplying by 1 leaves values unchanged.
+fn or_filled<T: CpuScalar>(param: Option<&[T]>, width: usize, fill: T) -> Cow<'_, [T]> {
+    match param {
+        Some(p) => Cow::Borrowed(&p[..width]),
+        None => Cow::Owned(vec![fill; width]),
+    }
+}
 
 /// `1 / width`, the factor of every row mean.
 fn inv_len<T: CpuScalar>(width: usize) -> T {
@@ -49,6 +61,10 @@ pub fn forward<T: CpuScalar>(
     eps: f64,
 ) {
     let eps = T::from_f64(eps);
+    let (w, b) = (
+        or_filled(weight, width, T::ONE),
+        or_filled(bias, width, T::ZERO),
+    );
     out[..rows * width]
         .par_chunks_mut(width)
         .zip(mean_out[..rows].par_iter_mut().zip(&mut rstd_out[..rows]))
@@ -61,9 +77,7 @@ pub fn forward<T: CpuScalar>(
             let rstd = T::ONE / (var + eps).sqrt();
             *mu = m;
             *rs = rstd;
-            for (c, (y, &x)) in y.iter_mut().zip(x).enumerate() {
-                let w = weight.map_or(T::ONE, |w| w[c]);
-                let b = bias.map_or(T::ZERO, |b| b[c]);
+            for ((y, &x), (&w, &b)) in y.iter_mut().zip(x).zip(w.iter().zip(b.iter())) {
                 *y = (x - m) * rstd * w + b;
             }
         });
@@ -82,31 +96,42 @@ pub fn jvp<T: CpuScalar>(
     rows: usize,
     width: usize,
 ) {
-    out_dot[..rows * width]
-        .par_chunks_mut(width)
-        .enumerate()
-        .with_min_len(MIN_ROWS)
-        .for_each_init(
-            || (vec![T::ZERO; width], vec![T::ZERO; width]),
-            |(xhat, xhat_dot), (r, yd)| {
-                let span = r * width..(r + 1) * width;
-                normalise(xhat, &inp[span.clone()], mean[r], rstd[r]);
-                normalise_dot(xhat_dot, xhat, &inp_dot[span], rstd[r]);
-                for c in 0..width {
-                    let w = weight.map_or(T::ONE, |w| w[c]);
-                    let mut v = xhat_dot[c] * w;
-                    if let Some(wd) = weight_dot {
-                        v += xhat[c] * wd[c];
-                    }
-                    if let Some(bd) = bias_dot {
-                        v += bd[c];
-                    }
-                    yd[c] = v;
-                }
-            },
-        );
+    let w = or_filled(weight, width, T::ONE);
+    let (wd, bd) = (
+        or_filled(weight_dot, width, T::ZERO),
+        or_filled(bias_dot, width, T::ZERO),
+    );
+    blocked_rows(out_dot, width, rows, 0, 2 * width, |r, yd, _, scratch| {
+        let (xhat, xhat_dot) = scratch.split_at_mut(width);
+        let span = r * width..(r + 1) * width;
+        normalise(xhat, &inp[span.clone()], mean[r], rstd[r]);
+        normalise_dot(xhat_dot, xhat, &inp_dot[span], rstd[r]);
+        // every slice cut to `width`, so the indexed loop has no bounds checks left
+        let (yd, xhat, xhat_dot) = (&mut yd[..width], &xhat[..width], &xhat_dot[..width]);
+        let (w, wd, bd) = (&w[..width], &wd[..width], &bd[..width]);
+        for c in 0..width {
+            yd[c] = xhat_dot[c] * w[c] + xhat[c] * wd[c] + bd[c];
+        }
+    });
 }
 
+/// The parameter sums of a backward rule, when any is wanted: `2 * width` of them
+/// (weight then bias), or none.
+fn sums_len(weight: bool, bias: bool, width: usize) -> usize {
+    if weight || bias { 2 * width } else { 0 }
+}
+
+/// Adds the `[weight | bias]` halves of `sums` into the outputs that are given.
+fn add_sums<T: CpuScalar>(sums: &[T], weight: Option<&mut [T]>, bias: Option<&mut [T]>) {
+    let (sw, sb) = sums.split_at(sums.len() / 2);
+    for (out, s) in [(weight, sw), (bias, sb)] {
+        if let Some(out) = out {
+            out.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+        }
+    }
+}
+
+/// Input adjoint per row, and `[sum dout * xhat | sum dout]` in the same sweep.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: CpuScalar>(
     dinp: &mut [T],
@@ -120,50 +145,50 @@ pub fn backward<T: CpuScalar>(
     rows: usize,
     width: usize,
 ) {
-    dinp[..rows * width]
-        .par_chunks_mut(width)
-        .enumerate()
-        .with_min_len(MIN_ROWS)
-        .for_each_init(
-            || (vec![T::ZERO; width], vec![T::ZERO; width]),
-            |(xhat, g), (r, dx)| {
-                let span = r * width..(r + 1) * width;
-                normalise(xhat, &inp[span.clone()], mean[r], rstd[r]);
-                for (c, (g, &dy)) in g.iter_mut().zip(&dout[span]).enumerate() {
-                    *g = dy * weight.map_or(T::ONE, |w| w[c]);
+    let w = or_filled(weight, width, T::ONE);
+    let inv_n = inv_len::<T>(width);
+    let n_sums = sums_len(dweight.is_some(), dbias.is_some(), width);
+    let sums = blocked_rows(
+        dinp,
+        width,
+        rows,
+        n_sums,
+        2 * width,
+        |r, dx, sums, scratch| {
+            let (xhat, g) = scratch.split_at_mut(width);
+            let span = r * width..(r + 1) * width;
+            let dy = &dout[span.clone()];
+            normalise(xhat, &inp[span], mean[r], rstd[r]);
+            for ((g, &dy), &w) in g.iter_mut().zip(dy).zip(w.iter()) {
+                *g = dy * w;
+            }
+            let mg = sum(g) * inv_n;
+            let mgx = dot(g, xhat) * inv_n;
+            for ((dx, &g), &h) in dx.iter_mut().zip(g.iter()).zip(xhat.iter()) {
+                *dx += rstd[r] * (g - mg - h * mgx);
+            }
+            if !sums.is_empty() {
+                let (sw, sb) = sums.split_at_mut(width);
+                let (sw, sb, dy, xhat) = (
+                    &mut sw[..width],
+                    &mut sb[..width],
+                    &dy[..width],
+                    &xhat[..width],
+                );
+                for c in 0..width {
+                    sw[c] += dy[c] * xhat[c];
+                    sb[c] += dy[c];
                 }
-                let mg = sum(g) * inv_len::<T>(width);
-                let mgx = dot(g, xhat) * inv_len::<T>(width);
-                for ((dx, &g), &h) in dx.iter_mut().zip(g.iter()).zip(xhat.iter()) {
-                    *dx += rstd[r] * (g - mg - h * mgx);
-                }
-            },
-        );
-    if dweight.is_none() && dbias.is_none() {
-        return;
-    }
-    // [sum dout * xhat | sum dout]
-    let sums = column_sums(rows, width, 2, |r, acc: &mut [T]| {
-        let (aw, ab) = acc.split_at_mut(width);
-        let x = &inp[r * width..(r + 1) * width];
-        let dy = &dout[r * width..(r + 1) * width];
-        for c in 0..width {
-            aw[c] += dy[c] * (x[c] - mean[r]) * rstd[r];
-            ab[c] += dy[c];
-        }
-    });
-    if let Some(dw) = dweight {
-        dw.iter_mut()
-            .zip(&sums[..width])
-            .for_each(|(d, &s)| *d += s);
-    }
-    if let Some(db) = dbias {
-        db.iter_mut()
-            .zip(&sums[width..])
-            .for_each(|(d, &s)| *d += s);
+            }
+        },
+    );
+    if n_sums > 0 {
+        add_sums(&sums, dweight, dbias);
     }
 }
 
+/// The tangent of [`backward`], with `[sum (dout_dot * xhat + dout * xhat_dot) |
+/// sum dout_dot]` in the same sweep.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_jvp<T: CpuScalar>(
     dinp_dot: &mut [T],
@@ -180,64 +205,60 @@ pub fn backward_jvp<T: CpuScalar>(
     rows: usize,
     width: usize,
 ) {
-    dinp_dot[..rows * width]
-        .par_chunks_mut(width)
-        .enumerate()
-        .with_min_len(MIN_ROWS)
-        .for_each_init(
-            || vec![T::ZERO; 4 * width],
-            |scratch, (r, dxd)| {
-                let (xhat, rest) = scratch.split_at_mut(width);
-                let (xhat_dot, rest) = rest.split_at_mut(width);
-                let (g, g_dot) = rest.split_at_mut(width);
-                let span = r * width..(r + 1) * width;
-                let rs = rstd[r];
-                normalise(xhat, &inp[span.clone()], mean[r], rs);
-                let a = normalise_dot(xhat_dot, xhat, &inp_dot[span.clone()], rs);
-                let rstd_dot = -rs * rs * a;
-                let (dy, dyd) = (&dout[span.clone()], &dout_dot[span]);
+    let (w, wd) = (
+        or_filled(weight, width, T::ONE),
+        or_filled(weight_dot, width, T::ZERO),
+    );
+    let inv_n = inv_len::<T>(width);
+    let n_sums = sums_len(dweight_dot.is_some(), dbias_dot.is_some(), width);
+    let sums = blocked_rows(
+        dinp_dot,
+        width,
+        rows,
+        n_sums,
+        4 * width,
+        |r, dxd, sums, scratch| {
+            let (xhat, rest) = scratch.split_at_mut(width);
+            let (xhat_dot, rest) = rest.split_at_mut(width);
+            let (g, g_dot) = rest.split_at_mut(width);
+            let span = r * width..(r + 1) * width;
+            let rs = rstd[r];
+            normalise(xhat, &inp[span.clone()], mean[r], rs);
+            let a = normalise_dot(xhat_dot, xhat, &inp_dot[span.clone()], rs);
+            let rstd_dot = -rs * rs * a;
+            // every slice cut to `width`, so the indexed loops have no bounds checks left
+            let (dy, dyd) = (&dout[span.clone()][..width], &dout_dot[span][..width]);
+            let (g, g_dot, dxd) = (&mut g[..width], &mut g_dot[..width], &mut dxd[..width]);
+            let (xhat, xhat_dot, w, wd) = (
+                &xhat[..width],
+                &xhat_dot[..width],
+                &w[..width],
+                &wd[..width],
+            );
+            for c in 0..width {
+                g[c] = dy[c] * w[c];
+                g_dot[c] = dyd[c] * w[c] + dy[c] * wd[c];
+            }
+            let mg = sum(g) * inv_n;
+            let mgx = dot(g, xhat) * inv_n;
+            let mgd = sum(g_dot) * inv_n;
+            let mgx_dot = (dot(g_dot, xhat) + dot(g, xhat_dot)) * inv_n;
+            for c in 0..width {
+                let primal = g[c] - mg - xhat[c] * mgx;
+                let tangent = g_dot[c] - mgd - xhat_dot[c] * mgx - xhat[c] * mgx_dot;
+                dxd[c] += rstd_dot * primal + rs * tangent;
+            }
+            if !sums.is_empty() {
+                let (sw, sb) = sums.split_at_mut(width);
+                let (sw, sb) = (&mut sw[..width], &mut sb[..width]);
                 for c in 0..width {
-                    let w = weight.map_or(T::ONE, |w| w[c]);
-                    g[c] = dy[c] * w;
-                    g_dot[c] = dyd[c] * w + weight_dot.map_or(T::ZERO, |wd| dy[c] * wd[c]);
+                    sw[c] += dyd[c] * xhat[c] + dy[c] * xhat_dot[c];
+                    sb[c] += dyd[c];
                 }
-                let inv_n = inv_len::<T>(width);
-                let mg = sum(g) * inv_n;
-                let mgx = dot(g, xhat) * inv_n;
-                let mgd = sum(g_dot) * inv_n;
-                let mgx_dot = (dot(g_dot, xhat) + dot(g, xhat_dot)) * inv_n;
-                for c in 0..width {
-                    let primal = g[c] - mg - xhat[c] * mgx;
-                    let tangent = g_dot[c] - mgd - xhat_dot[c] * mgx - xhat[c] * mgx_dot;
-                    dxd[c] += rstd_dot * primal + rs * tangent;
-                }
-            },
-        );
-    if dweight_dot.is_none() && dbias_dot.is_none() {
-        return;
-    }
-    // [sum (dout_dot * xhat + dout * xhat_dot) | sum dout_dot]
-    let sums = column_sums(rows, width, 2, |r, acc: &mut [T]| {
-        let mut xhat = vec![T::ZERO; width];
-        let mut xhat_dot = vec![T::ZERO; width];
-        let span = r * width..(r + 1) * width;
-        normalise(&mut xhat, &inp[span.clone()], mean[r], rstd[r]);
-        normalise_dot(&mut xhat_dot, &xhat, &inp_dot[span.clone()], rstd[r]);
-        let (aw, ab) = acc.split_at_mut(width);
-        let (dy, dyd) = (&dout[span.clone()], &dout_dot[span]);
-        for c in 0..width {
-            aw[c] += dyd[c] * xhat[c] + dy[c] * xhat_dot[c];
-            ab[c] += dyd[c];
-        }
-    });
-    if let Some(dw) = dweight_dot {
-        dw.iter_mut()
-            .zip(&sums[..width])
-            .for_each(|(d, &s)| *d += s);
-    }
-    if let Some(db) = dbias_dot {
-        db.iter_mut()
-            .zip(&sums[width..])
-            .for_each(|(d, &s)| *d += s);
+            }
+        },
+    );
+    if n_sums > 0 {
+        add_sums(&sums, dweight_dot, dbias_dot);
     }
 }

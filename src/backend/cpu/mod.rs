@@ -79,33 +79,59 @@ impl CpuScalar for f64 {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
-/// Rows per block of [`column_sums`]: fixed, so the summation order is too.
+/// Rows per block of [`blocked_rows`]: fixed, so the summation order is too.
 const SUM_BLOCK: usize = 32;
 
+/// Visits every row `r` as `visit(r, out_row, sums, scratch)`: `out_row` is row `r`
+/// of `out` (`out_width` long, possibly 0), `sums` the `sums_len` accumulators of
+/// its block, `scratch` `scratch_len` elements of the block's own. Blocks of rows
+/// run in parallel and their sums are added in block order, which makes the result
+/// independent of the thread count.
+fn blocked_rows<T: CpuScalar>(
+    out: &mut [T],
+    out_width: usize,
+    rows: usize,
+    sums_len: usize,
+    scratch_len: usize,
+    visit: impl Fn(usize, &mut [T], &mut [T], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut blocks = Vec::with_capacity(rows.div_ceil(SUM_BLOCK));
+    let mut rest = &mut out[..rows * out_width];
+    for start in (0..rows).step_by(SUM_BLOCK) {
+        let (block, tail) = rest.split_at_mut((rows - start).min(SUM_BLOCK) * out_width);
+        blocks.push((start, block));
+        rest = tail;
+    }
+    let partials: Vec<Vec<T>> = blocks
+        .into_par_iter()
+        .map(|(start, block)| {
+            let mut sums = vec![T::ZERO; sums_len];
+            let mut scratch = vec![T::ZERO; scratch_len];
+            for r in start..(start + SUM_BLOCK).min(rows) {
+                let row = &mut block[(r - start) * out_width..(r - start + 1) * out_width];
+                visit(r, row, &mut sums, &mut scratch);
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![T::ZERO; sums_len];
+    for p in partials {
+        total.iter_mut().zip(&p).for_each(|(t, &x)| *t += x);
+    }
+    total
+}
+
 /// Sums per-row contributions into `groups * width` accumulators: `add_row(r, acc)`
-/// adds row `r`. Blocks of rows run in parallel and their partial sums are added in
-/// block order, which makes the result independent of the thread count.
+/// adds row `r` (see [`blocked_rows`]).
 fn column_sums<T: CpuScalar>(
     rows: usize,
     width: usize,
     groups: usize,
     add_row: impl Fn(usize, &mut [T]) + Sync,
 ) -> Vec<T> {
-    let partials: Vec<Vec<T>> = (0..rows.div_ceil(SUM_BLOCK))
-        .into_par_iter()
-        .map(|block| {
-            let mut acc = vec![T::ZERO; groups * width];
-            for r in block * SUM_BLOCK..((block + 1) * SUM_BLOCK).min(rows) {
-                add_row(r, &mut acc);
-            }
-            acc
-        })
-        .collect();
-    let mut total = vec![T::ZERO; groups * width];
-    for p in partials {
-        total.iter_mut().zip(&p).for_each(|(t, &x)| *t += x);
-    }
-    total
+    blocked_rows(&mut [], 0, rows, groups * width, 0, |r, _, acc, _| {
+        add_row(r, acc)
+    })
 }
 
 impl<T: CpuScalar> Backend<T> for Cpu {
