@@ -246,6 +246,13 @@ mod tests {
         };
         check_rules("layernorm", &Op(ln, true), 11);
         check_rules("layernorm without affine", &Op(ln, false), 12);
+        // more rows than the CPU kernels' blocks of 32: parameter sums over 3 blocks
+        let tall = LayerNorm {
+            rows: 70,
+            width: 9,
+            eps: 1e-5,
+        };
+        check_rules("layernorm, 70 rows", &Op(tall, true), 13);
     }
 
     #[test]
