@@ -98,77 +98,97 @@ mod tests {
     /// so its first query has no allowed key at all.
     const MASK: [u32; 8] = [1, 1, 1, 1, 0, 1, 1, 0];
 
-    /// Flat input `[q, k, v]`.
-    struct Op;
+    /// Flat input `[q, k, v]` of attention with these dimensions and key mask.
+    struct Op {
+        dims: AttentionDims,
+        mask: Vec<u32>,
+    }
 
-    fn split(x: &[f64]) -> Qkv<&[f64]> {
-        let n = DIMS.rows() * DIMS.width();
-        Qkv {
-            q: &x[..n],
-            k: &x[n..2 * n],
-            v: &x[2 * n..],
+    impl Op {
+        fn small() -> Self {
+            Op {
+                dims: DIMS,
+                mask: MASK.to_vec(),
+            }
         }
-    }
 
-    fn grads(g: &mut [f64]) -> Qkv<&mut [f64]> {
-        let n = DIMS.rows() * DIMS.width();
-        let (q, rest) = g.split_at_mut(n);
-        let (k, v) = rest.split_at_mut(n);
-        Qkv { q, k, v }
-    }
+        fn len(&self) -> usize {
+            self.dims.rows() * self.dims.width()
+        }
 
-    fn forward(x: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let mut out = vec![0.0; DIMS.rows() * DIMS.width()];
-        let mut probs = vec![0.0; DIMS.probs_len()];
-        let mask = MASK.to_vec();
-        Attention { dims: DIMS }.forward::<f64, Cpu>(&Cpu, &mut out, &mut probs, split(x), &mask);
-        (out, probs)
-    }
+        fn split<'x>(&self, x: &'x [f64]) -> Qkv<&'x [f64]> {
+            let n = self.len();
+            Qkv {
+                q: &x[..n],
+                k: &x[n..2 * n],
+                v: &x[2 * n..],
+            }
+        }
 
-    fn jvp(x: &[f64], xd: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (_, probs) = forward(x);
-        let mut out = vec![0.0; DIMS.rows() * DIMS.width()];
-        let mut pd = vec![0.0; DIMS.probs_len()];
-        Attention { dims: DIMS }.jvp::<f64, Cpu>(
-            &Cpu,
-            &mut out,
-            &mut pd,
-            &probs,
-            split(x),
-            split(xd),
-        );
-        (out, pd)
+        fn grads<'x>(&self, g: &'x mut [f64]) -> Qkv<&'x mut [f64]> {
+            let (q, rest) = g.split_at_mut(self.len());
+            let (k, v) = rest.split_at_mut(self.len());
+            Qkv { q, k, v }
+        }
+
+        fn att(&self) -> Attention {
+            Attention { dims: self.dims }
+        }
+
+        fn run_forward(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
+            let mut out = vec![0.0; self.len()];
+            let mut probs = vec![0.0; self.dims.probs_len()];
+            self.att()
+                .forward::<f64, Cpu>(&Cpu, &mut out, &mut probs, self.split(x), &self.mask);
+            (out, probs)
+        }
+
+        fn run_jvp(&self, x: &[f64], xd: &[f64]) -> (Vec<f64>, Vec<f64>) {
+            let (_, probs) = self.run_forward(x);
+            let mut out = vec![0.0; self.len()];
+            let mut pd = vec![0.0; self.dims.probs_len()];
+            self.att().jvp::<f64, Cpu>(
+                &Cpu,
+                &mut out,
+                &mut pd,
+                &probs,
+                self.split(x),
+                self.split(xd),
+            );
+            (out, pd)
+        }
     }
 
     impl Rules for Op {
         fn input_len(&self) -> usize {
-            3 * DIMS.rows() * DIMS.width()
+            3 * self.len()
         }
         fn forward(&self, x: &[f64]) -> Vec<f64> {
-            forward(x).0
+            self.run_forward(x).0
         }
         fn jvp(&self, x: &[f64], xd: &[f64]) -> Vec<f64> {
-            jvp(x, xd).0
+            self.run_jvp(x, xd).0
         }
         fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
-            let (_, probs) = forward(x);
+            let (_, probs) = self.run_forward(x);
             let mut g = vec![0.0; x.len()];
-            Attention { dims: DIMS }.vjp::<f64, Cpu>(&Cpu, grads(&mut g), yb, &probs, split(x));
+            self.att()
+                .vjp::<f64, Cpu>(&Cpu, self.grads(&mut g), yb, &probs, self.split(x));
             g
         }
         fn vjp_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
-            let (_, probs) = forward(x);
-            let (_, pd) = jvp(x, xd);
+            let (_, probs) = self.run_forward(x);
+            let (_, pd) = self.run_jvp(x, xd);
             let mut g = vec![0.0; x.len()];
-            Attention { dims: DIMS }.vjp_jvp::<f64, Cpu>(
+            self.att().vjp_jvp::<f64, Cpu>(
                 &Cpu,
-                grads(&mut g),
+                self.grads(&mut g),
                 yb,
                 ybd,
                 &probs,
                 &pd,
-                split(x),
-                split(xd),
+                self.split(x),
+                self.split(xd),
             );
             g
         }
@@ -176,13 +196,26 @@ mod tests {
 
     #[test]
     fn four_rules_match_central_differences() {
-        check_rules("attention", &Op, 31);
+        check_rules("attention", &Op::small(), 31);
+        // 37 positions: the CPU kernels' causal blocks (16, 16 and a ragged 5) skip
+        // the zero blocks above the diagonal; two left- and three right-padded keys
+        let long = Op {
+            dims: AttentionDims {
+                batch: 1,
+                seq: 37,
+                heads: 2,
+                head_dim: 3,
+            },
+            mask: (0..37).map(|j| u32::from((2..34).contains(&j))).collect(),
+        };
+        check_rules("attention, 37 positions", &long, 32);
     }
 
     #[test]
     fn masked_keys_get_no_weight_and_empty_rows_are_zero() {
-        let x = crate::model::ops::check::normal(Op.input_len(), 5);
-        let (out, probs) = forward(&x);
+        let op = Op::small();
+        let x = crate::model::ops::check::normal(op.input_len(), 5);
+        let (out, probs) = op.run_forward(&x);
         let n = DIMS.seq;
         for p in 0..DIMS.batch * DIMS.heads {
             let b = p / DIMS.heads;
