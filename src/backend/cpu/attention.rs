@@ -380,8 +380,9 @@ pub fn backward_jvp<T: CpuScalar>(
                 .zip(pd.chunks(n))
                 .zip(pb.chunks(n).zip(pbd.chunks(n)));
             for (i, ((sb, sbd), ((pr, pd), (pb, pbd)))) in rows.zip(inputs).enumerate() {
+                // only the causal past: P and P' are 0 after the query (sb, sbd stay 0)
                 let (r, r_dot) = (r[i], r_dot[i]);
-                let outs = sb.iter_mut().zip(sbd.iter_mut());
+                let outs = sb.iter_mut().zip(sbd.iter_mut()).take(i + 1);
                 let ins = pr.iter().zip(pd).zip(pb.iter().zip(pbd));
                 for ((s, s_dot), ((&p, &p_dot), (&b, &b_dot))) in outs.zip(ins) {
                     *s = p * (b - r);

@@ -65,34 +65,43 @@ fn check_strip<T>(src: &[T], ld: usize, rows: usize, cols: usize, dst: &[T]) {
 }
 
 pub fn strip_f32(src: &[f32], ld: usize, rows: usize, cols: usize, dst: &mut [f32]) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        check_strip(src, ld, rows, cols, dst);
-        // SAFETY: AVX is present (checked above) and every tile lies inside the
-        // extents checked by `check_strip`.
-        unsafe { avx::strip_f32(src, ld, rows, cols, dst) };
-        edges(src, ld, rows, cols, dst, 8);
-        return;
-    }
+    strip_with(src, ld, rows, cols, dst, 8, avx::strip_f32);
+    #[cfg(not(target_arch = "x86_64"))]
     scalar_strip(src, ld, rows, cols, dst);
 }
 
 pub fn strip_f64(src: &[f64], ld: usize, rows: usize, cols: usize, dst: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    strip_with(src, ld, rows, cols, dst, 4, avx::strip_f64);
+    #[cfg(not(target_arch = "x86_64"))]
+    scalar_strip(src, ld, rows, cols, dst);
+}
+
+/// A strip through `tiles` (its whole `tile x tile` tiles, in AVX registers) and
+/// the plain loop for the ragged edges; all of it by the plain loop without AVX.
+#[cfg(target_arch = "x86_64")]
+fn strip_with<T: Copy>(
+    src: &[T],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [T],
+    tile: usize,
+    tiles: unsafe fn(&[T], usize, usize, usize, &mut [T]),
+) {
     if rows == 0 || cols == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        check_strip(src, ld, rows, cols, dst);
-        // SAFETY: as in `strip_f32`.
-        unsafe { avx::strip_f64(src, ld, rows, cols, dst) };
-        edges(src, ld, rows, cols, dst, 4);
+    if !std::arch::is_x86_feature_detected!("avx") {
+        scalar_strip(src, ld, rows, cols, dst);
         return;
     }
-    scalar_strip(src, ld, rows, cols, dst);
+    check_strip(src, ld, rows, cols, dst);
+    // SAFETY: AVX is present (checked above) and every tile lies inside the
+    // extents checked by `check_strip`.
+    unsafe { tiles(src, ld, rows, cols, dst) };
+    edges(src, ld, rows, cols, dst, tile);
 }
 
 #[cfg(target_arch = "x86_64")]
