@@ -15,7 +15,8 @@ test_binary() { # $1: the jq condition on the artifact's target
 }
 lib_tests=$(test_binary '.target.kind == ["lib"]')
 gpu_tests=$(test_binary '.target.kind == ["test"] and .target.name == "gpu"')
-for binary in "$lib_tests" "$gpu_tests"; do
+kernel_tests=$(test_binary '.target.kind == ["test"] and .target.name == "gpu_kernels"')
+for binary in "$lib_tests" "$gpu_tests" "$kernel_tests"; do
     [[ -x $binary ]] || { echo "gpu-bundle: a test binary was not found" >&2; exit 1; }
 done
 
@@ -27,5 +28,6 @@ pack() { # $1: binary, $2: name in the bundle
 pack target/release/maskscape maskscape
 pack "$lib_tests" lib-tests
 pack "$gpu_tests" gpu-tests
+pack "$kernel_tests" gpu-kernel-tests
 git rev-parse HEAD >"$bundle/commit" 2>/dev/null || true
 du -ch "$bundle"/* | tail -n 1

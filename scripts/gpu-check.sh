@@ -58,7 +58,7 @@ step() {
 }
 
 unpack() {
-    for name in maskscape lib-tests gpu-tests; do
+    for name in maskscape lib-tests gpu-tests gpu-kernel-tests; do
         xz -d -c "$bundle/$name.xz" >"$work/$name" && chmod +x "$work/$name" || return 1
     done
 }
@@ -80,8 +80,15 @@ ms=$work/maskscape
 
 step nvidia-smi 30 nvidia-smi
 # The CUDA unit tests of the library (the kernels compile with NVRTC for this GPU,
-# the device vectors), then tests/gpu.rs (fixtures, GPU against CPU, Lanczos).
+# the device vectors), every kernel against the CPU (tests/gpu_kernels.rs), then
+# tests/gpu.rs (fixtures, GPU against CPU, Lanczos).
 step lib-cuda-tests 120 "$work/lib-tests" cuda --nocapture
+step gpu-kernel-tests 60 "$work/gpu-kernel-tests" --nocapture --test-threads 1
+# A kernel that disagrees may also read or write out of bounds: name it.
+if [[ $(tail -n 1 "$out/steps.tsv" | cut -f 2) != 0 ]] && command -v compute-sanitizer >/dev/null; then
+    step gpu-kernel-sanitizer 120 compute-sanitizer --tool memcheck --print-limit 20 \
+        "$work/gpu-kernel-tests" --nocapture --test-threads 1 cuda_f64
+fi
 step gpu-tests 240 "$work/gpu-tests" --nocapture
 
 for fixture in opt-tiny-preln opt-tiny-postln-proj opt-small-preln; do
@@ -102,7 +109,16 @@ step bench-opt-125m-f32-tf32 120 "$ms" bench hvp --device cuda --config opt-125m
 # PyTorch's double backward on the same GPU, for the ratio.
 step torch-baseline 240 python3 scripts/torch_gpu_hvp_bench.py
 
-step bench-opt-1.3b-f32 180 "$ms" bench hvp --device cuda --config opt-1.3b \
+# OPT-1.3b must fit in 30 GB: the device's memory in use, sampled every 50 ms.
+with_peak_memory() {
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 >"$work/memory.csv" &
+    local sampler=$! rc=0
+    "$@" || rc=$?
+    kill "$sampler"
+    echo "peak device memory in use (nvidia-smi, every 50 ms): $(sort -n "$work/memory.csv" | tail -n 1) MiB"
+    return "$rc"
+}
+step bench-opt-1.3b-f32 180 with_peak_memory "$ms" bench hvp --device cuda --config opt-1.3b \
     --batch 4 --seq 128 --dtype f32 --mask-scope qv --ratio 1e-3 --reps 3
 
 # A 100-step Lanczos probe at ratio 1e-3 (a tolerance it cannot reach, so all 100
@@ -123,6 +139,31 @@ print(f"HVPs: {t['hvp_s']:.3f} s of {t['total_s']:.3f} s total ({t['hvp_s'] / t[
 PY
 }
 step probe-hvp-share 30 hvp_share
+
+# With PROFILE=1: every kernel's time in one OPT-125m f32 bench (forward, gradient,
+# full and masked HVP, once each), from Nsight Compute, summed per kernel.
+kernel_profile() {
+    ncu --metrics gpu__time_duration.sum --csv --print-units base --clock-control none \
+        "$work/maskscape" bench hvp --device cuda --config opt-125m --batch 8 --seq 128 --dtype f32 \
+        --mask-scope qv --ratio 1e-3 --reps 1 --warmup 0 >"$work/profile.csv" || return 1
+    python3 - "$work/profile.csv" <<'PY'
+import collections, csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head = rows[0]
+name, value = head.index("Kernel Name"), head.index("Metric Value")
+total, count = collections.Counter(), collections.Counter()
+for r in rows[1:]:
+    kernel = r[name].split("(")[0][:60]
+    total[kernel] += float(r[value].replace(",", "")) * 1e-6
+    count[kernel] += 1
+print(f"{sum(total.values()):.2f} ms in {sum(count.values())} kernels")
+for kernel, ms in total.most_common(40):
+    print(f"{ms:9.3f} ms {count[kernel]:6d} x  {kernel}")
+PY
+}
+if [[ ${PROFILE:-0} == 1 ]]; then
+    step kernel-profile 150 kernel_profile
+fi
 
 echo "steps (status 0 = passed, 124 = timed out, 125 = no time left):" >&2
 column -t "$out/steps.tsv" >&2 2>/dev/null || cat "$out/steps.tsv" >&2
