@@ -10,7 +10,8 @@
 # Reads the bundle from $BUNDLE (default gpu-bundle/); writes every log, and
 # steps.tsv (step, exit status, seconds), under $OUT (default gpu-out/). A failed
 # or timed-out step is recorded and the next one runs; the script exits non-zero
-# when any step failed.
+# when any step failed. ONLY=REGEX runs only the steps whose names match (include
+# `unpack`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${BUNDLE:-gpu-bundle}
@@ -32,6 +33,9 @@ printf 'step\tstatus\tseconds\n' >"$out/steps.tsv"
 step() {
     local name=$1 limit=$2 start rc left
     shift 2
+    if [[ -n ${ONLY:-} && ! $name =~ $ONLY ]]; then
+        return 0
+    fi
     start=$(date +%s)
     left=$((deadline - start))
     ((limit < left)) || limit=$left
@@ -145,20 +149,28 @@ step probe-hvp-share 30 hvp_share
 kernel_profile() {
     ncu --metrics gpu__time_duration.sum --csv --print-units base --clock-control none \
         "$work/maskscape" bench hvp --device cuda --config opt-125m --batch 8 --seq 128 --dtype f32 \
-        --mask-scope qv --ratio 1e-3 --reps 1 --warmup 0 >"$work/profile.csv" || return 1
-    python3 - "$work/profile.csv" <<'PY'
+        --mask-scope qv --ratio 1e-3 --reps 1 --warmup 0 >"$out/profile.csv" || return 1
+    python3 - "$out/profile.csv" <<'PY'
 import collections, csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 head = rows[0]
 name, value = head.index("Kernel Name"), head.index("Metric Value")
-total, count = collections.Counter(), collections.Counter()
+grid, block = head.index("Grid Size"), head.index("Block Size")
+by_kernel, by_launch, count, launches = (collections.Counter() for _ in range(4))
 for r in rows[1:]:
     kernel = r[name].split("(")[0][:60]
-    total[kernel] += float(r[value].replace(",", "")) * 1e-6
+    ms = float(r[value].replace(",", "")) * 1e-6
+    by_kernel[kernel] += ms
     count[kernel] += 1
-print(f"{sum(total.values()):.2f} ms in {sum(count.values())} kernels")
-for kernel, ms in total.most_common(40):
+    launch = (kernel, r[grid], r[block])
+    by_launch[launch] += ms
+    launches[launch] += 1
+print(f"{sum(by_kernel.values()):.2f} ms in {sum(count.values())} kernels")
+for kernel, ms in by_kernel.most_common(40):
     print(f"{ms:9.3f} ms {count[kernel]:6d} x  {kernel}")
+print("\nby kernel and launch shape (grid, block):")
+for launch, ms in by_launch.most_common(40):
+    print(f"{ms:9.3f} ms {launches[launch]:6d} x  {launch[0]} {launch[1]} {launch[2]}")
 PY
 }
 if [[ ${PROFILE:-0} == 1 ]]; then

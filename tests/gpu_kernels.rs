@@ -78,17 +78,28 @@ enum Kernel {
     Product(Gemm),
     SparseMatmulNt,
     SparseMatmulNn,
-    SampledMatmulTn,
-    EmbeddingForward { accumulate: bool },
+    /// `nnz` entries: below `(OUT + IN) / 8` the CUDA kernel reads the operands as
+    /// they are, above it through transposed copies.
+    SampledMatmulTn {
+        nnz: usize,
+    },
+    EmbeddingForward {
+        accumulate: bool,
+    },
     EmbeddingBackward,
     EmbeddingForwardSparse,
     EmbeddingBackwardSampled,
     BiasForward,
     BiasBackward,
-    LayerNorm { width: usize, affine: bool },
+    LayerNorm {
+        width: usize,
+        affine: bool,
+    },
     Relu,
     Attention(AttentionDims),
-    Logprob { vocab: usize },
+    Logprob {
+        vocab: usize,
+    },
 }
 
 const ROWS: usize = 37;
@@ -132,7 +143,8 @@ fn kernels() -> Vec<Kernel> {
         GatherAdd,
         SparseMatmulNt,
         SparseMatmulNn,
-        SampledMatmulTn,
+        SampledMatmulTn { nnz: NNZ },
+        SampledMatmulTn { nnz: 5 },
         EmbeddingForward { accumulate: false },
         EmbeddingForward { accumulate: true },
         EmbeddingBackward,
@@ -201,9 +213,13 @@ fn run<T: Scalar, B: Backend<T>>(kernel: Kernel, b: &B) -> maskscape::Result<Vec
             b.gemm(&spec, b.view(&a), b.view(&bb), b.view_mut(&mut c));
             Ok(vec![down(&c, lc)?])
         }
-        Kernel::SparseMatmulNt | Kernel::SparseMatmulNn | Kernel::SampledMatmulTn => {
-            let idx = index(&indices(OUT * IN, NNZ, 3));
-            let values = up(&data(NNZ, 4));
+        Kernel::SparseMatmulNt | Kernel::SparseMatmulNn | Kernel::SampledMatmulTn { .. } => {
+            let nnz = match kernel {
+                Kernel::SampledMatmulTn { nnz } => nnz,
+                _ => NNZ,
+            };
+            let idx = index(&indices(OUT * IN, nnz, 3));
+            let values = up(&data(nnz, 4));
             let x = up(&data(ROWS * IN, 1));
             let dy = up(&data(ROWS * OUT, 2));
             match kernel {
@@ -220,10 +236,10 @@ fn run<T: Scalar, B: Backend<T>>(kernel: Kernel, b: &B) -> maskscape::Result<Vec
                     Ok(vec![down(&out, ROWS * IN)?])
                 }
                 _ => {
-                    let mut out = up(&data(NNZ, 5));
+                    let mut out = up(&data(nnz, 5));
                     let (o, dy, x) = (b.view_mut(&mut out), b.view(&dy), b.view(&x));
                     b.sampled_matmul_tn(o, dy, x, &idx, ROWS, OUT, IN);
-                    Ok(vec![down(&out, NNZ)?])
+                    Ok(vec![down(&out, nnz)?])
                 }
             }
         }

@@ -39,9 +39,9 @@ pub(super) fn forward<T: CudaScalar>(
 }
 
 /// `dtable[ids[r]] += dout[r]`. Each touched table element is owned by the thread
-/// of its first row, which adds the rows in order (the CPU's order); the scan for
-/// the first row makes the cost `O(rows^2 * width)` compares, fine for the few
-/// thousand rows of a batch.
+/// of its first row, which adds the rows in order (the CPU's order), following the
+/// chain of rows with the same id that a first kernel links (`O(rows^2)` compares
+/// in all, not per element).
 pub(super) fn backward<T: CudaScalar>(
     cuda: &Cuda,
     dtable: DeviceViewMut<'_, T>,
@@ -54,6 +54,16 @@ pub(super) fn backward<T: CudaScalar>(
         ids.len() >= rows && dout.len() >= rows * width,
         "embedding_backward: operands too short"
     );
+    // Freed stream-ordered when it drops, after both launches.
+    let chain = match cuda.alloc_zeros::<u32>(2 * rows) {
+        Ok(chain) => chain,
+        Err(e) => return cuda.latch(format!("embedding_backward scratch: {e}")),
+    };
+    cuda.launch::<T>(
+        "emb_chain",
+        elements(rows),
+        &[cuda.address(&chain), cuda.address(ids), size(rows)],
+    );
     cuda.launch::<T>(
         "emb_backward",
         elements(rows * width),
@@ -61,6 +71,7 @@ pub(super) fn backward<T: CudaScalar>(
             dtable.ptr(),
             dout.ptr(),
             cuda.address(ids),
+            cuda.address(&chain),
             size(rows),
             size(width),
         ],

@@ -154,13 +154,25 @@ impl Cuda {
             .compute_capability()
             .map_err(device_error("reading the compute capability"))?;
         let arch = format!("sm_{major}{minor}");
-        let load = |precision| -> Result<Arc<CudaModule>> {
-            let ptx = compile_kernels(precision, &arch)?;
+        // NVRTC takes about a second per precision: compile both at once.
+        let [f32_ptx, f64_ptx] = std::thread::scope(|scope| {
+            [Precision::F32, Precision::F64]
+                .map(|precision| {
+                    let arch = &arch;
+                    scope.spawn(move || compile_kernels(precision, arch))
+                })
+                .map(|compiling| {
+                    compiling.join().unwrap_or_else(|_| {
+                        Err(Error::Device("the NVRTC compile thread panicked".into()))
+                    })
+                })
+        });
+        let load = |ptx: Result<Ptx>| -> Result<Arc<CudaModule>> {
             context
-                .load_module(ptx)
+                .load_module(ptx?)
                 .map_err(device_error("loading the kernels"))
         };
-        let modules = [load(Precision::F32)?, load(Precision::F64)?];
+        let modules = [load(f32_ptx)?, load(f64_ptx)?];
         let name = context.name().unwrap_or_else(|_| "unknown device".into());
         let description = format!("{name} ({arch}, device {ordinal})");
         Ok(Cuda {

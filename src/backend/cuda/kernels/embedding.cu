@@ -19,29 +19,40 @@ extern "C" __global__ void emb_forward(real* out, const unsigned int* ids, const
     }
 }
 
+// The rows sharing each token id, as chains for `emb_backward`: `chain[r]` is the
+// next row after r with the same id (`rows` when none), and `chain[rows + r]` is 1
+// when r is the first row with its id. One thread per row, scanning the ids: O(rows)
+// per thread, in cache, and done once per call instead of once per element.
+extern "C" __global__ void emb_chain(unsigned int* chain, const unsigned int* ids,
+                                     long long rows) {
+    const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const unsigned int id = ids[r];
+    unsigned int first = 1;
+    for (long long q = 0; q < r; ++q) first &= ids[q] != id;
+    long long next = r + 1;
+    while (next < rows && ids[next] != id) ++next;
+    chain[r] = (unsigned int)next;
+    chain[rows + r] = first;
+}
+
 // dtable[ids[r], c] += dout[r, c] for every row r.
 //
 // Rows sharing a token id add into the same table element, so the element is owned
-// by thread (r0, c) where r0 is the first row with that id: it scans the ids in
-// row order, leaves if an earlier row has its id, and otherwise adds dout[r, c] of
-// every row r >= r0 with that id, in row order, starting from dtable's value (the
-// CPU's order exactly). Deterministic and free of atomics; O(rows) per thread. The
-// ids reads are uniform across a warp (broadcasts) when width is a multiple of 32.
+// by thread (r0, c) where r0 is the first row with that id: it follows the chain of
+// rows with that id from `emb_chain`, adding dout[r, c] in row order, starting from
+// dtable's value (the CPU's order exactly). Deterministic and free of atomics.
 extern "C" __global__ void emb_backward(real* dtable, const real* dout, const unsigned int* ids,
-                                        long long rows, long long width) {
+                                        const unsigned int* chain, long long rows,
+                                        long long width) {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= rows * width) return;
     const long long r0 = t / width;
     const long long c = t - r0 * width;
-    const unsigned int id = ids[r0];
-    for (long long r = 0; r < r0; ++r) {
-        if (ids[r] == id) return;
-    }
-    real* dst = dtable + (long long)id * width + c;
+    if (chain[rows + r0] == 0) return;
+    real* dst = dtable + (long long)ids[r0] * width + c;
     real acc = *dst;
-    for (long long r = r0; r < rows; ++r) {
-        if (ids[r] == id) acc += dout[r * width + c];
-    }
+    for (long long r = r0; r < rows; r = chain[r]) acc += dout[r * width + c];
     *dst = acc;
 }
 

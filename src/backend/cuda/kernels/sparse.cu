@@ -98,3 +98,43 @@ extern "C" __global__ void sparse_sampled_tn(real* out, const real* a, const rea
     sum = warp_sum(sum);
     if (lane == 0) out[e] += sum;
 }
+
+// dst = src^T for a row-major `rows x cols` src, through a 32 x 33 shared tile (the
+// padding column keeps the transposed reads free of bank conflicts). Blocks of
+// 32 x 8 threads; grid x over column tiles, y over row tiles.
+extern "C" __global__ void sparse_transpose(real* dst, const real* src, long long rows,
+                                            long long cols) {
+    __shared__ real tile[32][33];
+    const long long c0 = (long long)blockIdx.x * 32, r0 = (long long)blockIdx.y * 32;
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        const long long r = r0 + k, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[k][threadIdx.x] = src[r * cols + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        const long long c = c0 + k, r = r0 + threadIdx.x;
+        if (c < cols && r < rows) dst[c * rows + r] = tile[threadIdx.x][k];
+    }
+}
+
+// `sparse_sampled_tn` on transposed operands (`at` is `out_dim x rows`, `bt` is
+// `in_dim x rows`): a warp's lanes read consecutive rows, so its loads are coalesced
+// where the row-major operands would cost a cache line per lane. Same sums, in the
+// same order.
+extern "C" __global__ void sparse_sampled_tn_transposed(real* out, const real* at,
+                                                        const real* bt,
+                                                        const unsigned int* idx, long long nnz,
+                                                        long long rows, long long in_dim) {
+    const long long e = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (e >= nnz) return;
+    const long long flat = idx[e];
+    const long long o = flat / in_dim;
+    const long long i = flat - o * in_dim;
+    const real* ar = at + o * rows;
+    const real* br = bt + i * rows;
+    real sum = 0;
+    for (long long r = lane; r < rows; r += 32) sum += ar[r] * br[r];
+    sum = warp_sum(sum);
+    if (lane == 0) out[e] += sum;
+}
