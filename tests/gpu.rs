@@ -154,6 +154,50 @@ where
         cuda.description(),
         problem.mask.len()
     );
+    // Both against the same products in f64 on the same (rounded) weights and
+    // vectors: says whether a gap between them is the GPU's error or the
+    // problem's conditioning in T.
+    let exact = Problem::<f64> {
+        checkpoint: Checkpoint {
+            config: problem.checkpoint.config.clone(),
+            layout: problem.checkpoint.layout.clone(),
+            params: to_f64(&problem.checkpoint.params),
+        },
+        data: problem.data.clone(),
+        mask: problem.mask.clone(),
+    };
+    let (exact_hvp, exact_masked) = products::<f64, Cpu>(Cpu, &exact, &to_f64(&v), &to_f64(&vk));
+    println!(
+        "  against f64: cpu hvp {:.2e}, masked {:.2e}; gpu hvp {:.2e}, masked {:.2e}",
+        rel_error(&cpu_hvp, &exact_hvp),
+        rel_error(&cpu_masked, &exact_masked),
+        rel_error(&gpu_hvp, &exact_hvp),
+        rel_error(&gpu_masked, &exact_masked),
+    );
+    let mut blocks: Vec<(f64, &str)> = problem
+        .checkpoint
+        .layout
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                rel_error(&gpu_hvp[e.range()], &cpu_hvp[e.range()]),
+                e.name.as_str(),
+            )
+        })
+        .collect();
+    blocks.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let worst: Vec<String> = blocks[..6]
+        .iter()
+        .map(|(e, name)| format!("{name} {e:.1e}"))
+        .collect();
+    println!("  worst blocks (gpu against cpu): {}", worst.join(", "));
+    // No atomics on the full product's path: a second run gives the same bits.
+    let (again, _) = products(cuda.clone(), &problem, &v, &vk);
+    assert!(
+        again == gpu_hvp,
+        "the full product differs between two runs on the GPU"
+    );
     assert!(e_hvp < tol, "hvp: relative error {e_hvp:.2e} >= {tol:.0e}");
     assert!(
         e_masked < tol,

@@ -134,6 +134,13 @@ fn kernels() -> Vec<Kernel> {
             heads: 2,
             head_dim: 64,
         },
+        // OPT-125m's heads, as tests/gpu.rs runs it
+        AttentionDims {
+            batch: 2,
+            seq: 32,
+            heads: 12,
+            head_dim: 64,
+        },
     ];
     [
         Copy,

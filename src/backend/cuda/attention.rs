@@ -15,7 +15,7 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::runtime::{elements, size};
+use super::runtime::size;
 use super::{Cuda, CudaScalar, DeviceView, DeviceViewMut};
 use crate::backend::{AttentionDims, Backend, Gemm};
 
@@ -50,14 +50,18 @@ impl<'c> HeadMajor<'c> {
         self.dims.rows() * self.dims.width()
     }
 
-    fn shape(&self) -> [u64; 4] {
+    fn shape(&self) -> [u64; 3] {
         let d = &self.dims;
-        [
-            size(self.len()),
-            size(d.seq),
-            size(d.heads),
-            size(d.head_dim),
-        ]
+        [size(d.seq), size(d.heads), size(d.head_dim)]
+    }
+
+    /// The launch of the layout copies: one block per token.
+    fn per_token(&self) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (self.dims.rows() as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// A zeroed device buffer of `len` reals; `None` with the failure latched.
@@ -75,11 +79,11 @@ impl<'c> HeadMajor<'c> {
     fn heads_first<T: CudaScalar>(&self, src: DeviceView<'_, T>) -> Option<CudaSlice<T>> {
         debug_assert!(src.len() >= self.len());
         let dst = self.scratch::<T>(self.len())?;
-        let [n, seq, heads, head_dim] = self.shape();
+        let [seq, heads, head_dim] = self.shape();
         self.cuda.launch::<T>(
             "attn_heads_first",
-            elements(self.len()),
-            &[self.cuda.address(&dst), src.ptr(), n, seq, heads, head_dim],
+            self.per_token(),
+            &[self.cuda.address(&dst), src.ptr(), seq, heads, head_dim],
         );
         Some(dst)
     }
@@ -87,11 +91,11 @@ impl<'c> HeadMajor<'c> {
     /// Copies the head-major `src` into the token-major `dst` (overwritten).
     fn heads_last<T: CudaScalar>(&self, dst: DeviceViewMut<'_, T>, src: &CudaSlice<T>) {
         debug_assert!(dst.len() >= self.len());
-        let [n, seq, heads, head_dim] = self.shape();
+        let [seq, heads, head_dim] = self.shape();
         self.cuda.launch::<T>(
             "attn_heads_last",
-            elements(self.len()),
-            &[dst.ptr(), self.cuda.address(src), n, seq, heads, head_dim],
+            self.per_token(),
+            &[dst.ptr(), self.cuda.address(src), seq, heads, head_dim],
         );
     }
 

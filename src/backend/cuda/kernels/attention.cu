@@ -26,23 +26,29 @@ __device__ __forceinline__ real attn_neg_inf() {
 
 // `[batch, seq, heads, hd]` (token-major, as the model keeps q, k, v) to
 // `[batch, heads, seq, hd]` (head-major, one contiguous `seq x hd` matrix per pair).
-extern "C" __global__ void attn_heads_first(real* dst, const real* src, long long n,
-                                            long long seq, long long heads, long long hd) {
-    const long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= n) return;
-    const long long d = e % hd, t = (e / hd) % seq, bh = e / (hd * seq);
-    const long long b = bh / heads, h = bh % heads;
-    dst[e] = src[((b * seq + t) * heads + h) * hd + d];
+// One block per token: it reads the token's row whole and writes it as `heads`
+// runs of `hd`, so both sides are coalesced and the index arithmetic is per token.
+extern "C" __global__ void attn_heads_first(real* dst, const real* src, long long seq,
+                                            long long heads, long long hd) {
+    const long long token = blockIdx.x, b = token / seq, t = token - b * seq;
+    const int width = (int)(heads * hd), head_dim = (int)hd;
+    const real* row = src + token * width;
+    for (int e = threadIdx.x; e < width; e += blockDim.x) {
+        const int h = e / head_dim;
+        dst[((b * heads + h) * seq + t) * hd + (e - h * head_dim)] = row[e];
+    }
 }
 
-// The inverse of `attn_heads_first`.
-extern "C" __global__ void attn_heads_last(real* dst, const real* src, long long n,
-                                           long long seq, long long heads, long long hd) {
-    const long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= n) return;
-    const long long d = e % hd, h = (e / hd) % heads, bt = e / (hd * heads);
-    const long long b = bt / seq, t = bt % seq;
-    dst[e] = src[((b * heads + h) * seq + t) * hd + d];
+// The inverse of `attn_heads_first`, one block per token likewise.
+extern "C" __global__ void attn_heads_last(real* dst, const real* src, long long seq,
+                                           long long heads, long long hd) {
+    const long long token = blockIdx.x, b = token / seq, t = token - b * seq;
+    const int width = (int)(heads * hd), head_dim = (int)hd;
+    real* row = dst + token * width;
+    for (int e = threadIdx.x; e < width; e += blockDim.x) {
+        const int h = e / head_dim;
+        row[e] = src[((b * heads + h) * seq + t) * hd + (e - h * head_dim)];
+    }
 }
 
 // The row of the calling warp (`rows` = batch * heads * seq in all), its query
