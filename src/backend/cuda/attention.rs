@@ -1,224 +1,133 @@
 //! Causal self-attention with a key padding mask: its four rules, the CUDA twin of
-//! `backend/cpu/attention.rs` (row kernels and formulas in `kernels/attention.cu`).
+//! `backend/cpu/attention.rs` (kernels and formulas in `kernels/attention.cu`).
 //!
-//! Every product runs as one cuBLAS strided-batched GEMM over the (sequence, head)
-//! pairs. cuBLAS needs one stride between the matrices of a batch, and the model's
-//! token-major `[batch, seq, heads, head_dim]` layout has two (between heads, and
-//! between sequences), so q, k, v and their tangents and adjoints are first copied
-//! head-major, `[batch, heads, seq, head_dim]`, and results copied back: memory-bound
-//! copies of `rows x width` that cost far less than the serial per-query loops the
-//! products would otherwise be. The score matrices `[batch, heads, seq, seq]` are
-//! already one contiguous `seq x seq` matrix per pair, as the `probs` buffer is laid
-//! out. Products compute the whole square; entries above the diagonal are zeroed by
-//! the row kernels (`P` is 0 there), which is cheaper at OPT's sequence lengths than
-//! skipping them with many small calls.
+//! Direct kernels rather than cuBLAS: one block per (query, head, sequence) keeps a
+//! query's row of scores in shared memory, so the causal and padding masks, the
+//! softmax and its tangents sit beside the products that feed them, and the `probs`
+//! layout `[batch, heads, seq, seq]` is written as the CPU writes it. The VJPs need
+//! sums over queries for each key (`dk`, `dv`): a second kernel, one block per (key,
+//! head, sequence), sums them in a fixed order instead of scattering with atomics,
+//! reading the per-query softmax sums `r` the first kernel leaves in a scratch buffer.
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::runtime::size;
 use super::{Cuda, CudaScalar, DeviceView, DeviceViewMut};
-use crate::backend::{AttentionDims, Backend, Gemm};
+use crate::backend::AttentionDims;
 
-/// Rows of scores per block of the row kernels (`ATTN_ROWS` in `attention.cu`): one
-/// warp each.
-const ROWS_PER_BLOCK: usize = 4;
+/// Queries per tile of the key-side kernels (`ATTN_TILE` in `attention.cu`).
+const TILE: usize = 128;
 
-/// The launch of the row kernels: one warp per row of scores.
-fn per_score_row(dims: &AttentionDims) -> LaunchConfig {
-    let rows = dims.batch * dims.heads * dims.seq;
-    LaunchConfig {
-        grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
-        block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1),
-        shared_mem_bytes: 0,
+/// Dynamic shared memory a block may take without opting in to more (48 KiB), less
+/// the 32 reals of static block-reduction scratch.
+const SHARED_LIMIT: usize = 48 * 1024 - 32 * 8;
+
+/// The launch of one block per (position, head, sequence) with `shared` reals of
+/// dynamic shared memory, and at least `head_dim` threads (the key kernels keep one
+/// column per thread). `None` when there is nothing to do, or, with the failure
+/// latched, when the shape does not fit a launch.
+fn per_position<T: CudaScalar>(
+    cuda: &Cuda,
+    dims: &AttentionDims,
+    shared: usize,
+    kernel: &str,
+) -> Option<LaunchConfig> {
+    if dims.probs_len() == 0 || dims.head_dim == 0 {
+        return None;
     }
+    let bytes = shared * size_of::<T>();
+    let problem = if bytes > SHARED_LIMIT {
+        Some(format!(
+            "needs {bytes} bytes of shared memory per block (seq {}, head_dim {}), more than {SHARED_LIMIT}",
+            dims.seq, dims.head_dim
+        ))
+    } else if dims.head_dim > 1024 {
+        Some(format!("head_dim {} is over 1024", dims.head_dim))
+    } else if dims.heads > 65535 || dims.batch > 65535 || dims.seq > i32::MAX as usize {
+        Some(format!(
+            "grid {} x {} x {} is too large",
+            dims.seq, dims.heads, dims.batch
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        cuda.latch(format!("attention kernel `{kernel}`: {problem}"));
+        return None;
+    }
+    Some(LaunchConfig {
+        grid_dim: (dims.seq as u32, dims.heads as u32, dims.batch as u32),
+        block_dim: (
+            dims.head_dim.next_multiple_of(32).clamp(128, 1024) as u32,
+            1,
+            1,
+        ),
+        shared_mem_bytes: bytes as u32,
+    })
 }
 
-/// Head-major buffers and the products between them for one call.
-struct HeadMajor<'c> {
-    cuda: &'c Cuda,
-    dims: AttentionDims,
-}
-
-impl<'c> HeadMajor<'c> {
-    /// `None` when there is nothing to compute.
-    fn new(cuda: &'c Cuda, dims: AttentionDims) -> Option<Self> {
-        (dims.probs_len() > 0 && dims.head_dim > 0).then_some(HeadMajor { cuda, dims })
-    }
-
-    /// Elements of q (and of every other `rows x width` operand).
-    fn len(&self) -> usize {
-        self.dims.rows() * self.dims.width()
-    }
-
-    fn shape(&self) -> [u64; 3] {
-        let d = &self.dims;
-        [size(d.seq), size(d.heads), size(d.head_dim)]
-    }
-
-    /// The launch of the layout copies: one block per token.
-    fn per_token(&self) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (self.dims.rows() as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
+/// Per-query scratch of `per_row` reals for each (sequence, head, query), or `None`
+/// with the failure latched.
+fn scratch<T: CudaScalar>(
+    cuda: &Cuda,
+    dims: &AttentionDims,
+    per_row: usize,
+) -> Option<CudaSlice<T>> {
+    match cuda.alloc_zeros::<T>(per_row * dims.batch * dims.heads * dims.seq) {
+        Ok(buf) => Some(buf),
+        Err(e) => {
+            cuda.latch(format!("attention scratch: {e}"));
+            None
         }
     }
-
-    /// A zeroed device buffer of `len` reals; `None` with the failure latched.
-    fn scratch<T: CudaScalar>(&self, len: usize) -> Option<CudaSlice<T>> {
-        match self.cuda.alloc_zeros::<T>(len) {
-            Ok(buf) => Some(buf),
-            Err(e) => {
-                self.cuda.latch(format!("attention scratch: {e}"));
-                None
-            }
-        }
-    }
-
-    /// A head-major copy of the token-major `src`.
-    fn heads_first<T: CudaScalar>(&self, src: DeviceView<'_, T>) -> Option<CudaSlice<T>> {
-        debug_assert!(src.len() >= self.len());
-        let dst = self.scratch::<T>(self.len())?;
-        let [seq, heads, head_dim] = self.shape();
-        self.cuda.launch::<T>(
-            "attn_heads_first",
-            self.per_token(),
-            &[self.cuda.address(&dst), src.ptr(), seq, heads, head_dim],
-        );
-        Some(dst)
-    }
-
-    /// Copies the head-major `src` into the token-major `dst` (overwritten).
-    fn heads_last<T: CudaScalar>(&self, dst: DeviceViewMut<'_, T>, src: &CudaSlice<T>) {
-        debug_assert!(dst.len() >= self.len());
-        let [seq, heads, head_dim] = self.shape();
-        self.cuda.launch::<T>(
-            "attn_heads_last",
-            self.per_token(),
-            &[dst.ptr(), self.cuda.address(src), seq, heads, head_dim],
-        );
-    }
-
-    /// `C (+)= alpha X Y^T` per pair, `X`, `Y` head-major (`seq x head_dim`), `C` a
-    /// score matrix (`seq x seq`).
-    fn scores<T: CudaScalar>(
-        &self,
-        alpha: f64,
-        x: &CudaSlice<T>,
-        y: &CudaSlice<T>,
-        c: DeviceViewMut<'_, T>,
-        accumulate: bool,
-    ) {
-        let (n, d) = (self.dims.seq, self.dims.head_dim);
-        let mut spec = Gemm::nt(n, n, d)
-            .alpha(alpha)
-            .batched(self.pairs(), n * d, n * d, n * n);
-        spec.accumulate = accumulate;
-        self.gemm(&spec, self.view(x), self.view(y), c);
-    }
-
-    /// `C (+)= alpha op(S) X` per pair: `S` a score matrix (transposed when `trans`),
-    /// `X` head-major, `C` head-major.
-    fn apply<T: CudaScalar>(
-        &self,
-        alpha: f64,
-        s: DeviceView<'_, T>,
-        trans: bool,
-        x: &CudaSlice<T>,
-        c: &mut CudaSlice<T>,
-        accumulate: bool,
-    ) {
-        let (n, d) = (self.dims.seq, self.dims.head_dim);
-        let mut spec = Gemm::new(n, d, n, trans, false).alpha(alpha).batched(
-            self.pairs(),
-            n * n,
-            n * d,
-            n * d,
-        );
-        spec.accumulate = accumulate;
-        let c = Backend::<T>::view_mut(self.cuda, c);
-        self.gemm(&spec, s, self.view(x), c);
-    }
-
-    fn pairs(&self) -> usize {
-        self.dims.batch * self.dims.heads
-    }
-
-    fn view<'a, T: CudaScalar>(&self, buf: &'a CudaSlice<T>) -> DeviceView<'a, T> {
-        Backend::<T>::view(self.cuda, buf)
-    }
-
-    fn gemm<T: CudaScalar>(
-        &self,
-        spec: &Gemm,
-        a: DeviceView<'_, T>,
-        b: DeviceView<'_, T>,
-        c: DeviceViewMut<'_, T>,
-    ) {
-        Backend::<T>::gemm(self.cuda, spec, a, b, c);
-    }
-
-    /// `1/sqrt(head_dim)`, rounded in `T` as the CPU rounds it.
-    fn scale<T: CudaScalar>(&self) -> f64 {
-        (T::ONE / T::from_usize(self.dims.head_dim).sqrt()).to_f64()
-    }
-
-    /// A row kernel over every score row, with the row count and `seq` after `args`.
-    fn rows<T: CudaScalar>(&self, kernel: &'static str, args: &[u64]) {
-        let rows = self.dims.batch * self.dims.heads * self.dims.seq;
-        let mut words = args.to_vec();
-        words.extend([size(rows), size(self.dims.seq)]);
-        self.cuda
-            .launch::<T>(kernel, per_score_row(&self.dims), &words);
-    }
 }
 
-/// The device address of a writable view, for a kernel that rewrites it in place.
-fn address_mut<T>(view: &DeviceViewMut<'_, T>) -> u64 {
-    view.ptr()
+/// The shape words every attention kernel ends with.
+fn shape(dims: &AttentionDims) -> [u64; 3] {
+    [size(dims.seq), size(dims.heads), size(dims.head_dim)]
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward<T: CudaScalar>(
     cuda: &Cuda,
     out: DeviceViewMut<'_, T>,
-    mut probs: DeviceViewMut<'_, T>,
+    probs: DeviceViewMut<'_, T>,
     q: DeviceView<'_, T>,
     k: DeviceView<'_, T>,
     v: DeviceView<'_, T>,
     key_mask: &CudaSlice<u32>,
     dims: AttentionDims,
 ) {
+    let n = dims.rows() * dims.width();
+    debug_assert!(out.len() >= n && q.len() >= n && k.len() >= n && v.len() >= n);
     debug_assert!(probs.len() >= dims.probs_len() && key_mask.len() >= dims.rows());
-    let Some(hm) = HeadMajor::new(cuda, dims) else {
+    let Some(config) = per_position::<T>(cuda, &dims, dims.seq + dims.head_dim, "attn_forward")
+    else {
         return;
     };
-    let (Some(qh), Some(kh), Some(vh), Some(mut oh)) = (
-        hm.heads_first(q),
-        hm.heads_first(k),
-        hm.heads_first(v),
-        hm.scratch::<T>(hm.len()),
-    ) else {
-        return;
-    };
-    let s = hm.scale::<T>();
-    hm.scores(s, &qh, &kh, Backend::<T>::reborrow(cuda, &mut probs), false);
-    let words = [
-        address_mut(&probs),
-        cuda.address(key_mask),
-        size(dims.heads),
-    ];
-    hm.rows::<T>("attn_softmax", &words);
-    let p = Backend::<T>::freeze(cuda, &probs);
-    hm.apply(1.0, p, false, &vh, &mut oh, false);
-    hm.heads_last(out, &oh);
+    let [seq, heads, head_dim] = shape(&dims);
+    cuda.launch::<T>(
+        "attn_forward",
+        config,
+        &[
+            out.ptr(),
+            probs.ptr(),
+            q.ptr(),
+            k.ptr(),
+            v.ptr(),
+            cuda.address(key_mask),
+            seq,
+            heads,
+            head_dim,
+        ],
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn jvp<T: CudaScalar>(
     cuda: &Cuda,
     out_dot: DeviceViewMut<'_, T>,
-    mut probs_dot: DeviceViewMut<'_, T>,
+    probs_dot: DeviceViewMut<'_, T>,
     probs: DeviceView<'_, T>,
     q: DeviceView<'_, T>,
     k: DeviceView<'_, T>,
@@ -228,50 +137,32 @@ pub(super) fn jvp<T: CudaScalar>(
     v_dot: DeviceView<'_, T>,
     dims: AttentionDims,
 ) {
+    let n = dims.rows() * dims.width();
+    debug_assert!(out_dot.len() >= n && q_dot.len() >= n && k_dot.len() >= n && v_dot.len() >= n);
     debug_assert!(probs_dot.len() >= dims.probs_len() && probs.len() >= dims.probs_len());
-    let Some(hm) = HeadMajor::new(cuda, dims) else {
+    let shared = 2 * dims.seq + 2 * dims.head_dim;
+    let Some(config) = per_position::<T>(cuda, &dims, shared, "attn_jvp") else {
         return;
     };
-    let heads = [q, k, v, q_dot, k_dot, v_dot].map(|x| hm.heads_first(x));
-    let [
-        Some(qh),
-        Some(kh),
-        Some(vh),
-        Some(qdh),
-        Some(kdh),
-        Some(vdh),
-    ] = heads
-    else {
-        return;
-    };
-    let Some(mut odh) = hm.scratch::<T>(hm.len()) else {
-        return;
-    };
-    let s = hm.scale::<T>();
-    // S' = s (Q' K^T + Q K'^T), then P' = P * (S' - rowsum(P * S'))
-    hm.scores(
-        s,
-        &qdh,
-        &kh,
-        Backend::<T>::reborrow(cuda, &mut probs_dot),
-        false,
+    let [seq, heads, head_dim] = shape(&dims);
+    cuda.launch::<T>(
+        "attn_jvp",
+        config,
+        &[
+            out_dot.ptr(),
+            probs_dot.ptr(),
+            probs.ptr(),
+            q.ptr(),
+            k.ptr(),
+            v.ptr(),
+            q_dot.ptr(),
+            k_dot.ptr(),
+            v_dot.ptr(),
+            seq,
+            heads,
+            head_dim,
+        ],
     );
-    hm.scores(
-        s,
-        &qh,
-        &kdh,
-        Backend::<T>::reborrow(cuda, &mut probs_dot),
-        true,
-    );
-    hm.rows::<T>(
-        "attn_softmax_center",
-        &[address_mut(&probs_dot), probs.ptr()],
-    );
-    // O' = P' V + P V'
-    let pd = Backend::<T>::freeze(cuda, &probs_dot);
-    hm.apply(1.0, pd, false, &vh, &mut odh, false);
-    hm.apply(1.0, probs, false, &vdh, &mut odh, true);
-    hm.heads_last(out_dot, &odh);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -287,33 +178,55 @@ pub(super) fn backward<T: CudaScalar>(
     v: DeviceView<'_, T>,
     dims: AttentionDims,
 ) {
+    let n = dims.rows() * dims.width();
+    debug_assert!(dq.len() >= n && dk.len() >= n && dv.len() >= n && dout.len() >= n);
     debug_assert!(probs.len() >= dims.probs_len());
-    let Some(hm) = HeadMajor::new(cuda, dims) else {
+    let query = dims.seq + dims.head_dim;
+    let key = 2 * TILE + dims.head_dim;
+    let (Some(query), Some(key)) = (
+        per_position::<T>(cuda, &dims, query, "attn_backward_query"),
+        per_position::<T>(cuda, &dims, key, "attn_backward_key"),
+    ) else {
         return;
     };
-    let heads = [dout, q, k, v].map(|x| hm.heads_first(x));
-    let [Some(doh), Some(qh), Some(kh), Some(vh)] = heads else {
+    // `r_i = sum_j P_ij Pb_ij` per query, from the query kernel to the key kernel.
+    // Freed stream-ordered when it drops, after both launches.
+    let Some(rsum_buf) = scratch::<T>(cuda, &dims, 1) else {
         return;
     };
-    let outputs = [(); 3].map(|()| hm.scratch::<T>(hm.len()));
-    let [Some(mut dqh), Some(mut dkh), Some(mut dvh)] = outputs else {
-        return;
-    };
-    let Some(mut sb) = hm.scratch::<T>(dims.probs_len()) else {
-        return;
-    };
-    let s = hm.scale::<T>();
-    // Pb = Ob V^T, then Sb = P * (Pb - rowsum(P * Pb))
-    hm.scores(1.0, &doh, &vh, Backend::<T>::view_mut(cuda, &mut sb), false);
-    hm.rows::<T>("attn_softmax_center", &[cuda.address(&sb), probs.ptr()]);
-    // Qb = s Sb K, Kb = s Sb^T Q, Vb = P^T Ob
-    let sbv = hm.view(&sb);
-    hm.apply(s, sbv, false, &kh, &mut dqh, false);
-    hm.apply(s, sbv, true, &qh, &mut dkh, false);
-    hm.apply(1.0, probs, true, &doh, &mut dvh, false);
-    hm.heads_last(dq, &dqh);
-    hm.heads_last(dk, &dkh);
-    hm.heads_last(dv, &dvh);
+    let rsum = cuda.address(&rsum_buf);
+    let [seq, heads, head_dim] = shape(&dims);
+    cuda.launch::<T>(
+        "attn_backward_query",
+        query,
+        &[
+            dq.ptr(),
+            rsum,
+            dout.ptr(),
+            probs.ptr(),
+            k.ptr(),
+            v.ptr(),
+            seq,
+            heads,
+            head_dim,
+        ],
+    );
+    cuda.launch::<T>(
+        "attn_backward_key",
+        key,
+        &[
+            dk.ptr(),
+            dv.ptr(),
+            dout.ptr(),
+            probs.ptr(),
+            rsum,
+            q.ptr(),
+            v.ptr(),
+            seq,
+            heads,
+            head_dim,
+        ],
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -334,71 +247,61 @@ pub(super) fn backward_jvp<T: CudaScalar>(
     v_dot: DeviceView<'_, T>,
     dims: AttentionDims,
 ) {
-    debug_assert!(probs.len() >= dims.probs_len() && probs_dot.len() >= dims.probs_len());
-    let Some(hm) = HeadMajor::new(cuda, dims) else {
-        return;
-    };
-    let heads = [dout, dout_dot, q, k, v, q_dot, k_dot, v_dot].map(|x| hm.heads_first(x));
-    let [
-        Some(doh),
-        Some(dodh),
-        Some(qh),
-        Some(kh),
-        Some(vh),
-        Some(qdh),
-        Some(kdh),
-        Some(vdh),
-    ] = heads
-    else {
-        return;
-    };
-    let outputs = [(); 3].map(|()| hm.scratch::<T>(hm.len()));
-    let [Some(mut dqh), Some(mut dkh), Some(mut dvh)] = outputs else {
-        return;
-    };
-    let (Some(mut sb), Some(mut sbd)) = (
-        hm.scratch::<T>(dims.probs_len()),
-        hm.scratch::<T>(dims.probs_len()),
+    let n = dims.rows() * dims.width();
+    debug_assert!(dq_dot.len() >= n && dk_dot.len() >= n && dv_dot.len() >= n);
+    debug_assert!(dout_dot.len() >= n && probs_dot.len() >= dims.probs_len());
+    let query = 2 * dims.seq + 2 * dims.head_dim;
+    let key = 4 * TILE + 2 * dims.head_dim;
+    let (Some(query), Some(key)) = (
+        per_position::<T>(cuda, &dims, query, "attn_backward_jvp_query"),
+        per_position::<T>(cuda, &dims, key, "attn_backward_jvp_key"),
     ) else {
         return;
     };
-    let s = hm.scale::<T>();
-    // Pb = Ob V^T and Pb' = Ob' V^T + Ob V'^T, then Sb and Sb' in place
-    hm.scores(1.0, &doh, &vh, Backend::<T>::view_mut(cuda, &mut sb), false);
-    hm.scores(
-        1.0,
-        &dodh,
-        &vh,
-        Backend::<T>::view_mut(cuda, &mut sbd),
-        false,
-    );
-    hm.scores(
-        1.0,
-        &doh,
-        &vdh,
-        Backend::<T>::view_mut(cuda, &mut sbd),
-        true,
-    );
-    hm.rows::<T>(
-        "attn_softmax_backward_jvp",
+    // `(r_i, r'_i)` per query, from the query kernel to the key kernel.
+    // Freed stream-ordered when it drops, after both launches.
+    let Some(rsums_buf) = scratch::<T>(cuda, &dims, 2) else {
+        return;
+    };
+    let rsums = cuda.address(&rsums_buf);
+    let [seq, heads, head_dim] = shape(&dims);
+    cuda.launch::<T>(
+        "attn_backward_jvp_query",
+        query,
         &[
-            cuda.address(&sb),
-            cuda.address(&sbd),
+            dq_dot.ptr(),
+            rsums,
+            dout.ptr(),
+            dout_dot.ptr(),
             probs.ptr(),
             probs_dot.ptr(),
+            k.ptr(),
+            v.ptr(),
+            k_dot.ptr(),
+            v_dot.ptr(),
+            seq,
+            heads,
+            head_dim,
         ],
     );
-    let (sbv, sbdv) = (hm.view(&sb), hm.view(&sbd));
-    // Qb' = s Sb' K + s Sb K'
-    hm.apply(s, sbdv, false, &kh, &mut dqh, false);
-    hm.apply(s, sbv, false, &kdh, &mut dqh, true);
-    // Kb' = s Sb'^T Q + s Sb^T Q'
-    hm.apply(s, sbdv, true, &qh, &mut dkh, false);
-    hm.apply(s, sbv, true, &qdh, &mut dkh, true);
-    // Vb' = P'^T Ob + P^T Ob'
-    hm.apply(1.0, probs_dot, true, &doh, &mut dvh, false);
-    hm.apply(1.0, probs, true, &dodh, &mut dvh, true);
-    hm.heads_last(dq_dot, &dqh);
-    hm.heads_last(dk_dot, &dkh);
-    hm.heads_last(dv_dot, &dvh);
+    cuda.launch::<T>(
+        "attn_backward_jvp_key",
+        key,
+        &[
+            dk_dot.ptr(),
+            dv_dot.ptr(),
+            dout.ptr(),
+            dout_dot.ptr(),
+            probs.ptr(),
+            probs_dot.ptr(),
+            rsums,
+            q.ptr(),
+            v.ptr(),
+            q_dot.ptr(),
+            v_dot.ptr(),
+            seq,
+            heads,
+            head_dim,
+        ],
+    );
 }
