@@ -39,7 +39,8 @@ def case(L, real, rng, rows, out_dim, in_dim, nnz, tag, skip=()):
     out = L.arr(out0)
     W.sparse_sampled_tn(L, out, L.arr(a), L.arr(b), I, rows, out_dim, in_dim)
     o, i = idx // in_dim, idx % in_dim
-    check(real, f"sampled_tn {name} (+=)", out, out0 + (a.T @ b)[o, i])
+    path = "transposed" if idx.size * 8 >= out_dim + in_dim else "direct"
+    check(real, f"sampled_tn {name} {path} (+=)", out, out0 + (a.T @ b)[o, i])
 
 
 def run(real):

@@ -90,10 +90,26 @@ def sparse_matmul_nn(L, out, dy, idx, values, rows, out_dim, in_dim):
 WARP = 32
 
 
+TRANSPOSE_TILE = 32
+
+
+def sparse_transposed(L, src, rows, cols):
+    row_tiles = div_ceil(rows, TRANSPOSE_TILE)
+    assert row_tiles <= MAX_GRID_Y
+    dst = L.arr(np.zeros(rows * cols))
+    config = Config((div_ceil(cols, TRANSPOSE_TILE), row_tiles), (TRANSPOSE_TILE, 8))
+    L.launch("sparse_transpose", config, [dst, src, rows, cols])
+    return dst
+
+
 def sparse_sampled_tn(L, out, a, b, idx, rows, out_dim, in_dim):
     assert idx.size == out.size
     assert a.size >= rows * out_dim and b.size >= rows * in_dim
     nnz = idx.size
+    if nnz * 8 >= out_dim + in_dim:
+        at, bt = sparse_transposed(L, a, rows, out_dim), sparse_transposed(L, b, rows, in_dim)
+        L.launch("sparse_sampled_tn_transposed", elements(nnz * WARP), [out, at, bt, idx, nnz, rows, in_dim])
+        return
     L.launch("sparse_sampled_tn", elements(nnz * WARP), [out, a, b, idx, nnz, rows, out_dim, in_dim])
 
 
@@ -105,7 +121,9 @@ def emb_forward(L, out, ids, table, rows, width, accumulate):
 
 def emb_backward(L, dtable, dout, ids, rows, width):
     assert ids.size >= rows and dout.size >= rows * width
-    L.launch("emb_backward", elements(rows * width), [dtable, dout, ids, rows, width])
+    chain = L.idx(np.zeros(2 * rows))
+    L.launch("emb_chain", elements(rows), [chain, ids, rows])
+    L.launch("emb_backward", elements(rows * width), [dtable, dout, ids, chain, rows, width])
 
 
 def emb_forward_sparse(L, out, ids, idx, values, rows, width):
