@@ -93,6 +93,24 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         Ok(host)
     }
 
+    /// The loss, and each batch's candidate scores per question as the choice loss
+    /// scores them (the mean log-probability of each candidate's answer tokens; none
+    /// for a next-token batch), from one forward sweep: the LM head runs on the
+    /// scored rows only, and only their log-probabilities are read back.
+    pub fn loss_and_choice_scores(&mut self) -> Result<(f64, Vec<Vec<Vec<f64>>>)> {
+        let scale = self.scale();
+        let mut loss = 0.0;
+        let mut scores = Vec::with_capacity(self.batches.len());
+        for batch in &self.batches {
+            let ws = workspace(&mut self.workspace, self.model, batch, false)?;
+            loss += Pass::new(self.model, batch, &Direction::None)
+                .run(ws, batch, scale, None)?
+                .loss;
+            scores.push(batch.choice_scores(ws.row_logprobs()));
+        }
+        Ok((loss, scores))
+    }
+
     /// The loss (forward sweeps only).
     pub fn loss(&mut self) -> Result<f64> {
         let scale = self.scale();

@@ -270,6 +270,14 @@ pub struct Prepared<T: Scalar, B: Backend<T>> {
     _scalar: PhantomData<T>,
 }
 
+impl<T: Scalar, B: Backend<T>> Prepared<T, B> {
+    /// Each question's candidate scores from the rows' log-probabilities (empty for a
+    /// next-token batch).
+    pub(crate) fn choice_scores(&self, row_lp: &[f64]) -> Vec<Vec<f64>> {
+        self.head.choice_scores(row_lp)
+    }
+}
+
 /// The sizes of one sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Dims {
@@ -451,6 +459,9 @@ pub struct Workspace<T: Scalar, B: Backend<T>> {
     head: HeadBuffers<B::Buf>,
     live: Live,
     host_lp: Vec<T>,
+    /// Every row's log-probability from the last loss evaluation (0 where nothing
+    /// is scored), as the loss head read them.
+    row_lp: Vec<f64>,
 }
 
 impl<T: Scalar, B: Backend<T>> Workspace<T, B> {
@@ -506,6 +517,7 @@ impl<T: Scalar, B: Backend<T>> Workspace<T, B> {
             head: HeadBuffers::empty(b)?,
             live: Live::default(),
             host_lp: Vec::new(),
+            row_lp: Vec::new(),
         })
     }
 
@@ -573,6 +585,11 @@ impl<T: Scalar, B: Backend<T>> Workspace<T, B> {
     pub(crate) fn logits<'a>(&'a self, b: &B) -> B::View<'a> {
         let n = self.dims.rows * self.dims.vocab;
         b.sub(b.view(&self.head.logits), 0..n)
+    }
+
+    /// Every row's log-probability from the last forward sweep (0 where unscored).
+    pub(crate) fn row_logprobs(&self) -> &[f64] {
+        &self.row_lp
     }
 }
 
@@ -1751,6 +1768,7 @@ impl<'a, T: Scalar, B: Backend<T>> Pass<'a, T, B> {
                 b.write(dlp_all, &dlp)?;
             }
         }
+        ws.row_lp = lp;
         Ok(SweepScalars { loss, loss_dot })
     }
 

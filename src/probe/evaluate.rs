@@ -102,31 +102,25 @@ impl Regime {
 }
 
 /// Evaluates `objective`'s model on `batches` (the batches it was built from).
-/// Cost: one forward sweep for the loss and, for classification, one more per
-/// batch with its logits brought to the host.
+/// Cost: one forward sweep, which gives the loss and, for classification, the
+/// candidates' scores the loss is made of (no logits leave the backend).
 pub fn evaluate<T: Scalar, B: Backend<T>>(
     objective: &mut Objective<'_, T, B>,
     batches: &[Batch],
     progress: &dyn Progress,
 ) -> Result<Evaluation> {
     progress.check()?;
-    let loss = objective.loss()?;
+    let (loss, batch_scores) = objective.loss_and_choice_scores()?;
     let loss_terms = objective.loss_terms();
-    let vocab = objective.model().config().vocab_size;
     let mut correct = 0;
     let mut total = 0;
     let mut gold_counts: Vec<usize> = Vec::new();
     let mut candidates = 0;
-    for (i, batch) in batches.iter().enumerate() {
+    for (batch, scores) in batches.iter().zip(batch_scores) {
         let Targets::Choice { questions } = &batch.targets else {
             continue;
         };
-        progress.check()?;
-        let logits = objective.logits(i)?;
-        for (question, scores) in questions
-            .iter()
-            .zip(candidate_scores(&logits, batch, vocab))
-        {
+        for (question, scores) in questions.iter().zip(scores) {
             candidates = candidates.max(scores.len());
             if gold_counts.len() < scores.len() {
                 gold_counts.resize(scores.len(), 0);
@@ -163,7 +157,7 @@ pub fn evaluate<T: Scalar, B: Backend<T>>(
         };
         (Some(accuracy), (candidates as f64).ln(), regime)
     } else {
-        let uniform = (vocab as f64).ln();
+        let uniform = (objective.model().config().vocab_size as f64).ln();
         let regime = if loss >= 0.9 * uniform {
             Regime::NearUniform
         } else {
@@ -178,46 +172,6 @@ pub fn evaluate<T: Scalar, B: Backend<T>>(
         uniform_loss,
         regime,
     })
-}
-
-/// Each question's candidate scores (mean log-probability of the candidate's
-/// tokens given what precedes them) from the batch's logits
-/// (`batch x seq x vocab`, row-major).
-pub fn candidate_scores<T: Scalar>(logits: &[T], batch: &Batch, vocab: usize) -> Vec<Vec<f64>> {
-    let Targets::Choice { questions } = &batch.targets else {
-        return Vec::new();
-    };
-    let seq = batch.tokens.seq;
-    questions
-        .iter()
-        .map(|q| {
-            q.candidates
-                .iter()
-                .map(|c| {
-                    let sum: f64 = c
-                        .answer
-                        .clone()
-                        .map(|pos| {
-                            let row = c.row * seq + pos - 1;
-                            let target = batch.tokens.input_ids[c.row * seq + pos] as usize;
-                            log_softmax_at(&logits[row * vocab..(row + 1) * vocab], target)
-                        })
-                        .sum();
-                    sum / c.answer.len() as f64
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// `log softmax(z)[target]`, computed in f64 with the maximum subtracted.
-fn log_softmax_at<T: Scalar>(z: &[T], target: usize) -> f64 {
-    let max = z
-        .iter()
-        .map(|v| v.to_f64())
-        .fold(f64::NEG_INFINITY, f64::max);
-    let sum: f64 = z.iter().map(|v| (v.to_f64() - max).exp()).sum();
-    z[target].to_f64() - max - sum.ln()
 }
 
 /// The index of the largest value (the first on ties).
@@ -236,10 +190,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_softmax_and_argmax() {
-        let z = [1.0f64, 2.0, 3.0];
-        let expected = 2.0 - (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
-        assert!((log_softmax_at(&z, 1) - expected).abs() < 1e-15);
+    fn argmax_takes_the_first_of_ties() {
         assert_eq!(argmax(&[0.5, 0.7, 0.7]), 1);
         assert_eq!(argmax(&[f64::NEG_INFINITY]), 0);
     }

@@ -56,6 +56,15 @@ impl ChoiceRows {
 }
 
 impl LossHead {
+    /// Each question's candidate scores `s_c` (the mean log-probability of the
+    /// candidate's answer tokens); none for a next-token loss.
+    pub fn choice_scores(&self, lp: &[f64]) -> Vec<Vec<f64>> {
+        match self {
+            LossHead::NextToken => Vec::new(),
+            LossHead::Choice(questions) => questions.iter().map(|q| q.scores(lp)).collect(),
+        }
+    }
+
     /// The batch's contribution to the loss.
     pub fn forward(&self, lp: &[f64], scale: f64) -> f64 {
         match self {
