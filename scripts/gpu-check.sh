@@ -145,7 +145,8 @@ PY
 step probe-hvp-share 30 hvp_share
 
 # With PROFILE=1: every kernel's time in one OPT-125m f32 bench (forward, gradient,
-# full and masked HVP, once each), from Nsight Compute, summed per kernel.
+# full and masked HVP, once each, then the floor F's products), from Nsight Compute,
+# summed per kernel.
 kernel_profile() {
     ncu --metrics gpu__time_duration.sum --csv --print-units base --clock-control none \
         "$work/maskscape" bench hvp --device cuda --config opt-125m --batch 8 --seq 128 --dtype f32 \

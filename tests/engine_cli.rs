@@ -193,7 +193,7 @@ fn a_reference_missing_a_tensor_or_misshaped_is_named() {
 }
 
 #[test]
-fn bench_hvp_times_the_four_phases() {
+fn bench_hvp_times_the_four_phases_and_the_floor() {
     let config = fixture("opt-tiny-preln").join("config.json");
     let out = maskscape(&[
         "bench",
@@ -215,9 +215,16 @@ fn bench_hvp_times_the_four_phases() {
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for phase in ["forward", "gradient", "hvp", "masked hvp"] {
+    for phase in [
+        "forward",
+        "gradient",
+        "hvp",
+        "masked hvp",
+        "forward products (F)",
+    ] {
         assert!(stdout.contains(phase), "{phase} missing from\n{stdout}");
     }
+    assert!(stdout.contains("GFLOP at"), "{stdout}");
     assert!(
         stdout.contains("1680 parameters") && stdout.contains("2 x 8 tokens"),
         "{stdout}"

@@ -8,7 +8,7 @@ use crate::backend::{Backend, Scalar};
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
-use crate::model::bench::{bench_hvp, random_batch};
+use crate::model::bench::{PhaseTimes, bench_hvp, random_batch};
 use crate::model::{Checkpoint, Opt, ParamLayout};
 use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 use crate::progress::Silent;
@@ -226,7 +226,7 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         args.warmup
     );
     let progress = super::BarProgress::new();
-    let phases = bench_hvp(
+    let bench = bench_hvp(
         &model,
         &data,
         mask.indices(),
@@ -236,15 +236,23 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         &progress,
     )?;
     drop(progress);
+    let rows: Vec<&PhaseTimes> = bench.phases.iter().chain([&bench.floor]).collect();
     let table = Table::new()
-        .with_str(
-            "phase",
-            phases.iter().map(|p| p.phase.to_string()).collect(),
-        )
-        .with_f64("median_ms", phases.iter().map(|p| p.median()).collect())
-        .with_f64("min_ms", phases.iter().map(|p| p.min()).collect())
-        .with_f64("max_ms", phases.iter().map(|p| p.max()).collect());
+        .with_str("phase", rows.iter().map(|p| p.phase.to_string()).collect())
+        .with_f64("median_ms", rows.iter().map(|p| p.median()).collect())
+        .with_f64("min_ms", rows.iter().map(|p| p.min()).collect())
+        .with_f64("max_ms", rows.iter().map(|p| p.max()).collect())
+        .with_f64(
+            "in_F",
+            rows.iter().map(|p| bench.in_floor_units(p)).collect(),
+        );
     println!("{}", table.to_text());
+    println!(
+        "F: one forward's matrix products back to back, {:.2} GFLOP at {:.0} GFLOP/s \
+         (a full HVP needs about 8 F of products, a masked one about 4 F)",
+        bench.floor_flops / 1e9,
+        bench.floor_gflops()
+    );
     Ok(())
 }
 

@@ -5,6 +5,13 @@
 //! backend, so transfers are not timed. A GPU runs its kernels asynchronously, so
 //! every timed run ends by copying one number back to the host, which waits for
 //! all the work queued before it: the clock stops when the result exists.
+//!
+//! Beside the phases it times the arithmetic floor `F`: one forward sweep's matrix
+//! products at the model's own shapes, run back to back on resident operands with
+//! nothing else in between. A full HVP is about `8 F` of products (each linear map
+//! costs its value, two tangent terms, two adjoint terms and three weight-adjoint
+//! terms) and a masked one about `4 F`, so a phase's time in units of `F` says how
+//! far it is from what the backend's products allow.
 
 use std::time::Instant;
 
@@ -15,7 +22,7 @@ use super::batch::{Batch, IGNORE_LABEL, Targets, TokenBatch};
 use super::config::OptConfig;
 use super::objective::Objective;
 use super::opt::Opt;
-use crate::backend::{Backend, Scalar};
+use crate::backend::{Backend, Gemm, NO_TARGET, Scalar};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
@@ -90,9 +97,126 @@ impl PhaseTimes {
     }
 }
 
+/// The phases of `bench hvp` and the arithmetic floor they are measured against.
+#[derive(Clone, Debug)]
+pub struct HvpBench {
+    /// Forward (loss), gradient, full HVP and masked HVP.
+    pub phases: Vec<PhaseTimes>,
+    /// One forward sweep's matrix products (`F`), timed like a phase.
+    pub floor: PhaseTimes,
+    /// The flops of those products.
+    pub floor_flops: f64,
+}
+
+impl HvpBench {
+    /// A phase's median in units of the floor's median `F`.
+    pub fn in_floor_units(&self, phase: &PhaseTimes) -> f64 {
+        phase.median() / self.floor.median()
+    }
+
+    /// The rate of the floor's products, in GFLOP/s (at its median).
+    pub fn floor_gflops(&self) -> f64 {
+        self.floor_flops / (self.floor.median() * 1e6)
+    }
+}
+
+/// The matrix products of one forward sweep of `config` over `batch` sequences of
+/// `seq` tokens whose LM head runs on `head_rows` rows, as the backend's [`Gemm`]s:
+/// per block the q, k, v and out projections, fc1 and fc2, and the attention
+/// scores and their application as full `seq x seq` squares batched over the
+/// (sequence, head) pairs; `project_in` and `project_out` when the embedding is
+/// narrower than the model; the LM head.
+pub fn forward_products(
+    config: &OptConfig,
+    batch: usize,
+    seq: usize,
+    head_rows: usize,
+) -> Vec<Gemm> {
+    let rows = batch * seq;
+    let (h, f, e) = (
+        config.hidden_size,
+        config.ffn_dim,
+        config.word_embed_proj_dim,
+    );
+    let heads = config.num_attention_heads;
+    let head_dim = h / heads.max(1);
+    let pairs = batch * heads;
+    let per_pair = seq * head_dim;
+    let block = [
+        Gemm::nt(rows, h, h), // q
+        Gemm::nt(rows, h, h), // k
+        Gemm::nt(rows, h, h), // v
+        Gemm::nt(seq, seq, head_dim).batched(pairs, per_pair, per_pair, seq * seq),
+        Gemm::nn(seq, head_dim, seq).batched(pairs, seq * seq, per_pair, per_pair),
+        Gemm::nt(rows, h, h), // out
+        Gemm::nt(rows, f, h), // fc1
+        Gemm::nt(rows, h, f), // fc2
+    ];
+    let projected = e != h;
+    let mut products = Vec::new();
+    if projected {
+        products.push(Gemm::nt(rows, h, e));
+    }
+    for _ in 0..config.num_hidden_layers {
+        products.extend(block);
+    }
+    if projected {
+        products.push(Gemm::nt(rows, e, h));
+    }
+    products.push(Gemm::nt(head_rows, config.vocab_size, e));
+    products
+}
+
+/// Flops of a list of products.
+pub fn flops(products: &[Gemm]) -> f64 {
+    products
+        .iter()
+        .map(|g| 2.0 * (g.m * g.n * g.k * g.batch) as f64)
+        .sum()
+}
+
+/// Times `products` back to back on the backend, `warmup` untimed runs of the whole
+/// list and then `reps` timed ones. Every product reads and writes the start of
+/// three shared buffers sized for the largest, so its operands are resident, as
+/// they would be in the best case inside a sweep.
+pub fn time_products<T: Scalar, B: Backend<T>>(
+    b: &B,
+    products: &[Gemm],
+    reps: usize,
+    warmup: usize,
+) -> Result<PhaseTimes> {
+    let extent = |pick: fn((usize, usize, usize)) -> usize| {
+        products
+            .iter()
+            .map(|g| pick(g.extents()))
+            .max()
+            .unwrap_or(0)
+    };
+    let x = b.zeros(extent(|e| e.0))?;
+    let y = b.zeros(extent(|e| e.1))?;
+    let mut z = b.zeros(extent(|e| e.2))?;
+    let mut first = [T::ZERO];
+    let mut samples_ms = Vec::with_capacity(reps);
+    for i in 0..warmup + reps {
+        let start = Instant::now();
+        for g in products {
+            b.gemm(g, b.view(&x), b.view(&y), b.view_mut(&mut z));
+        }
+        // waits for a GPU's queued products (one stream)
+        b.download(b.sub(b.view(&z), 0..1), &mut first)?;
+        if i >= warmup {
+            samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(PhaseTimes {
+        phase: "forward products (F)",
+        samples_ms,
+    })
+}
+
 /// Times forward (loss), gradient, full HVP and masked HVP of `model` on `data`
-/// with the mask `mask` (sorted flat indices). The probe vectors are standard
-/// normal draws from `seed`.
+/// with the mask `mask` (sorted flat indices), and the floor `F` of the first
+/// batch's shapes. The probe vectors are standard normal draws from `seed`.
 pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     model: &Opt<T, B>,
     data: &[Batch],
@@ -101,7 +225,7 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     warmup: usize,
     seed: u64,
     progress: &dyn Progress,
-) -> Result<Vec<PhaseTimes>> {
+) -> Result<HvpBench> {
     if reps == 0 {
         return Err(Error::arg("--reps", "must be at least 1"));
     }
@@ -139,7 +263,7 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
             }
             Ok(PhaseTimes { phase, samples_ms })
         };
-    Ok(vec![
+    let phases = vec![
         time("forward", &mut || objective.loss().map(drop))?,
         time("gradient", &mut || {
             objective.gradient_into(&mut grad).map(drop)
@@ -150,5 +274,67 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
         time("masked hvp", &mut || {
             objective.masked_hvp_into(&vk, &mut hvp_k).map(drop)
         })?,
-    ])
+    ];
+    // invariant: Objective::new refused an empty dataset
+    let first = &data[0];
+    let head_rows = first
+        .row_targets()
+        .iter()
+        .filter(|&&t| t != NO_TARGET)
+        .count();
+    let products = forward_products(
+        model.config(),
+        first.tokens.batch,
+        first.tokens.seq,
+        head_rows,
+    );
+    let floor = time_products(b, &products, reps, warmup)?;
+    Ok(HvpBench {
+        phases,
+        floor,
+        floor_flops: flops(&products),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::presets::preset;
+
+    /// `2 m n k` summed by hand over opt-mini's products on 4 x 64 tokens.
+    #[test]
+    fn forward_flops_match_the_closed_form() {
+        let config = preset("opt-mini").unwrap();
+        let (rows, h, f, v, head_rows) = (256.0, 256.0, 1024.0, 2048.0, 252.0);
+        let linear = 2.0 * rows * (4.0 * h * h + 2.0 * h * f);
+        // scores and their application: 16 (sequence, head) pairs of 64 x 64 x 64
+        let attention = 2.0 * 2.0 * 16.0 * 64.0 * 64.0 * 64.0;
+        let expected = 4.0 * (linear + attention) + 2.0 * head_rows * v * h;
+        assert_eq!(flops(&forward_products(&config, 4, 64, 252)), expected);
+    }
+
+    /// OPT-350m's 512-wide embedding adds `project_in` and `project_out`, and its
+    /// LM head is 512 wide.
+    #[test]
+    fn projections_enter_when_the_embedding_is_narrower() {
+        let config = preset("opt-350m").unwrap();
+        let products = forward_products(&config, 1, 8, 7);
+        assert_eq!(products.len(), 2 + 24 * 8 + 1);
+        assert_eq!(products[0], Gemm::nt(8, 1024, 512));
+        assert_eq!(products[products.len() - 2], Gemm::nt(8, 512, 1024));
+        assert_eq!(products[products.len() - 1], Gemm::nt(7, 50272, 512));
+    }
+
+    /// The shared buffers are large enough for every product (the CPU backend checks
+    /// each operand's extent), and every timed run is reported.
+    #[test]
+    fn products_run_on_buffers_sized_for_the_largest() {
+        let mut config = preset("opt-mini").unwrap();
+        config.num_hidden_layers = 1;
+        let products = forward_products(&config, 2, 16, 30);
+        let times = time_products::<f64, _>(&Cpu, &products, 3, 1).unwrap();
+        assert_eq!(times.samples_ms.len(), 3);
+        assert!(times.samples_ms.iter().all(|t| t.is_finite() && *t > 0.0));
+    }
 }
