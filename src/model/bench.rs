@@ -8,10 +8,11 @@
 //!
 //! Beside the phases it times the arithmetic floor `F`: one forward sweep's matrix
 //! products at the model's own shapes, run back to back on resident operands with
-//! nothing else in between. A full HVP is about `8 F` of products (each linear map
-//! costs its value, two tangent terms, two adjoint terms and three weight-adjoint
-//! terms) and a masked one about `4 F`, so a phase's time in units of `F` says how
-//! far it is from what the backend's products allow.
+//! nothing else in between. A full HVP is about `8 F` of products (per linear map:
+//! its value and the value's two tangent terms, the input adjoint and its two
+//! tangent terms, the weight adjoint's two tangent terms) and a masked one about
+//! `4 F`, so a phase's time in units of `F` says how far it is from what the
+//! backend's products allow.
 
 use std::time::Instant;
 
