@@ -401,6 +401,14 @@ fn validate_questions(questions: &[Question], t: &TokenBatch) -> Result<()> {
     Ok(())
 }
 
+/// The rows of [`Batch::row_targets`] with a target (ascending), the only ones whose
+/// logits a loss reads.
+pub(crate) fn scored_rows(targets: &[u32]) -> Vec<usize> {
+    (0..targets.len())
+        .filter(|&r| targets[r] != NO_TARGET)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

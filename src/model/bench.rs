@@ -19,11 +19,11 @@ use std::time::Instant;
 use rand::Rng as _;
 use rand_distr::StandardNormal;
 
-use super::batch::{Batch, IGNORE_LABEL, Targets, TokenBatch};
+use super::batch::{Batch, IGNORE_LABEL, Targets, TokenBatch, scored_rows};
 use super::config::OptConfig;
 use super::objective::Objective;
 use super::opt::Opt;
-use crate::backend::{Backend, Gemm, NO_TARGET, Scalar};
+use crate::backend::{Backend, Gemm, Scalar};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
@@ -297,11 +297,7 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
 
 /// The products of one forward sweep over `batch` (its LM head on the scored rows).
 fn floor_products<T: Scalar, B: Backend<T>>(model: &Opt<T, B>, batch: &Batch) -> Vec<Gemm> {
-    let head_rows = batch
-        .row_targets()
-        .iter()
-        .filter(|&&t| t != NO_TARGET)
-        .count();
+    let head_rows = scored_rows(&batch.row_targets()).len();
     forward_products(
         model.config(),
         batch.tokens.batch,

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use super::batch::Batch;
+use super::batch::{Batch, scored_rows};
 use super::config::OptConfig;
 use super::layout::{LayerTensor, ParamLayout, ParamRole};
 use super::ops::attention::{Attention, Qkv};
@@ -35,7 +35,7 @@ use super::ops::loss::LossHead;
 use super::ops::relu::Relu;
 use super::ops::residual::Residual;
 use super::ops::{Tangent, TangentOut};
-use crate::backend::{AttentionDims, Backend, NO_TARGET, Scalar};
+use crate::backend::{AttentionDims, Backend, Scalar};
 use crate::error::{Error, Result};
 
 /// The epsilon of every LayerNorm in OPT (PyTorch's default; OPT's config has no key
@@ -229,9 +229,7 @@ impl<T: Scalar, B: Backend<T>> Opt<T, B> {
         let t = &batch.tokens;
         let b = &self.backend;
         let targets = batch.row_targets();
-        let scored: Vec<usize> = (0..targets.len())
-            .filter(|&r| targets[r] != NO_TARGET)
-            .collect();
+        let scored = scored_rows(&targets);
         let scored_ids: Vec<u32> = scored.iter().map(|&r| r as u32).collect();
         let scored_targets: Vec<u32> = scored.iter().map(|&r| targets[r]).collect();
         Ok(Prepared {
