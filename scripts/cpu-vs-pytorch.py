@@ -7,13 +7,14 @@ ratio within its pair; it prints every pair and the medians (the README's CPU ta
 was made this way).
 
     python3 scripts/cpu-vs-pytorch.py --config opt-mini --batch 4 --dtype f32 --pairs 6 \\
-        --python VENV/bin/python --torch-bench ../shared/tools/torch_cpu_bench.py
+        --python VENV/bin/python
 
 PyTorch's figure is its double-backward HVP (forward + gradient with create_graph +
 gradient of <g, v>), the median of --reps runs; ours are the medians of --reps runs
 of each phase, and F is one forward's matrix products (see README, bench hvp).
 """
 import argparse
+from pathlib import Path
 import re
 import statistics
 import subprocess
@@ -53,7 +54,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--maskscape", default="target/release/maskscape")
     p.add_argument("--python", default="python3", help="a Python with torch and transformers")
-    p.add_argument("--torch-bench", default="../shared/tools/torch_cpu_bench.py")
+    p.add_argument("--torch-bench", default=str(Path(__file__).with_name("torch_cpu_bench.py")),
+                   help="PyTorch's CPU benchmark (default: the copy beside this script)")
     p.add_argument("--config", default="opt-mini", help="opt-mini or opt-125m")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=64)
