@@ -1,14 +1,13 @@
 //! A model's loss on a dataset, and its exact derivatives: the API the verifier, the
-//! benchmarks and the spectral probes call.
+//! benchmarks, the spectral probes and training call.
 //!
 //! The dataset is a list of batches; every quantity is the mean over all of the
 //! dataset's loss terms, accumulated batch by batch, so it equals the value for one
 //! big batch (up to rounding).
 
 use super::batch::Batch;
-use super::opt::{
-    Direction, MaskPlan, Opt, Outputs, Pass, Prepared, Sink, SweepScalars, Workspace, workspace,
-};
+use super::opt::{Opt, OptPass, OptWorkspace};
+use super::pass::{Direction, MaskPlan, Outputs, PassScalars, Prepared, Sink};
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 
@@ -17,14 +16,40 @@ pub struct Objective<'m, T: Scalar, B: Backend<T>> {
     model: &'m Opt<T, B>,
     batches: Vec<Prepared<T, B>>,
     terms: usize,
-    workspace: Option<Workspace<T, B>>,
+    buffers: ObjectiveBuffers<T, B>,
+}
+
+/// What an [`Objective`] reuses from one call to the next: the pass's workspace and
+/// a prepared mask. They outlive the objective ([`Objective::into_buffers`]), so a
+/// training loop can move the model's parameters between steps, which needs the
+/// model free of borrows, and keep its buffers and mask.
+pub struct ObjectiveBuffers<T: Scalar, B: Backend<T>> {
+    workspace: Option<OptWorkspace<T, B>>,
     mask: Option<MaskState<T, B>>,
 }
 
-/// A prepared mask and the output scratch of its small tensors.
+impl<T: Scalar, B: Backend<T>> Default for ObjectiveBuffers<T, B> {
+    fn default() -> Self {
+        ObjectiveBuffers {
+            workspace: None,
+            mask: None,
+        }
+    }
+}
+
+impl<T: Scalar, B: Backend<T>> ObjectiveBuffers<T, B> {
+    /// The prepared mask, once one is set.
+    pub fn mask_plan(&self) -> Option<&MaskPlan<T, B>> {
+        self.mask.as_ref().map(|m| &m.plan)
+    }
+}
+
+/// A prepared mask and the output scratch of its small tensors, one set for the
+/// gradient and one for `H v`.
 struct MaskState<T: Scalar, B: Backend<T>> {
     plan: MaskPlan<T, B>,
-    scratch: Vec<B::Buf>,
+    grad_scratch: Vec<B::Buf>,
+    hvp_scratch: Vec<B::Buf>,
 }
 
 /// The results of one forward-over-reverse pass over the dataset.
@@ -37,9 +62,44 @@ pub struct HvpResult<T> {
     pub hvp: Vec<T>,
 }
 
+/// A masked sink into `out` (zeroed here) and its small tensors' `scratch` (zeroed).
+fn masked_sink<'a, T: Scalar, B: Backend<T>>(
+    b: &B,
+    plan: &'a MaskPlan<T, B>,
+    out: &'a mut B::Buf,
+    scratch: &'a mut [B::Buf],
+) -> Sink<'a, T, B> {
+    b.zero(b.view_mut(out));
+    for s in scratch.iter_mut() {
+        b.zero(b.view_mut(s));
+    }
+    Sink::Masked {
+        plan,
+        out: b.view_mut(out),
+        small_out: scratch.iter_mut().map(|s| b.view_mut(s)).collect(),
+    }
+}
+
+fn no_mask() -> Error {
+    Error::arg(
+        "mask",
+        "set a mask before asking for a masked gradient or Hessian-vector product",
+    )
+}
+
 impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
     /// Checks and uploads `data` (every batch is validated against the model).
     pub fn new(model: &'m Opt<T, B>, data: &[Batch]) -> Result<Self> {
+        Self::with_buffers(model, data, ObjectiveBuffers::default())
+    }
+
+    /// As [`Objective::new`], reusing `buffers` (and the mask set in them) from an
+    /// earlier objective on the same model.
+    pub fn with_buffers(
+        model: &'m Opt<T, B>,
+        data: &[Batch],
+        buffers: ObjectiveBuffers<T, B>,
+    ) -> Result<Self> {
         if data.is_empty() {
             return Err(Error::arg("dataset", "needs at least one batch"));
         }
@@ -55,9 +115,13 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
             model,
             batches,
             terms,
-            workspace: None,
-            mask: None,
+            buffers,
         })
+    }
+
+    /// The reusable buffers, for [`Objective::with_buffers`].
+    pub fn into_buffers(self) -> ObjectiveBuffers<T, B> {
+        self.buffers
     }
 
     pub fn model(&self) -> &Opt<T, B> {
@@ -82,28 +146,30 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
             )
         })?;
         let scale = self.scale();
-        let ws = workspace(&mut self.workspace, self.model, batch, false)?;
-        Pass::new(self.model, batch, &Direction::None)
+        let m = self.model;
+        let ws = m.workspace(&mut self.buffers.workspace, batch, false)?;
+        OptPass::new(m, batch, &Direction::None)
             .all_rows()
             .run(ws, batch, scale, None)?;
-        let b = self.model.backend();
-        let logits = ws.logits(b);
-        let mut host = vec![T::ZERO; batch.batch * batch.seq * self.model.config().vocab_size];
-        b.download(logits, &mut host)?;
+        let b = m.backend();
+        let vocab = m.config().vocab_size;
+        let mut host = vec![T::ZERO; batch.batch * batch.seq * vocab];
+        b.download(ws.logits(b, vocab), &mut host)?;
         Ok(host)
     }
 
     /// The loss, and each batch's candidate scores per question as the choice loss
     /// scores them (the mean log-probability of each candidate's answer tokens; none
-    /// for a next-token batch), from one forward sweep: the LM head runs on the
+    /// for a next-token batch), from one forward pass: the LM head runs on the
     /// scored rows only, and only their log-probabilities are read back.
     pub fn loss_and_choice_scores(&mut self) -> Result<(f64, Vec<Vec<Vec<f64>>>)> {
         let scale = self.scale();
+        let m = self.model;
         let mut loss = 0.0;
         let mut scores = Vec::with_capacity(self.batches.len());
         for batch in &self.batches {
-            let ws = workspace(&mut self.workspace, self.model, batch, false)?;
-            loss += Pass::new(self.model, batch, &Direction::None)
+            let ws = m.workspace(&mut self.buffers.workspace, batch, false)?;
+            loss += OptPass::new(m, batch, &Direction::None)
                 .run(ws, batch, scale, None)?
                 .loss;
             scores.push(batch.choice_scores(ws.row_logprobs()));
@@ -111,34 +177,41 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         Ok((loss, scores))
     }
 
-    /// The loss (forward sweeps only).
-    pub fn loss(&mut self) -> Result<f64> {
+    /// One pass per batch, summing the scalars; outputs accumulate across batches,
+    /// and are complete (zero where no pass wrote) on return.
+    fn run_passes<'d>(
+        &mut self,
+        dir: &'d Direction<'d, T, B>,
+        mut outs: Option<&mut Outputs<'_, T, B>>,
+    ) -> Result<PassScalars>
+    where
+        'm: 'd,
+    {
+        let m: &'d Opt<T, B> = self.model;
         let scale = self.scale();
-        Ok(sweep(
-            self.model,
-            &self.batches,
-            &mut self.workspace,
-            scale,
-            &Direction::None,
-            None,
-        )?
-        .loss)
+        let dual = !matches!(dir, Direction::None);
+        let mut total = PassScalars::default();
+        for batch in &self.batches {
+            let ws = m.workspace(&mut self.buffers.workspace, batch, dual)?;
+            total += OptPass::new(m, batch, dir).run(ws, batch, scale, outs.as_deref_mut())?;
+        }
+        if let Some(outs) = outs {
+            outs.finish(m.backend(), m.layout());
+        }
+        Ok(total)
+    }
+
+    /// The loss (forward passes only).
+    pub fn loss(&mut self) -> Result<f64> {
+        Ok(self.run_passes(&Direction::None, None)?.loss)
     }
 
     /// The loss and its gradient, into `grad` (an N-vector on the backend, overwritten).
     pub fn gradient_into(&mut self, grad: &mut B::Buf) -> Result<f64> {
-        let b = self.model.backend();
-        let mut outs = Outputs::new(self.model, Some(b.view_mut(grad)), Sink::None);
-        let scale = self.scale();
-        Ok(sweep(
-            self.model,
-            &self.batches,
-            &mut self.workspace,
-            scale,
-            &Direction::None,
-            Some(&mut outs),
-        )?
-        .loss)
+        let m = self.model;
+        let b = m.backend();
+        let mut outs = Outputs::new(m.layout(), Sink::Dense(b.view_mut(grad)), Sink::None);
+        Ok(self.run_passes(&Direction::None, Some(&mut outs))?.loss)
     }
 
     /// The loss and its gradient.
@@ -174,19 +247,12 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         v: &B::Buf,
         hvp: &mut B::Buf,
         grad: Option<&mut B::Buf>,
-    ) -> Result<SweepScalars> {
-        let b = self.model.backend();
-        let grad = grad.map(|g| b.view_mut(g));
-        let mut outs = Outputs::new(self.model, grad, Sink::Dense(b.view_mut(hvp)));
-        let scale = self.scale();
-        sweep(
-            self.model,
-            &self.batches,
-            &mut self.workspace,
-            scale,
-            &Direction::Dense(b.view(v)),
-            Some(&mut outs),
-        )
+    ) -> Result<PassScalars> {
+        let m = self.model;
+        let b = m.backend();
+        let grad = grad.map_or(Sink::None, |g| Sink::Dense(b.view_mut(g)));
+        let mut outs = Outputs::new(m.layout(), grad, Sink::Dense(b.view_mut(hvp)));
+        self.run_passes(&Direction::Dense(b.view(v)), Some(&mut outs))
     }
 
     /// `H v` for an N-vector `v`.
@@ -216,70 +282,86 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         })
     }
 
-    /// Restricts [`Objective::masked_hvp`] to the sorted, distinct flat indices `mask`
-    /// (`crate::mask::Mask::indices()`).
+    /// Restricts [`Objective::masked_gradient`] and [`Objective::masked_hvp`] to the
+    /// sorted, distinct flat indices `mask` (`crate::mask::Mask::indices()`).
     pub fn set_mask(&mut self, mask: &[u64]) -> Result<()> {
-        let plan = MaskPlan::new(self.model, mask)?;
-        let scratch = plan.output_scratch(self.model.backend())?;
-        self.mask = Some(MaskState { plan, scratch });
+        let plan = self.model.mask_plan(mask)?;
+        let b = self.model.backend();
+        self.buffers.mask = Some(MaskState {
+            grad_scratch: plan.output_scratch(b)?,
+            hvp_scratch: plan.output_scratch(b)?,
+            plan,
+        });
         Ok(())
     }
 
     /// The number k of masked coordinates, once a mask is set.
     pub fn mask_len(&self) -> Option<usize> {
-        self.mask.as_ref().map(|m| m.plan.len())
+        self.buffers.mask_plan().map(|p| p.len())
+    }
+
+    /// The loss and the gradient at the mask, `g[mask]`, into `out` (a k-vector on
+    /// the backend, overwritten). Each masked weight entry is one dot product over
+    /// the tokens (`O(k x tokens)`), the reverse sweep stops below the lowest masked
+    /// tensor, and no N-vector is formed.
+    pub fn masked_gradient_into(&mut self, out: &mut B::Buf) -> Result<f64> {
+        let m = self.model;
+        let b = m.backend();
+        let mut mask = self.buffers.mask.take().ok_or_else(no_mask)?;
+        let result = {
+            let MaskState {
+                plan, grad_scratch, ..
+            } = &mut mask;
+            let sink = masked_sink(b, plan, out, grad_scratch);
+            let mut outs = Outputs::new(m.layout(), sink, Sink::None);
+            let result = self.run_passes(&Direction::None, Some(&mut outs));
+            drop(outs);
+            plan.store(b, b.view_mut(out), grad_scratch);
+            result
+        };
+        self.buffers.mask = Some(mask);
+        Ok(result?.loss)
+    }
+
+    /// The loss and the gradient at the mask (see [`Objective::masked_gradient_into`]).
+    pub fn masked_gradient(&mut self) -> Result<(f64, Vec<T>)> {
+        let k = self.mask_len().ok_or_else(no_mask)?;
+        let mut out = self.model.backend().zeros(k)?;
+        let loss = self.masked_gradient_into(&mut out)?;
+        Ok((loss, self.download(&out, k)?))
     }
 
     /// The masked Hessian times a k-vector: `(H (P^T v))[mask]` with `P^T v` the
     /// zero-padded N-vector, into `out` (a k-vector on the backend, overwritten).
     /// Exploits the mask's sparsity (see `ops::linear`); the gradient is not formed.
-    pub fn masked_hvp_into(&mut self, v: &B::Buf, out: &mut B::Buf) -> Result<SweepScalars> {
-        let b = self.model.backend();
-        let scale = self.scale();
-        let MaskState { plan, scratch } = self.mask.as_mut().ok_or_else(|| {
-            Error::arg(
-                "mask",
-                "set a mask before asking for a masked Hessian-vector product",
-            )
-        })?;
-        plan.load(b, b.view(v));
-        for s in scratch.iter_mut() {
-            b.zero(b.view_mut(s));
-        }
-        b.zero(b.view_mut(out));
-        let plan = &*plan;
-        let small_out = scratch.iter_mut().map(|s| b.view_mut(s)).collect();
-        let masked = Sink::Masked {
-            plan,
-            out: b.view_mut(out),
-            small_out,
+    pub fn masked_hvp_into(&mut self, v: &B::Buf, out: &mut B::Buf) -> Result<PassScalars> {
+        let m = self.model;
+        let b = m.backend();
+        let mut mask = self.buffers.mask.take().ok_or_else(no_mask)?;
+        let result = {
+            let MaskState {
+                plan, hvp_scratch, ..
+            } = &mut mask;
+            plan.load(b, b.view(v));
+            let plan = &*plan;
+            let sink = masked_sink(b, plan, out, hvp_scratch);
+            let mut outs = Outputs::new(m.layout(), Sink::None, sink);
+            let dir = Direction::Masked {
+                plan,
+                values: b.view(v),
+            };
+            let result = self.run_passes(&dir, Some(&mut outs));
+            drop(outs);
+            plan.store(b, b.view_mut(out), hvp_scratch);
+            result
         };
-        let mut outs = Outputs::new(self.model, None, masked);
-        let dir = Direction::Masked {
-            plan,
-            values: b.view(v),
-        };
-        let s = sweep(
-            self.model,
-            &self.batches,
-            &mut self.workspace,
-            scale,
-            &dir,
-            Some(&mut outs),
-        )?;
-        drop(outs);
-        plan.store(b, b.view_mut(out), scratch);
-        Ok(s)
+        self.buffers.mask = Some(mask);
+        result
     }
 
     /// The masked Hessian times a k-vector `v` (see [`Objective::masked_hvp_into`]).
     pub fn masked_hvp(&mut self, v: &[T]) -> Result<Vec<T>> {
-        let k = self.mask_len().ok_or_else(|| {
-            Error::arg(
-                "mask",
-                "set a mask before asking for a masked Hessian-vector product",
-            )
-        })?;
+        let k = self.mask_len().ok_or_else(no_mask)?;
         self.check_len("v", v.len(), k)?;
         let b = self.model.backend();
         let v = b.upload(v)?;
@@ -287,28 +369,4 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         self.masked_hvp_into(&v, &mut out)?;
         self.download(&out, k)
     }
-}
-
-/// One sweep per batch, summing the scalars; outputs accumulate across batches,
-/// and are complete (zero where no sweep wrote) on return.
-fn sweep<'a, T: Scalar, B: Backend<T>>(
-    model: &'a Opt<T, B>,
-    batches: &[Prepared<T, B>],
-    slot: &mut Option<Workspace<T, B>>,
-    scale: f64,
-    dir: &'a Direction<'a, T, B>,
-    mut outs: Option<&mut Outputs<'_, T, B>>,
-) -> Result<SweepScalars> {
-    let dual = !matches!(dir, Direction::None);
-    let mut total = SweepScalars::default();
-    for batch in batches {
-        let ws = workspace(slot, model, batch, dual)?;
-        let s = Pass::new(model, batch, dir).run(ws, batch, scale, outs.as_deref_mut())?;
-        total.loss += s.loss;
-        total.loss_dot += s.loss_dot;
-    }
-    if let Some(outs) = outs {
-        outs.finish(model);
-    }
-    Ok(total)
 }

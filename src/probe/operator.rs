@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
-use crate::model::{Batch, Objective, Opt, SweepScalars};
+use crate::model::{Batch, Objective, Opt, PassScalars};
 use crate::spectral::LinearOperator;
 use crate::spectral::operator::check_apply;
 
@@ -73,7 +73,7 @@ const MASKED_DENSITY_LIMIT: f64 = 0.05;
 
 /// What a product also measures besides `H v`: the loss and the directional
 /// derivative `g · v` (both over the whole dataset).
-pub type Scalars = SweepScalars;
+pub type Scalars = PassScalars;
 
 /// The (restricted) Hessian of the dataset loss of a model. Products are
 /// serialized (the engine reuses one workspace); each costs one sweep over the

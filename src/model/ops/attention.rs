@@ -22,6 +22,17 @@ pub struct Qkv<V> {
     pub v: V,
 }
 
+impl<V> Qkv<V> {
+    /// Applies `f` to each of q, k and v.
+    pub fn map<W>(self, mut f: impl FnMut(V) -> W) -> Qkv<W> {
+        Qkv {
+            q: f(self.q),
+            k: f(self.k),
+            v: f(self.v),
+        }
+    }
+}
+
 impl Attention {
     /// `out = P v`, saving `P` in `probs`.
     pub fn forward<T: Scalar, B: Backend<T>>(
@@ -51,7 +62,7 @@ impl Attention {
     }
 
     /// Writes the adjoints of q, k and v.
-    pub fn vjp<T: Scalar, B: Backend<T>>(
+    pub fn backward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dx: Qkv<B::ViewMut<'_>>,
@@ -64,7 +75,7 @@ impl Attention {
 
     /// Writes the tangents of the adjoints of q, k and v.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
+    pub fn backward_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dx_dot: Qkv<B::ViewMut<'_>>,
@@ -169,18 +180,18 @@ mod tests {
         fn jvp(&self, x: &[f64], xd: &[f64]) -> Vec<f64> {
             self.run_jvp(x, xd).0
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
             let (_, probs) = self.run_forward(x);
             let mut g = vec![0.0; x.len()];
             self.att()
-                .vjp::<f64, Cpu>(&Cpu, self.grads(&mut g), yb, &probs, self.split(x));
+                .backward::<f64, Cpu>(&Cpu, self.grads(&mut g), yb, &probs, self.split(x));
             g
         }
-        fn vjp_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             let (_, probs) = self.run_forward(x);
             let (_, pd) = self.run_jvp(x, xd);
             let mut g = vec![0.0; x.len()];
-            self.att().vjp_jvp::<f64, Cpu>(
+            self.att().backward_jvp::<f64, Cpu>(
                 &Cpu,
                 self.grads(&mut g),
                 yb,

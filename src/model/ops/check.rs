@@ -5,7 +5,7 @@
 //! point `x` with random directions:
 //! - JVP: `jvp(x, x')` against `(f(x + h x') - f(x - h x')) / 2h`;
 //! - VJP: the dot-product identity `<yb, J x'> = <J^T yb, x'>` (with the JVP checked);
-//! - JVP of the VJP: against `(vjp(x + h x', yb + h yb') - vjp(x - h x', yb - h yb')) / 2h`.
+//! - JVP of the VJP: against `(backward(x + h x', yb + h yb') - backward(x - h x', yb - h yb')) / 2h`.
 
 use rand::Rng as _;
 use rand_distr::StandardNormal;
@@ -20,8 +20,8 @@ pub(crate) trait Rules {
     }
     fn forward(&self, x: &[f64]) -> Vec<f64>;
     fn jvp(&self, x: &[f64], x_dot: &[f64]) -> Vec<f64>;
-    fn vjp(&self, x: &[f64], y_bar: &[f64]) -> Vec<f64>;
-    fn vjp_jvp(&self, x: &[f64], x_dot: &[f64], y_bar: &[f64], y_bar_dot: &[f64]) -> Vec<f64>;
+    fn backward(&self, x: &[f64], y_bar: &[f64]) -> Vec<f64>;
+    fn backward_jvp(&self, x: &[f64], x_dot: &[f64], y_bar: &[f64], y_bar_dot: &[f64]) -> Vec<f64>;
 }
 
 pub(crate) fn normal(n: usize, seed: u64) -> Vec<f64> {
@@ -67,22 +67,22 @@ pub(crate) fn check_rules(name: &str, op: &impl Rules, seed: u64) {
         "{name}: JVP vs central differences, relative error {e:.2e}"
     );
 
-    let vjp = op.vjp(&x, &y_bar);
-    let (lhs, rhs) = (dot(&y_bar, &jvp), dot(&vjp, &x_dot));
+    let backward = op.backward(&x, &y_bar);
+    let (lhs, rhs) = (dot(&y_bar, &jvp), dot(&backward, &x_dot));
     let e = (lhs - rhs).abs() / lhs.abs().max(rhs.abs());
     assert!(
         e < 1e-12,
         "{name}: <yb, J x'> = {lhs} but <J^T yb, x'> = {rhs} ({e:.2e})"
     );
 
-    let vjp_jvp = op.vjp_jvp(&x, &x_dot, &y_bar, &y_bar_dot);
+    let backward_jvp = op.backward_jvp(&x, &x_dot, &y_bar, &y_bar_dot);
     let fd: Vec<f64> = op
-        .vjp(&axpy(&x, h, &x_dot), &axpy(&y_bar, h, &y_bar_dot))
+        .backward(&axpy(&x, h, &x_dot), &axpy(&y_bar, h, &y_bar_dot))
         .iter()
-        .zip(op.vjp(&axpy(&x, -h, &x_dot), &axpy(&y_bar, -h, &y_bar_dot)))
+        .zip(op.backward(&axpy(&x, -h, &x_dot), &axpy(&y_bar, -h, &y_bar_dot)))
         .map(|(p, m)| (p - m) / (2.0 * h))
         .collect();
-    let e = rel_err(&vjp_jvp, &fd);
+    let e = rel_err(&backward_jvp, &fd);
     assert!(
         e < 1e-7,
         "{name}: JVP of the VJP vs central differences, relative error {e:.2e}"

@@ -6,7 +6,7 @@
 //! the scatter-add of `yb'`. A sparse (masked) table tangent is looked up entry by
 //! entry, and a masked table gradient summed only at the mask's entries.
 
-use super::{Tangent, TangentOut};
+use super::{AdjointOut, Tangent};
 use crate::backend::{Backend, Scalar};
 use crate::model::config::POSITION_OFFSET;
 
@@ -60,32 +60,34 @@ impl Embedding {
         true
     }
 
-    /// `dtable[ids[r]] += dout[r]`.
-    pub fn vjp<T: Scalar, B: Backend<T>>(
+    /// `dtable[ids[r]] += dout[r]`, densely or at a mask's entries.
+    pub fn backward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
-        dtable: B::ViewMut<'_>,
+        dtable: AdjointOut<'_, T, B>,
         dout: B::View<'_>,
         ids: &B::Index,
     ) {
-        b.embedding_backward(dtable, dout, ids, self.rows, self.width);
+        match dtable {
+            AdjointOut::Skip => {}
+            AdjointOut::Dense(d) => b.embedding_backward(d, dout, ids, self.rows, self.width),
+            AdjointOut::Sparse { idx, out } => {
+                b.embedding_backward_sampled(out, dout, ids, idx, self.rows, self.width)
+            }
+        }
     }
 
-    /// `dtable'[ids[r]] += dout'[r]`, densely or at a mask's entries.
-    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
+    /// `dtable'[ids[r]] += dout'[r]`: the lookup is linear in the table and the
+    /// adjoint does not depend on it, so the tangent of the adjoint is the adjoint
+    /// of the tangent, the same scatter-add.
+    pub fn backward_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
-        dtable_dot: TangentOut<'_, T, B>,
+        dtable_dot: AdjointOut<'_, T, B>,
         dout_dot: B::View<'_>,
         ids: &B::Index,
     ) {
-        match dtable_dot {
-            TangentOut::Skip => {}
-            TangentOut::Dense(d) => b.embedding_backward(d, dout_dot, ids, self.rows, self.width),
-            TangentOut::Sparse { idx, out } => {
-                b.embedding_backward_sampled(out, dout_dot, ids, idx, self.rows, self.width)
-            }
-        }
+        self.backward(b, dtable_dot, dout_dot, ids);
     }
 }
 
@@ -134,14 +136,14 @@ mod tests {
             E.jvp::<f64, Cpu>(&Cpu, &mut y, &IDS.to_vec(), &Tangent::Dense(xd), false);
             y
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
             let mut g = vec![0.0; x.len()];
-            E.vjp::<f64, Cpu>(&Cpu, &mut g, yb, &IDS.to_vec());
+            E.backward::<f64, Cpu>(&Cpu, AdjointOut::Dense(&mut g[..]), yb, &IDS.to_vec());
             g
         }
-        fn vjp_jvp(&self, x: &[f64], _xd: &[f64], _yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], _xd: &[f64], _yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             let mut g = vec![0.0; x.len()];
-            E.vjp_jvp::<f64, Cpu>(&Cpu, TangentOut::Dense(&mut g[..]), ybd, &IDS.to_vec());
+            E.backward_jvp::<f64, Cpu>(&Cpu, AdjointOut::Dense(&mut g[..]), ybd, &IDS.to_vec());
             g
         }
     }
@@ -177,11 +179,11 @@ mod tests {
 
         let dout = normal(E.rows * E.width, 3);
         let mut full = [0.0; TABLE_ROWS * E.width];
-        E.vjp_jvp::<f64, Cpu>(&Cpu, TangentOut::Dense(&mut full[..]), &dout, &ids);
+        E.backward_jvp::<f64, Cpu>(&Cpu, AdjointOut::Dense(&mut full[..]), &dout, &ids);
         let mut masked = vec![0.0; idx.len()];
-        E.vjp_jvp::<f64, Cpu>(
+        E.backward_jvp::<f64, Cpu>(
             &Cpu,
-            TangentOut::Sparse {
+            AdjointOut::Sparse {
                 idx: &idx,
                 out: &mut masked[..],
             },

@@ -78,7 +78,7 @@ impl LayerNorm {
 
     /// `dinp += J^T dout`; parameter adjoints accumulated where given.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp<T: Scalar, B: Backend<T>>(
+    pub fn backward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dinp: B::ViewMut<'_>,
@@ -105,7 +105,7 @@ impl LayerNorm {
 
     /// `dinp_dot += (J^T dout)'`; parameter adjoint tangents accumulated where given.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
+    pub fn backward_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dinp_dot: B::ViewMut<'_>,
@@ -217,22 +217,22 @@ mod tests {
                 .jvp(&Cpu, &mut out, inp, inp_dot, &mean, &rstd, p, pd);
             out
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
             let (_, mean, rstd) = self.stats(x);
             let (inp, p) = self.split(x);
             let mut g = self.grads(x);
             let (gx, gp) = affine_mut(&mut g, inp.len(), self.0.width, self.1);
-            self.0.vjp(&Cpu, gx, gp, yb, inp, &mean, &rstd, p);
+            self.0.backward(&Cpu, gx, gp, yb, inp, &mean, &rstd, p);
             g
         }
-        fn vjp_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             let (_, mean, rstd) = self.stats(x);
             let (inp, p) = self.split(x);
             let (inp_dot, pd) = self.split(xd);
             let mut g = self.grads(x);
             let (gx, gp) = affine_mut(&mut g, inp.len(), self.0.width, self.1);
             self.0
-                .vjp_jvp(&Cpu, gx, gp, yb, ybd, inp, inp_dot, &mean, &rstd, p, pd);
+                .backward_jvp(&Cpu, gx, gp, yb, ybd, inp, inp_dot, &mean, &rstd, p, pd);
             g
         }
     }

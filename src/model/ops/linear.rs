@@ -11,7 +11,7 @@
 //! and `Wb' = [yb'; yb]^T [x; x']` is one product with `K = 2 rows`. A sparse `W'` (a
 //! mask) costs `O(nnz rows)` and a masked `Wb'` is formed only at the mask's entries.
 
-use super::{Tangent, TangentOut};
+use super::{AdjointOut, Tangent};
 use crate::backend::{Backend, Gemm, Scalar};
 
 /// A linear map of `rows` rows from `in_dim` to `out_dim` features.
@@ -34,9 +34,9 @@ pub struct LinearParams<'a, T: Scalar, B: Backend<T> + 'a> {
 /// Where a linear layer's parameter adjoints and their tangents go: accumulated,
 /// except that dense weight outputs are overwritten when `weight_replace` is set.
 pub struct LinearGrads<'a, T: Scalar, B: Backend<T> + 'a> {
-    pub weight: Option<B::ViewMut<'a>>,
+    pub weight: AdjointOut<'a, T, B>,
     pub bias: Option<B::ViewMut<'a>>,
-    pub weight_dot: TangentOut<'a, T, B>,
+    pub weight_dot: AdjointOut<'a, T, B>,
     pub bias_dot: Option<B::ViewMut<'a>>,
     /// The weight's outputs hold stale values, which the product replaces: a
     /// first write skips both the zeroing pass over the output and the product's
@@ -48,25 +48,44 @@ impl<'a, T: Scalar, B: Backend<T> + 'a> LinearGrads<'a, T, B> {
     /// Nothing wanted (a frozen layer, or one below every masked entry).
     pub fn none() -> Self {
         LinearGrads {
-            weight: None,
+            weight: AdjointOut::Skip,
             bias: None,
-            weight_dot: TangentOut::Skip,
+            weight_dot: AdjointOut::Skip,
             bias_dot: None,
             weight_replace: false,
-        }
-    }
-
-    /// The product into a weight output: accumulating unless it replaces.
-    fn weight_gemm(&self, spec: Gemm) -> Gemm {
-        if self.weight_replace {
-            spec
-        } else {
-            spec.accumulate()
         }
     }
 }
 
 impl Linear {
+    /// `dW (+)= dy^T x` summed over `k_rows` rows (`dy` and `x` may be pairs read as
+    /// `2 rows`): the full product into a dense output (replacing its stale values
+    /// when `replace`), or one dot product over the rows per mask entry.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_adjoint<T: Scalar, B: Backend<T>>(
+        &self,
+        b: &B,
+        out: AdjointOut<'_, T, B>,
+        replace: bool,
+        dy: B::View<'_>,
+        x: B::View<'_>,
+        k_rows: usize,
+    ) {
+        let dy = b.sub(dy, 0..k_rows * self.out_dim);
+        let x = b.sub(x, 0..k_rows * self.in_dim);
+        match out {
+            AdjointOut::Skip => {}
+            AdjointOut::Dense(dw) => {
+                let mut spec = Gemm::tn(self.out_dim, self.in_dim, k_rows);
+                spec.accumulate = !replace;
+                b.gemm(&spec, dy, x, dw);
+            }
+            AdjointOut::Sparse { idx, out } => {
+                b.sampled_matmul_tn(out, dy, x, idx, k_rows, self.out_dim, self.in_dim)
+            }
+        }
+    }
+
     fn len_in(&self) -> usize {
         self.rows * self.in_dim
     }
@@ -155,10 +174,11 @@ impl Linear {
         }
     }
 
-    /// VJP: `dx (+)= dy W` (accumulated when `dx_accumulate`), `dW += dy^T x`,
-    /// `db += sum_rows dy`, each where `grads` wants it (tangents are ignored).
+    /// VJP: `dx (+)= dy W` (accumulated when `dx_accumulate`), `dW += dy^T x`
+    /// (dense, or at a mask's entries only), `db += sum_rows dy`, each where `grads`
+    /// wants it (tangents are ignored).
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp<T: Scalar, B: Backend<T>>(
+    pub fn backward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dx: Option<B::ViewMut<'_>>,
@@ -173,10 +193,7 @@ impl Linear {
             g.accumulate = dx_accumulate;
             b.gemm(&g, dy, weight, dx);
         }
-        let weight_gemm = grads.weight_gemm(Gemm::tn(self.out_dim, self.in_dim, self.rows));
-        if let Some(dw) = grads.weight {
-            b.gemm(&weight_gemm, dy, x, dw);
-        }
+        self.weight_adjoint(b, grads.weight, grads.weight_replace, dy, x, self.rows);
         if let Some(db) = grads.bias {
             b.bias_backward(db, dy, self.rows, self.out_dim);
         }
@@ -186,7 +203,7 @@ impl Linear {
     /// `dx2 = [dx'; dx] (+)= [dy'; dy] W + [dy W'; 0]` when `dx2` is given, the
     /// parameter adjoints and their tangents into `grads`. `x_live` false means `x' = 0`.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_dual<'p, T: Scalar, B: Backend<T> + 'p>(
+    pub fn backward_dual<'p, T: Scalar, B: Backend<T> + 'p>(
         &self,
         b: &B,
         dx2: Option<B::ViewMut<'_>>,
@@ -226,34 +243,13 @@ impl Linear {
                 ),
             }
         }
-        // Wb' = [dy'; dy]^T [x; x'] (only dy'^T x when x' = 0)
-        let k_rows = if x_live { 2 * self.rows } else { self.rows };
-        let grad_gemm = grads.weight_gemm(Gemm::tn(self.out_dim, self.in_dim, self.rows));
-        let tangent_gemm = grads.weight_gemm(Gemm::tn(self.out_dim, self.in_dim, k_rows));
-        if let Some(dw) = grads.weight {
-            b.gemm(&grad_gemm, dy, x, dw);
-        }
+        self.weight_adjoint(b, grads.weight, grads.weight_replace, dy, x, self.rows);
         if let Some(db) = grads.bias {
             b.bias_backward(db, dy, self.rows, self.out_dim);
         }
-        match grads.weight_dot {
-            TangentOut::Skip => {}
-            TangentOut::Dense(dwd) => b.gemm(
-                &tangent_gemm,
-                b.sub(dy2, 0..k_rows * self.out_dim),
-                b.sub(x2, 0..k_rows * self.in_dim),
-                dwd,
-            ),
-            TangentOut::Sparse { idx, out } => b.sampled_matmul_tn(
-                out,
-                b.sub(dy2, 0..k_rows * self.out_dim),
-                b.sub(x2, 0..k_rows * self.in_dim),
-                idx,
-                k_rows,
-                self.out_dim,
-                self.in_dim,
-            ),
-        }
+        // Wb' = [dy'; dy]^T [x; x'] (only dy'^T x when x' = 0)
+        let k_rows = if x_live { 2 * self.rows } else { self.rows };
+        self.weight_adjoint(b, grads.weight_dot, grads.weight_replace, dy2, x2, k_rows);
         if let Some(dbd) = grads.bias_dot {
             b.bias_backward(dbd, dy_dot, self.rows, self.out_dim);
         }
@@ -323,34 +319,34 @@ mod tests {
             assert!(rel_err(&y2[..L.rows * L.out_dim], &self.forward(x)) < 1e-15);
             y2.split_off(L.rows * L.out_dim)
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
             let (xi, w, _) = split(x);
             let mut g = vec![0.0; x.len()];
             let (gx, rest) = g.split_at_mut(L.rows * L.in_dim);
             let (gw, gb) = rest.split_at_mut(L.out_dim * L.in_dim);
             let grads = LinearGrads {
-                weight: Some(gw),
+                weight: AdjointOut::Dense(gw),
                 bias: Some(gb),
                 ..LinearGrads::none()
             };
-            L.vjp::<f64, Cpu>(&Cpu, Some(gx), false, grads, yb, xi, w);
+            L.backward::<f64, Cpu>(&Cpu, Some(gx), false, grads, yb, xi, w);
             g
         }
-        fn vjp_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             let ((xi, w, bias), (xid, wd, bd)) = (split(x), split(xd));
             let mut g = vec![0.0; x.len()];
             let mut dx2 = vec![0.0; 2 * L.rows * L.in_dim];
             let (_, rest) = g.split_at_mut(L.rows * L.in_dim);
             let (gw, gb) = rest.split_at_mut(L.out_dim * L.in_dim);
             let grads = LinearGrads {
-                weight: None,
+                weight: AdjointOut::Skip,
                 bias: None,
-                weight_dot: TangentOut::Dense(gw),
+                weight_dot: AdjointOut::Dense(gw),
                 bias_dot: Some(gb),
                 weight_replace: false,
             };
             let p = params(w, bias, Tangent::Dense(wd), Some(bd));
-            L.vjp_dual(
+            L.backward_dual(
                 &Cpu,
                 Some(&mut dx2),
                 false,
@@ -361,7 +357,7 @@ mod tests {
                 grads,
             );
             // the adjoint half equals the plain VJP
-            let plain = self.vjp(x, yb);
+            let plain = self.backward(x, yb);
             assert!(rel_err(&dx2[L.rows * L.in_dim..], &plain[..L.rows * L.in_dim]) < 1e-15);
             g[..L.rows * L.in_dim].copy_from_slice(&dx2[..L.rows * L.in_dim]);
             g
@@ -411,15 +407,15 @@ mod tests {
         let (mut dx_s, mut dx_d) = (vec![0.0; 2 * ni], vec![0.0; 2 * ni]);
         let mut masked = vec![0.0; idx.len()];
         let grads = LinearGrads {
-            weight: None,
+            weight: AdjointOut::Skip,
             bias: None,
-            weight_dot: TangentOut::Sparse {
+            weight_dot: AdjointOut::Sparse {
                 idx: &idx,
                 out: &mut masked[..],
             },
             ..LinearGrads::none()
         };
-        L.vjp_dual(
+        L.backward_dual(
             &Cpu,
             Some(&mut dx_s),
             false,
@@ -431,12 +427,12 @@ mod tests {
         );
         let mut full = vec![0.0; nw];
         let grads = LinearGrads {
-            weight: None,
+            weight: AdjointOut::Skip,
             bias: None,
-            weight_dot: TangentOut::Dense(&mut full[..]),
+            weight_dot: AdjointOut::Dense(&mut full[..]),
             ..LinearGrads::none()
         };
-        L.vjp_dual(
+        L.backward_dual(
             &Cpu,
             Some(&mut dx_d),
             false,
@@ -461,19 +457,19 @@ mod tests {
         let run = |start: f64, replace: bool| {
             let (mut g, mut gd) = (vec![start; nw], vec![start; nw]);
             let grads = LinearGrads {
-                weight: Some(&mut g[..]),
-                weight_dot: TangentOut::Dense(&mut gd[..]),
+                weight: AdjointOut::Dense(&mut g[..]),
+                weight_dot: AdjointOut::Dense(&mut gd[..]),
                 weight_replace: replace,
                 ..LinearGrads::none()
             };
-            L.vjp_dual(&Cpu, None, false, &dy2, &x2, true, &p, grads);
+            L.backward_dual(&Cpu, None, false, &dy2, &x2, true, &p, grads);
             let mut plain = vec![start; nw];
             let grads = LinearGrads {
-                weight: Some(&mut plain[..]),
+                weight: AdjointOut::Dense(&mut plain[..]),
                 weight_replace: replace,
                 ..LinearGrads::none()
             };
-            L.vjp::<f64, Cpu>(&Cpu, None, false, grads, &dy2[no..], &x2[..ni], &w);
+            L.backward::<f64, Cpu>(&Cpu, None, false, grads, &dy2[no..], &x2[..ni], &w);
             (g, gd, plain)
         };
         let accumulated = run(0.0, false);

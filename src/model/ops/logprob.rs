@@ -44,7 +44,7 @@ impl LogProb {
     }
 
     /// Writes `dlogits`.
-    pub fn vjp<T: Scalar, B: Backend<T>>(
+    pub fn backward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dlogits: B::ViewMut<'_>,
@@ -57,7 +57,7 @@ impl LogProb {
 
     /// Writes `dlogits'`.
     #[allow(clippy::too_many_arguments)]
-    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
+    pub fn backward_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dlogits_dot: B::ViewMut<'_>,
@@ -119,16 +119,16 @@ mod tests {
             OP.jvp::<f64, Cpu>(&Cpu, &mut lpd, &probs, xd, &TARGETS.to_vec());
             lpd
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
             let (_, probs) = forward(x);
             let mut g = vec![0.0; x.len()];
-            OP.vjp::<f64, Cpu>(&Cpu, &mut g, &probs, yb, &TARGETS.to_vec());
+            OP.backward::<f64, Cpu>(&Cpu, &mut g, &probs, yb, &TARGETS.to_vec());
             g
         }
-        fn vjp_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             let (_, probs) = forward(x);
             let mut g = vec![0.0; x.len()];
-            OP.vjp_jvp::<f64, Cpu>(&Cpu, &mut g, &probs, xd, yb, ybd, &TARGETS.to_vec());
+            OP.backward_jvp::<f64, Cpu>(&Cpu, &mut g, &probs, xd, yb, ybd, &TARGETS.to_vec());
             g
         }
     }

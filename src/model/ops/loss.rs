@@ -103,7 +103,7 @@ impl LossHead {
     }
 
     /// `dL/dlp` (the adjoint of the log-probabilities for `Lb = 1`).
-    pub fn vjp(&self, lp: &[f64], scale: f64) -> Vec<f64> {
+    pub fn backward(&self, lp: &[f64], scale: f64) -> Vec<f64> {
         match self {
             LossHead::NextToken => vec![-scale; lp.len()],
             LossHead::Choice(questions) => {
@@ -119,8 +119,8 @@ impl LossHead {
         }
     }
 
-    /// The tangent of [`LossHead::vjp`] along `lp'`.
-    pub fn vjp_jvp(&self, lp: &[f64], lp_dot: &[f64], scale: f64) -> Vec<f64> {
+    /// The tangent of [`LossHead::backward`] along `lp'`.
+    pub fn backward_jvp(&self, lp: &[f64], lp_dot: &[f64], scale: f64) -> Vec<f64> {
         match self {
             LossHead::NextToken => vec![0.0; lp.len()],
             LossHead::Choice(questions) => {
@@ -159,13 +159,13 @@ mod tests {
         fn jvp(&self, x: &[f64], xd: &[f64]) -> Vec<f64> {
             vec![self.0.jvp(x, xd, 0.25)]
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
-            self.0.vjp(x, 0.25).iter().map(|g| g * yb[0]).collect()
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+            self.0.backward(x, 0.25).iter().map(|g| g * yb[0]).collect()
         }
-        fn vjp_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], xd: &[f64], yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             // (yb g(x))' = yb' g(x) + yb g'(x) x'
-            let g = self.0.vjp(x, 0.25);
-            let gd = self.0.vjp_jvp(x, xd, 0.25);
+            let g = self.0.backward(x, 0.25);
+            let gd = self.0.backward_jvp(x, xd, 0.25);
             g.iter()
                 .zip(&gd)
                 .map(|(g, gd)| ybd[0] * g + yb[0] * gd)

@@ -1,11 +1,12 @@
 //! The network as explicit ops, each with four rules.
 //!
-//! For an op `y = f(x, theta)`:
-//! - **forward**: `y`, plus whatever the other rules need (saved state);
-//! - **JVP**: the tangent `y' = J_x x' + J_theta theta'`;
-//! - **VJP**: the adjoints `xb = J_x^T yb`, `thetab = J_theta^T yb`;
-//! - **JVP of the VJP**: the tangents `xb'`, `thetab'` of those adjoints when `x`,
-//!   `theta` and `yb` move along `x'`, `theta'`, `yb'`.
+//! For an op `y = f(x, theta)`, each rule is a method named as the backend kernel
+//! that runs it (`layernorm_backward_jvp` is the kernel of `LayerNorm::backward_jvp`):
+//! - **`forward`**: `y`, plus whatever the other rules need (saved state);
+//! - **`jvp`**: the tangent `y' = J_x x' + J_theta theta'`;
+//! - **`backward`** (the VJP): the adjoints `xb = J_x^T yb`, `thetab = J_theta^T yb`;
+//! - **`backward_jvp`** (the JVP of the VJP): the tangents `xb'`, `thetab'` of those
+//!   adjoints when `x`, `theta` and `yb` move along `x'`, `theta'`, `yb'`.
 //!
 //! Sweeping forward with (value, tangent) pairs and back with (adjoint, adjoint
 //! tangent) pairs gives the loss, its gradient and the exact Hessian-vector product
@@ -64,26 +65,34 @@ impl<'a, T: Scalar, B: Backend<T> + 'a> Tangent<'a, T, B> {
     }
 }
 
-/// Where the tangent of a parameter's adjoint (its row of `H v`) goes.
-pub enum TangentOut<'a, T: Scalar, B: Backend<T> + 'a> {
+/// Where a parameter's adjoint (its rows of the gradient) or the adjoint's tangent
+/// (its rows of `H v`) goes.
+pub enum AdjointOut<'a, T: Scalar, B: Backend<T> + 'a> {
     /// Not wanted.
     Skip,
     /// Accumulated into a dense tensor-shaped view.
     Dense(B::ViewMut<'a>),
-    /// Accumulated only at the mask entries `idx` into `out` (one value per entry).
+    /// Accumulated only at the mask entries `idx` into `out` (one value per entry):
+    /// a weight's entry is one dot product over the rows, so a mask of k entries
+    /// costs `O(k x rows)` instead of the full product.
     Sparse {
         idx: &'a B::Index,
         out: B::ViewMut<'a>,
     },
 }
 
-impl<'a, T: Scalar, B: Backend<T> + 'a> TangentOut<'a, T, B> {
+impl<'a, T: Scalar, B: Backend<T> + 'a> AdjointOut<'a, T, B> {
     /// The dense view, for tensors that are never sparse (see [`Tangent::dense`]).
     pub fn dense(self) -> Option<B::ViewMut<'a>> {
         match self {
-            TangentOut::Skip => None,
-            TangentOut::Dense(v) => Some(v),
-            TangentOut::Sparse { .. } => unreachable!("invariant: small tensors get dense outputs"),
+            AdjointOut::Skip => None,
+            AdjointOut::Dense(v) => Some(v),
+            AdjointOut::Sparse { .. } => unreachable!("invariant: small tensors get dense outputs"),
         }
+    }
+
+    /// Whether anything is wanted.
+    pub fn is_wanted(&self) -> bool {
+        !matches!(self, AdjointOut::Skip)
     }
 }

@@ -28,7 +28,7 @@ impl Relu {
     }
 
     /// `dinp = 1[inp > 0] dout` (overwritten).
-    pub fn vjp<T: Scalar, B: Backend<T>>(
+    pub fn backward<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dinp: B::ViewMut<'_>,
@@ -39,7 +39,7 @@ impl Relu {
     }
 
     /// `dinp' = 1[inp > 0] dout'` (overwritten).
-    pub fn vjp_jvp<T: Scalar, B: Backend<T>>(
+    pub fn backward_jvp<T: Scalar, B: Backend<T>>(
         &self,
         b: &B,
         dinp_dot: B::ViewMut<'_>,
@@ -79,14 +79,14 @@ mod tests {
             Relu.jvp::<f64, Cpu>(&Cpu, &mut y, x, xd);
             y
         }
-        fn vjp(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, x: &[f64], yb: &[f64]) -> Vec<f64> {
             let mut g = vec![0.0; x.len()];
-            Relu.vjp::<f64, Cpu>(&Cpu, &mut g, x, yb);
+            Relu.backward::<f64, Cpu>(&Cpu, &mut g, x, yb);
             g
         }
-        fn vjp_jvp(&self, x: &[f64], _xd: &[f64], _yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+        fn backward_jvp(&self, x: &[f64], _xd: &[f64], _yb: &[f64], ybd: &[f64]) -> Vec<f64> {
             let mut g = vec![0.0; x.len()];
-            Relu.vjp_jvp::<f64, Cpu>(&Cpu, &mut g, x, ybd);
+            Relu.backward_jvp::<f64, Cpu>(&Cpu, &mut g, x, ybd);
             g
         }
     }

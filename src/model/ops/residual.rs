@@ -23,7 +23,12 @@ impl Residual {
     }
 
     /// `dinp += dout` for one of the two inputs (adjoint, or its tangent).
-    pub fn vjp<T: Scalar, B: Backend<T>>(&self, b: &B, dinp: B::ViewMut<'_>, dout: B::View<'_>) {
+    pub fn backward<T: Scalar, B: Backend<T>>(
+        &self,
+        b: &B,
+        dinp: B::ViewMut<'_>,
+        dout: B::View<'_>,
+    ) {
         b.add_assign(dinp, dout);
     }
 }
@@ -49,15 +54,15 @@ mod tests {
         fn jvp(&self, _x: &[f64], xd: &[f64]) -> Vec<f64> {
             self.forward(xd)
         }
-        fn vjp(&self, _x: &[f64], yb: &[f64]) -> Vec<f64> {
+        fn backward(&self, _x: &[f64], yb: &[f64]) -> Vec<f64> {
             let mut g = vec![0.0; 12];
             let (ga, gb) = g.split_at_mut(6);
-            Residual.vjp::<f64, Cpu>(&Cpu, ga, yb);
-            Residual.vjp::<f64, Cpu>(&Cpu, gb, yb);
+            Residual.backward::<f64, Cpu>(&Cpu, ga, yb);
+            Residual.backward::<f64, Cpu>(&Cpu, gb, yb);
             g
         }
-        fn vjp_jvp(&self, x: &[f64], _xd: &[f64], _yb: &[f64], ybd: &[f64]) -> Vec<f64> {
-            self.vjp(x, ybd)
+        fn backward_jvp(&self, x: &[f64], _xd: &[f64], _yb: &[f64], ybd: &[f64]) -> Vec<f64> {
+            self.backward(x, ybd)
         }
     }
 

@@ -1,0 +1,362 @@
+//! The OPT decoder (`OPTForCausalLM`), written once over a [`Backend`].
+//!
+//! Read top to bottom like the architecture ([`forward`]): token embedding (and
+//! `project_in`), learned positions, `num_hidden_layers` blocks of self-attention and
+//! a ReLU MLP with residual connections, LayerNorms before (pre-LN: 125m, 1.3b, 13b)
+//! or after (post-LN: 350m) each block, the final LayerNorm (pre-LN only),
+//! `project_out`, and the LM head tied to the token embedding. [`reverse`] is the
+//! same list of ops run backwards.
+//!
+//! - [`tensors`]: where each of OPT's tensors sits in the flat parameter vector;
+//! - [`buffers`]: what a pass keeps from the forward sweep for the reverse sweep;
+//! - [`forward`] and [`reverse`]: the two sweeps, on the machinery of `model::pass`.
+//!
+//! The parameters live on the backend and can move in place ([`Opt::add_at_mask`],
+//! [`Opt::set_at_mask`], [`Opt::set_params`]) without rebuilding the model.
+
+mod buffers;
+mod forward;
+mod reverse;
+mod tensors;
+
+use std::marker::PhantomData;
+
+pub(crate) use buffers::OptBuffers;
+use tensors::Tensors;
+
+use super::batch::Batch;
+use super::config::OptConfig;
+use super::layout::{ParamLayout, ParamRole};
+use super::ops::embedding;
+use super::pass::head::LmHead;
+use super::pass::workspace::Shape;
+use super::pass::{Direction, MaskPlan, Outputs, Pass, PassScalars, Prepared, Workspace};
+use crate::backend::{AttentionDims, Backend, Scalar};
+use crate::error::{Error, Result};
+
+/// The epsilon of every LayerNorm in OPT (PyTorch's default; OPT's config has no key
+/// for it).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// An OPT model whose parameters live on a backend.
+pub struct Opt<T: Scalar, B: Backend<T>> {
+    backend: B,
+    config: OptConfig,
+    layout: ParamLayout,
+    params: B::Buf,
+    tensors: Tensors,
+    _scalar: PhantomData<T>,
+}
+
+/// The workspace of OPT's passes.
+pub type OptWorkspace<T, B> = Workspace<T, B, OptBuffers<<B as Backend<T>>::Buf>>;
+
+/// The first non-finite value of `values`, as an error naming its coordinate.
+fn check_finite<T: Scalar>(
+    what: &str,
+    values: &[T],
+    name_of: impl Fn(usize) -> String,
+) -> Result<()> {
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite(format!(
+            "{what}: {} at {}",
+            values[i].to_f64(),
+            name_of(i)
+        ))),
+    }
+}
+
+impl<T: Scalar, B: Backend<T>> Opt<T, B> {
+    /// Uploads `params` (the flat vector in [`ParamLayout`] order) to `backend`.
+    pub fn new(backend: B, config: OptConfig, params: &[T]) -> Result<Self> {
+        let layout = ParamLayout::new(&config);
+        check_len(&layout, params.len())?;
+        check_finite("parameter", params, |i| describe(&layout, i))?;
+        let tensors = Tensors::resolve(&layout, &config)?;
+        let params = backend.upload(params)?;
+        Ok(Opt {
+            backend,
+            config,
+            layout,
+            params,
+            tensors,
+            _scalar: PhantomData,
+        })
+    }
+
+    pub fn config(&self) -> &OptConfig {
+        &self.config
+    }
+
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Number of parameters N.
+    pub fn num_params(&self) -> usize {
+        self.layout.total()
+    }
+
+    /// Which pass stage a tensor belongs to: 0 the embeddings, `l + 1` decoder block
+    /// `l`, `layers + 1` the top (final LayerNorm, `project_out`, LM head).
+    fn stage(&self, entry: usize) -> usize {
+        match self.layout.entries()[entry].role {
+            ParamRole::TokenEmbedding | ParamRole::PositionEmbedding | ParamRole::ProjectIn => 0,
+            ParamRole::Layer { layer, .. } => layer + 1,
+            _ => self.config.num_hidden_layers + 1,
+        }
+    }
+
+    /// Splits the sorted, distinct flat indices `mask` by tensor, for masked passes
+    /// and in-place updates.
+    pub fn mask_plan(&self, mask: &[u64]) -> Result<MaskPlan<T, B>> {
+        MaskPlan::new(&self.backend, &self.layout, |e| self.stage(e), mask)
+    }
+
+    // ---- parameters that move ----
+
+    /// The whole parameter vector, downloaded.
+    pub fn params(&self) -> Result<Vec<T>> {
+        let b = &self.backend;
+        let mut host = vec![T::ZERO; self.num_params()];
+        b.download(b.view(&self.params), &mut host)?;
+        Ok(host)
+    }
+
+    /// Replaces every parameter with `params` (the flat vector in layout order).
+    pub fn set_params(&mut self, params: &[T]) -> Result<()> {
+        check_len(&self.layout, params.len())?;
+        check_finite("parameter", params, |i| describe(&self.layout, i))?;
+        let b = &self.backend;
+        b.write(b.view_mut(&mut self.params), params)
+    }
+
+    /// The parameters at `plan`'s coordinates (a k-vector in mask order).
+    pub fn values_at_mask(&self, plan: &MaskPlan<T, B>) -> Result<Vec<T>> {
+        let b = &self.backend;
+        let mut values = b.zeros(plan.len())?;
+        for (e, em) in plan.entries() {
+            let dst = b.sub_mut(b.view_mut(&mut values), em.k_range.clone());
+            b.gather_add(dst, &em.idx, self.weight(e));
+        }
+        let mut host = vec![T::ZERO; plan.len()];
+        b.download(b.view(&values), &mut host)?;
+        Ok(host)
+    }
+
+    /// `theta[mask] = values` for the k-vector `values`.
+    pub fn set_at_mask(&mut self, plan: &MaskPlan<T, B>, values: &[T]) -> Result<()> {
+        self.check_masked("value", plan, values)?;
+        let b = &self.backend;
+        let values = b.upload(values)?;
+        self.scatter_at_mask(plan, &values);
+        Ok(())
+    }
+
+    /// `theta[mask] += delta` for the k-vector `delta`, in the parameters' precision:
+    /// the same bits as adding on the host. Only `delta` is checked for finiteness
+    /// (the parameters were checked when they were set), so an update costs `O(k)`.
+    pub fn add_at_mask(&mut self, plan: &MaskPlan<T, B>, delta: &[T]) -> Result<()> {
+        self.check_masked("update", plan, delta)?;
+        let b = &self.backend;
+        // Mask indices are distinct, so gather, add and scatter back is exact.
+        let mut moved = b.upload(delta)?;
+        for (e, em) in plan.entries() {
+            let dst = b.sub_mut(b.view_mut(&mut moved), em.k_range.clone());
+            b.gather_add(dst, &em.idx, self.weight(e));
+        }
+        self.scatter_at_mask(plan, &moved);
+        Ok(())
+    }
+
+    fn check_masked(&self, what: &str, plan: &MaskPlan<T, B>, values: &[T]) -> Result<()> {
+        if values.len() != plan.len() {
+            return Err(Error::arg(
+                what,
+                format!(
+                    "expected {} values (one per masked coordinate), found {}",
+                    plan.len(),
+                    values.len()
+                ),
+            ));
+        }
+        check_finite(what, values, |i| {
+            let (e, em) = plan
+                .entries()
+                .find(|(_, em)| em.k_range.contains(&i))
+                .expect("every k-vector position belongs to a tensor"); // invariant: the plan's ranges tile 0..k
+            format!(
+                "masked coordinate {i} (in `{}`, {} of the tensor's masked entries)",
+                self.layout.entries()[e].name,
+                i - em.k_range.start
+            )
+        })
+    }
+
+    /// `theta[mask] = values` for a k-vector on the backend.
+    fn scatter_at_mask(&mut self, plan: &MaskPlan<T, B>, values: &B::Buf) {
+        let b = &self.backend;
+        for (e, em) in plan.entries() {
+            let range = self.layout.entries()[e].range();
+            let dst = b.sub_mut(b.view_mut(&mut self.params), range);
+            b.scatter(dst, &em.idx, b.sub(b.view(values), em.k_range.clone()));
+        }
+    }
+
+    fn weight(&self, e: usize) -> B::View<'_> {
+        let b = &self.backend;
+        b.sub(b.view(&self.params), self.layout.entries()[e].range())
+    }
+
+    // ---- passes ----
+
+    /// Checks `batch` against the model and uploads what the kernels need.
+    pub fn prepare(&self, batch: &Batch) -> Result<Prepared<T, B>> {
+        batch.validate(&self.config)?;
+        let t = &batch.tokens;
+        let positions = embedding::positions(&t.attention_mask, t.batch, t.seq);
+        Prepared::upload(&self.backend, batch, &positions)
+    }
+
+    /// The workspace for `prepared`'s shape, reusing `slot` when it fits.
+    pub(crate) fn workspace<'w>(
+        &self,
+        slot: &'w mut Option<OptWorkspace<T, B>>,
+        prepared: &Prepared<T, B>,
+        dual: bool,
+    ) -> Result<&'w mut OptWorkspace<T, B>> {
+        let shape = Shape {
+            batch: prepared.batch,
+            seq: prepared.seq,
+            dual,
+        };
+        let dims = Dims::new(&self.config, shape.batch, shape.seq);
+        Workspace::reuse(slot, &self.backend, shape, || {
+            OptBuffers::new(&self.backend, &self.config, dims, dual)
+        })
+    }
+
+    /// The LM head as the passes run it.
+    fn head(&self) -> LmHead {
+        LmHead {
+            weight: self.tensors.head,
+            embed: self.config.word_embed_proj_dim,
+            vocab: self.config.vocab_size,
+        }
+    }
+}
+
+fn check_len(layout: &ParamLayout, len: usize) -> Result<()> {
+    if len == layout.total() {
+        return Ok(());
+    }
+    Err(Error::ShapeMismatch {
+        name: "flat parameter vector".into(),
+        expected: vec![layout.total()],
+        found: vec![len],
+    })
+}
+
+/// `parameter i (in `name`)`.
+fn describe(layout: &ParamLayout, i: usize) -> String {
+    let name = layout.entry_of(i).map_or("?", |e| e.name.as_str());
+    format!("parameter {i} (in `{name}`)")
+}
+
+/// The sizes of one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dims {
+    batch: usize,
+    seq: usize,
+    rows: usize,
+    hidden: usize,
+    embed: usize,
+    ffn: usize,
+    heads: usize,
+    layers: usize,
+}
+
+impl Dims {
+    fn new(c: &OptConfig, batch: usize, seq: usize) -> Self {
+        Dims {
+            batch,
+            seq,
+            rows: batch * seq,
+            hidden: c.hidden_size,
+            embed: c.word_embed_proj_dim,
+            ffn: c.ffn_dim,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+        }
+    }
+
+    fn attention(&self) -> AttentionDims {
+        AttentionDims {
+            batch: self.batch,
+            seq: self.seq,
+            heads: self.heads,
+            head_dim: self.hidden / self.heads,
+        }
+    }
+}
+
+/// One pass of OPT over one batch: the generic [`Pass`] with the model's tensors
+/// and sizes.
+pub(crate) struct OptPass<'a, T: Scalar, B: Backend<T>> {
+    p: Pass<'a, T, B>,
+    m: &'a Opt<T, B>,
+    d: Dims,
+    /// Run the LM head on every row (for the logits), not only on the scored ones.
+    all_rows: bool,
+}
+
+impl<'a, T: Scalar, B: Backend<T>> OptPass<'a, T, B> {
+    pub fn new(m: &'a Opt<T, B>, prepared: &Prepared<T, B>, dir: &'a Direction<'a, T, B>) -> Self {
+        let b = &m.backend;
+        let d = Dims::new(&m.config, prepared.batch, prepared.seq);
+        OptPass {
+            p: Pass::new(b, b.view(&m.params), &m.layout, d.rows, dir),
+            m,
+            d,
+            all_rows: false,
+        }
+    }
+
+    /// Computes the logits of every row (see [`Workspace::logits`]); otherwise the
+    /// LM head runs only on the rows a loss reads.
+    pub fn all_rows(mut self) -> Self {
+        self.all_rows = true;
+        self
+    }
+
+    /// Forward, loss, and (when `outs` is given) the reverse sweep, for one batch;
+    /// `scale` is one over the dataset's number of loss terms.
+    pub fn run(
+        &self,
+        ws: &mut OptWorkspace<T, B>,
+        batch: &Prepared<T, B>,
+        scale: f64,
+        outs: Option<&mut Outputs<'_, T, B>>,
+    ) -> Result<PassScalars> {
+        debug_assert!(ws.shape().dual == self.p.dual && ws.shape().seq == self.d.seq);
+        let rows = batch.head_rows(self.all_rows);
+        let reverse = outs.is_some();
+        let (b, head) = (self.p.b, self.m.head());
+        ws.head
+            .reserve(b, head, rows.n, self.p.pair_len(), reverse)?;
+        let x_live = self.forward(&mut ws.stored, batch);
+        let x = ws.stored.head_input(&self.m.config);
+        self.p.head_forward(head, &mut ws.head, x, x_live, &rows);
+        let scalars = self.p.loss(&mut ws.head, batch, &rows, scale, reverse)?;
+        if let Some(outs) = outs {
+            ws.stored.adjoints(b, &self.m.config, self.d, self.p.dual)?;
+            self.reverse(&mut ws.stored, &mut ws.head, batch, &rows, outs);
+        }
+        Ok(scalars)
+    }
+}
