@@ -6,7 +6,7 @@ mod common;
 
 use maskscape::backend::{Backend, Cpu, Scalar};
 use maskscape::data::{ClassificationExample, Dataset, LmExample};
-use maskscape::mask::{Mask, MaskSpec};
+use maskscape::mask::{Mask, MaskSpec, RatioOf, Scope};
 use maskscape::model::batch::{Padding, batches};
 use maskscape::model::verify::{Reference, rel_error, verify};
 use maskscape::model::{Batch, Checkpoint, Objective, Opt};
@@ -48,7 +48,8 @@ where
         report.table().to_text()
     );
     // every quantity the fixture holds was compared
-    let expected = if name == "opt-small-preln" { 7 } else { 9 };
+    // (the gradient is also compared at the mask, through the masked path)
+    let expected = if name == "opt-small-preln" { 8 } else { 10 };
     assert_eq!(
         report.checks.iter().filter(|c| c.skipped.is_none()).count(),
         expected
@@ -186,6 +187,70 @@ fn masked_hvp_equals_the_masked_rows_of_the_full_hvp() {
             let want = masked_rows_of_full(&mut obj, &mask, &vk, n);
             let e = rel_error(&masked, &want);
             assert!(e < 1e-12, "{name}, mask {label}: relative error {e:.1e}");
+        }
+    }
+}
+
+/// The masked gradient against the fixture's PyTorch gradient at its mask.
+fn check_masked_gradient<T: Scalar>(name: &str, tolerance: f64)
+where
+    Cpu: Backend<T>,
+{
+    let m = model::<T>(name);
+    let reference = Reference::load(&fixture(name).join("reference.safetensors")).unwrap();
+    let mask = reference.mask(m.num_params()).unwrap().unwrap();
+    let grad = &reference.grad.as_ref().unwrap().values;
+    let want: Vec<f64> = mask.indices().iter().map(|&i| grad[i as usize]).collect();
+    let data = [fixture_batch(name, m.config().vocab_size)];
+    let mut obj = Objective::new(&m, &data).unwrap();
+    obj.set_mask(mask.indices()).unwrap();
+    let (loss, got) = obj.masked_gradient().unwrap();
+    let got: Vec<f64> = got.iter().map(|x| x.to_f64()).collect();
+    let e = rel_error(&got, &want);
+    assert!(
+        e < tolerance,
+        "{name} in {}: relative error {e:.1e}",
+        T::NAME
+    );
+    assert!((loss - obj.loss().unwrap()).abs() <= 1e-6 * loss.abs());
+}
+
+#[test]
+fn masked_gradient_matches_pytorch_at_the_fixture_masks() {
+    for name in ["opt-tiny-preln", "opt-tiny-postln-proj", "opt-small-preln"] {
+        check_masked_gradient::<f64>(name, 1e-12);
+        check_masked_gradient::<f32>(name, 1e-5);
+    }
+}
+
+#[test]
+fn masked_gradient_equals_the_dense_gradient_at_random_masks_of_every_scope() {
+    for name in ["opt-small-preln", "opt-tiny-postln-proj"] {
+        let m = model::<f64>(name);
+        let data = [fixture_batch(name, m.config().vocab_size)];
+        let mut obj = Objective::new(&m, &data).unwrap();
+        let (loss, dense) = obj.gradient().unwrap();
+        for (seed, scope) in [Scope::Qv, Scope::Attention, Scope::Linear, Scope::All]
+            .into_iter()
+            .enumerate()
+        {
+            let spec = MaskSpec {
+                scope,
+                ratio: 0.1,
+                ratio_of: RatioOf::Scope,
+                ..MaskSpec::paper(0.1, seed as u64)
+            };
+            let mask = Mask::draw(&spec, m.layout()).unwrap();
+            obj.set_mask(mask.indices()).unwrap();
+            let (masked_loss, got) = obj.masked_gradient().unwrap();
+            let want: Vec<f64> = mask.indices().iter().map(|&i| dense[i as usize]).collect();
+            let e = rel_error(&got, &want);
+            let ctx = format!("{name}, scope {}", scope.name());
+            assert!(e < 1e-13, "{ctx}: relative error {e:.1e}");
+            assert!(
+                (masked_loss - loss).abs() <= 1e-15 * loss.abs(),
+                "{ctx}: loss"
+            );
         }
     }
 }

@@ -22,8 +22,8 @@ pub enum BenchCommand {
     /// The theory lab: the n=200, d=20000 eigenvalue sweep (target < 20 s) and the
     /// theory specs of `reproduce` (target < 120 s).
     Theory(TheoryBenchArgs),
-    /// Exact Hessian-vector products of OPT: forward, gradient, full and masked HVP
-    /// of a random model on random tokens.
+    /// Exact derivatives of OPT: forward, gradient, masked gradient, full and masked
+    /// HVP of a random model on random tokens.
     Hvp(HvpArgs),
     /// The spectral toolkit: time per product spent outside the operator by the
     /// Lanczos modes at large dimensions (full reorthogonalization where its basis

@@ -101,7 +101,7 @@ impl PhaseTimes {
 /// The phases of `bench hvp` and the arithmetic floor they are measured against.
 #[derive(Clone, Debug)]
 pub struct HvpBench {
-    /// Forward (loss), gradient, full HVP and masked HVP.
+    /// Forward (loss), gradient, masked gradient, full HVP and masked HVP.
     pub phases: Vec<PhaseTimes>,
     /// One forward sweep's matrix products (`F`), timed like a phase.
     pub floor: PhaseTimes,
@@ -220,7 +220,8 @@ impl<T: Scalar, B: Backend<T>> Products<T, B> {
     }
 }
 
-/// Times forward (loss), gradient, full HVP and masked HVP of `model` on `data`
+/// Times forward (loss), gradient, masked gradient, full HVP and masked HVP of
+/// `model` on `data`
 /// with the mask `mask` (sorted flat indices), and the floor `F` of the first
 /// batch's shapes. The probe vectors are standard normal draws from `seed`.
 pub fn bench_hvp<T: Scalar, B: Backend<T>>(
@@ -250,7 +251,8 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     let mut grad = b.zeros(n)?;
     let mut hvp = b.zeros(n)?;
     let mut hvp_k = b.zeros(mask.len())?;
-    progress.start((5 * (reps + warmup)) as u64, "benchmark");
+    let mut grad_k = b.zeros(mask.len())?;
+    progress.start((6 * (reps + warmup)) as u64, "benchmark");
     let mut first = [T::from_f64(0.0)];
     // A download is ordered after every kernel launched before it (one stream).
     let mut wait_for_device = || b.download(b.sub(b.view(&v), 0..1), &mut first);
@@ -273,6 +275,9 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
         time("forward", &mut || objective.loss().map(drop))?,
         time("gradient", &mut || {
             objective.gradient_into(&mut grad).map(drop)
+        })?,
+        time("masked gradient", &mut || {
+            objective.masked_gradient_into(&mut grad_k).map(drop)
         })?,
         time("hvp", &mut || {
             objective.hvp_into(&v, &mut hvp, None).map(drop)

@@ -269,7 +269,7 @@ impl Reference {
     }
 
     /// The mask as sorted flat indices, checked against N.
-    fn mask(&self, n: usize) -> Result<Option<Mask>> {
+    pub fn mask(&self, n: usize) -> Result<Option<Mask>> {
         let Some(idx) = &self.mask_idx else {
             return Ok(None);
         };
@@ -470,6 +470,13 @@ pub fn verify<T: Scalar, B: Backend<T>>(
     if let Some(mask) = reference.mask(n)? {
         let k = mask.len();
         objective.set_mask(mask.indices())?;
+        if let Some(t) = &reference.grad {
+            // the masked path's own gradient, against the reference's rows at the mask
+            let want = reference.checked("grad", t, &[n])?;
+            let want: Vec<f64> = mask.indices().iter().map(|&i| want[i as usize]).collect();
+            let (_, ours) = objective.masked_gradient()?;
+            push("grad_masked", &to_f64(&ours), &want, tol.grad);
+        }
         if let Some(t) = &reference.hvp_masked {
             let v = v.ok_or_else(|| {
                 Error::file(

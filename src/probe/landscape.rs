@@ -31,6 +31,7 @@ use super::operator::HessianOperator;
 use super::output::{read_eigenvectors, record_identities};
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
+use crate::model::objective::ObjectiveBuffers;
 use crate::model::{Objective, Opt, ParamLayout};
 use crate::progress::Progress;
 use crate::report::table::format_float;
@@ -290,22 +291,31 @@ impl BackendJob for LandscapeJob<'_> {
         } else {
             vec![0.0]
         };
-        let mut working = params.clone();
+        let hvps = op.products();
+        drop(op);
+        // The grid moves only the masked coordinates, in place on the backend: one
+        // model and one set of pass buffers for every point.
+        let mut network = network;
+        let plan = network.mask_plan(&indices)?;
+        let base: Vec<T> = indices.iter().map(|&i| params[i as usize]).collect();
+        let mut moved = base.clone();
+        let mut buffers = ObjectiveBuffers::default();
         let mut loss = Vec::with_capacity(alphas.len() * betas.len());
         progress.start((alphas.len() * betas.len()) as u64, "landscape");
         for &beta in &betas {
             for &alpha in &alphas {
                 progress.check()?;
-                for (i, &flat) in indices.iter().enumerate() {
+                for (i, x) in moved.iter_mut().enumerate() {
                     let mut shift = alpha * directions[0].1[i];
                     if let Some((_, d2)) = directions.get(1) {
                         shift += beta * d2[i];
                     }
-                    let flat = flat as usize;
-                    working[flat] = params[flat] + T::from_f64(shift);
+                    *x = base[i] + T::from_f64(shift);
                 }
-                let moved = Opt::new(backend.clone(), model.config().clone(), &working)?;
-                loss.push(Objective::new(&moved, &data.batches)?.loss()?);
+                network.set_at_mask(&plan, &moved)?;
+                let mut objective = Objective::with_buffers(&network, &data.batches, buffers)?;
+                loss.push(objective.loss()?);
+                buffers = objective.into_buffers();
                 progress.advance(1);
             }
         }
@@ -336,7 +346,7 @@ impl BackendJob for LandscapeJob<'_> {
             betas,
             loss,
             quadratic,
-            hvps: op.products(),
+            hvps,
             model_sha256: model.sha256.clone(),
             data_sha256: data.sha256.clone(),
             mask_spec: resolved.mask.as_ref().and_then(|m| m.spec.clone()),

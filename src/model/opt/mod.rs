@@ -360,3 +360,118 @@ impl<'a, T: Scalar, B: Backend<T>> OptPass<'a, T, B> {
         Ok(scalars)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::error::Error;
+    use crate::mask::{Mask, MaskSpec, RatioOf, Scope};
+    use crate::model::Checkpoint;
+    use crate::model::objective::Objective;
+    use crate::model::verify::Reference;
+    use crate::testing::{TestResult, fixture};
+
+    fn tiny() -> TestResult<(Opt<f64, Cpu>, Vec<f64>, Batch)> {
+        let ckpt = Checkpoint::<f64>::load(&fixture("opt-tiny-preln"))?;
+        let model = Opt::new(Cpu, ckpt.config.clone(), &ckpt.params)?;
+        let reference = Reference::load(&fixture("opt-tiny-preln").join("reference.safetensors"))?;
+        let batch = reference.to_batch(ckpt.config.vocab_size)?;
+        Ok((model, ckpt.params, batch))
+    }
+
+    /// A mask over every kind of tensor: matrices (sparse paths) and the small
+    /// biases and LayerNorm parameters (dense scratch).
+    fn mixed_mask(model: &Opt<f64, Cpu>) -> TestResult<Mask> {
+        let spec = MaskSpec {
+            scope: Scope::All,
+            ratio: 0.2,
+            ratio_of: RatioOf::Scope,
+            ..MaskSpec::paper(0.2, 5)
+        };
+        Ok(Mask::draw(&spec, model.layout())?)
+    }
+
+    #[test]
+    fn masked_updates_move_exactly_the_masked_coordinates() -> TestResult {
+        let (mut model, params, _) = tiny()?;
+        let mask = mixed_mask(&model)?;
+        let plan = model.mask_plan(mask.indices())?;
+        let delta: Vec<f64> = (0..mask.len()).map(|i| 0.01 * (i as f64 - 7.5)).collect();
+        let before = model.values_at_mask(&plan)?;
+        let want_before: Vec<f64> = mask.indices().iter().map(|&i| params[i as usize]).collect();
+        assert_eq!(before, want_before);
+
+        model.add_at_mask(&plan, &delta)?;
+        let mut want = params.clone();
+        for (&i, d) in mask.indices().iter().zip(&delta) {
+            want[i as usize] += d;
+        }
+        // the same bits as adding on the host, and nothing else moved
+        assert_eq!(model.params()?, want);
+
+        model.set_at_mask(&plan, &before)?;
+        assert_eq!(model.params()?, params);
+        Ok(())
+    }
+
+    #[test]
+    fn a_moved_model_computes_what_a_rebuilt_one_does() -> TestResult {
+        let (mut model, params, batch) = tiny()?;
+        let mask = mixed_mask(&model)?;
+        let plan = model.mask_plan(mask.indices())?;
+        let delta: Vec<f64> = (0..mask.len())
+            .map(|i| 0.1 * ((i % 7) as f64 - 3.0))
+            .collect();
+        let data = std::slice::from_ref(&batch);
+        // buffers from the unmoved model are reused after the move
+        let mut objective = Objective::new(&model, data)?;
+        objective.set_mask(mask.indices())?;
+        let loss_before = objective.loss()?;
+        let buffers = objective.into_buffers();
+        model.add_at_mask(&plan, &delta)?;
+        let mut moved = Objective::with_buffers(&model, data, buffers)?;
+        let (loss, grad) = moved.masked_gradient()?;
+
+        let mut shifted = params;
+        for (&i, d) in mask.indices().iter().zip(&delta) {
+            shifted[i as usize] += d;
+        }
+        let rebuilt = Opt::new(Cpu, model.config().clone(), &shifted)?;
+        let mut fresh = Objective::new(&rebuilt, data)?;
+        fresh.set_mask(mask.indices())?;
+        let (want_loss, want_grad) = fresh.masked_gradient()?;
+        assert_ne!(loss, loss_before);
+        assert_eq!(loss.to_bits(), want_loss.to_bits());
+        assert_eq!(grad, want_grad);
+
+        model.set_params(&shifted)?;
+        assert_eq!(model.params()?, shifted);
+        Ok(())
+    }
+
+    #[test]
+    fn a_non_finite_update_is_refused_naming_its_tensor() -> TestResult {
+        let (mut model, params, _) = tiny()?;
+        let mask = mixed_mask(&model)?;
+        let plan = model.mask_plan(mask.indices())?;
+        let mut delta = vec![0.0; mask.len()];
+        delta[3] = f64::NAN;
+        let err = model.add_at_mask(&plan, &delta).unwrap_err();
+        assert!(matches!(err, Error::NonFinite(_)), "{err}");
+        let name = &model
+            .layout()
+            .entry_of(mask.indices()[3] as usize)
+            .ok_or("index outside the layout")?
+            .name;
+        assert!(err.to_string().contains(name.as_str()), "{err}");
+        // nothing moved
+        assert_eq!(model.params()?, params);
+        let short = model.add_at_mask(&plan, &delta[1..]).unwrap_err();
+        assert!(short.to_string().contains("expected"), "{short}");
+        let mut bad = params.clone();
+        bad[10] = f64::INFINITY;
+        assert!(matches!(model.set_params(&bad), Err(Error::NonFinite(_))));
+        Ok(())
+    }
+}
