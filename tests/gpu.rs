@@ -65,7 +65,8 @@ where
     println!("{name} {} on {}:\n{table}", T::NAME, cuda.description());
     assert!(report.passed(), "{name} in {}:\n{table}", T::NAME);
     // every quantity the fixture holds was compared
-    let expected = if name == "opt-small-preln" { 7 } else { 9 };
+    // (the gradient is also compared at the mask, through the masked path)
+    let expected = if name == "opt-small-preln" { 8 } else { 10 };
     assert_eq!(
         report.checks.iter().filter(|c| c.skipped.is_none()).count(),
         expected,
@@ -287,4 +288,147 @@ fn lanczos_on_the_gpu_reproduces_the_cpu_top_eigenvalues() {
             "eigenvalue {i}: cpu {c}, gpu {g}, relative {e:.1e}"
         );
     }
+}
+
+/// `|got - want| <= tol * max(scale, 1)` entry by entry.
+fn assert_close(what: &str, got: &[f64], want: &[f64], scale: f64, tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * scale.max(1.0),
+            "{what}[{i}]: cuda {g} vs host {w} (tolerance {tol} x {scale})"
+        );
+    }
+}
+
+fn max_abs(x: &[f64]) -> f64 {
+    x.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// The Hessian on device vectors against the same operator through the host
+/// path (same model, same kernels: only the casts, the scatter and the gather
+/// differ), on the tiny fixture, for the masked, gathered and full products;
+/// and the masked product against the PyTorch fixture.
+#[test]
+fn hessian_on_device_vectors_matches_its_host_path() {
+    use maskscape::backend::cuda::CudaSpace;
+    use maskscape::probe::inputs::data_spec;
+    use maskscape::probe::operator::ProductPath;
+    use maskscape::probe::{DataInputs, DataRequest};
+    use maskscape::spectral::{OperatorOn, VectorSpace};
+
+    let Some(cuda) = gpu() else { return };
+    let dir = fixture("opt-tiny-preln");
+    let reference = Reference::load(&dir.join("reference.safetensors")).unwrap();
+    let checkpoint = Checkpoint::<f64>::load(&dir).unwrap();
+    let model = Opt::new(cuda.clone(), checkpoint.config.clone(), &checkpoint.params).unwrap();
+    let spec = data_spec(
+        &dir.join("reference.safetensors"),
+        None,
+        None,
+        None,
+        &[],
+        None,
+        0,
+    );
+    let request = DataRequest {
+        spec: spec.unwrap(),
+        tokenizer: None,
+        batch_rows: 8,
+    };
+    let data = DataInputs::load(&request, &dir, &checkpoint.config).unwrap();
+    let mask: Vec<u64> = reference
+        .mask_idx
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|&i| i as u64)
+        .collect();
+    let v = &reference.v.as_ref().unwrap().values;
+    let masked_want = &reference.hvp_masked.as_ref().unwrap().values;
+    let cases = [
+        (Restriction::Indices(mask.clone()), ProductPath::Masked),
+        (Restriction::Indices(mask.clone()), ProductPath::Gathered),
+        (Restriction::Full, ProductPath::Auto),
+    ];
+    for (restriction, path) in cases {
+        let op = HessianOperator::with_path(&model, &data.batches, &restriction, path).unwrap();
+        let n = LinearOperator::dim(&op);
+        let x: Vec<f64> = match &restriction {
+            Restriction::Indices(idx) => idx.iter().map(|&i| v[i as usize]).collect(),
+            Restriction::Full => v.clone(),
+        };
+        let mut host_y = vec![0.0; n];
+        op.apply(&x, &mut host_y).unwrap();
+        let space = CudaSpace::new(cuda.clone(), n);
+        let dx = space.upload(&x).unwrap();
+        let mut dy = space.zeros().unwrap();
+        op.apply_in(&space, &dx, &mut dy).unwrap();
+        let device_y = space.download(&dy).unwrap();
+        let what = format!("{path:?} product");
+        assert_close(&what, &device_y, &host_y, max_abs(&host_y), 1e-12);
+        if matches!(restriction, Restriction::Indices(_)) {
+            let what = format!("{path:?} product against PyTorch");
+            assert_close(&what, &device_y, masked_want, max_abs(masked_want), 1e-9);
+        }
+        assert_eq!(op.products(), 2, "both products counted");
+    }
+}
+
+/// The masked gradient of OPT-125m shapes on the GPU against the CPU's, before
+/// and after moving the masked coordinates in place (the same bits on both: an
+/// add in `T` is exact rounding on either device).
+fn masked_gradient_matches_cpu<T: Scalar>(tol: f64)
+where
+    Cpu: Backend<T>,
+    Cuda: Backend<T>,
+{
+    let Some(cuda) = gpu() else { return };
+    let problem = opt_125m::<T>();
+    let delta = normal::<T>(problem.mask.len(), 3);
+    fn both<T: Scalar, B: Backend<T>>(
+        backend: B,
+        problem: &Problem<T>,
+        delta: &[T],
+    ) -> (Vec<f64>, Vec<f64>, Vec<T>) {
+        let c = &problem.checkpoint;
+        let mut model = Opt::new(backend, c.config.clone(), &c.params).unwrap();
+        let mut objective = Objective::new(&model, &problem.data).unwrap();
+        objective.set_mask(&problem.mask).unwrap();
+        let before = to_f64(&objective.masked_gradient().unwrap().1);
+        let buffers = objective.into_buffers();
+        let plan = model.mask_plan(&problem.mask).unwrap();
+        model.add_at_mask(&plan, delta).unwrap();
+        let moved = model.values_at_mask(&plan).unwrap();
+        let mut objective = Objective::with_buffers(&model, &problem.data, buffers).unwrap();
+        let after = to_f64(&objective.masked_gradient().unwrap().1);
+        (before, after, moved)
+    }
+    let (cpu_before, cpu_after, cpu_moved) = both(Cpu, &problem, &delta);
+    let (gpu_before, gpu_after, gpu_moved) = both(cuda.clone(), &problem, &delta);
+    let (e_before, e_after) = (
+        rel_error(&gpu_before, &cpu_before),
+        rel_error(&gpu_after, &cpu_after),
+    );
+    println!(
+        "opt-125m 2 x 32 {} masked gradient on {}: {e_before:.2e}, after a move {e_after:.2e}",
+        T::NAME,
+        cuda.description()
+    );
+    assert!(gpu_moved == cpu_moved, "the moved coordinates differ");
+    assert!(
+        e_before < tol,
+        "masked gradient: {e_before:.2e} >= {tol:.0e}"
+    );
+    assert!(e_after < tol, "after the move: {e_after:.2e} >= {tol:.0e}");
+}
+
+#[test]
+fn masked_gradient_matches_the_cpu_on_opt_125m_in_f64() {
+    masked_gradient_matches_cpu::<f64>(1e-10);
+}
+
+#[test]
+fn masked_gradient_matches_the_cpu_on_opt_125m_in_f32() {
+    masked_gradient_matches_cpu::<f32>(1e-4);
 }

@@ -178,6 +178,58 @@ impl<T: CudaScalar> SpectralBackend<T> for Cuda {
     }
 }
 
+/// The Hessian of a model on the CUDA backend, applied to device-resident f64
+/// vectors: the input is cast to the model's precision on the device (scattered
+/// into the zero N-vector on the gathered path), the product runs on the model's
+/// buffers, and the output is cast (gathered) back. The only host traffic is one
+/// reduction that rejects non-finite products, as the host path does. `space` must
+/// be on the model's device.
+impl<T: CudaScalar> OperatorOn<CudaSpace> for HessianOperator<'_, T, Cuda> {
+    fn dim(&self) -> usize {
+        LinearOperator::dim(self)
+    }
+
+    fn name(&self) -> String {
+        LinearOperator::name(self)
+    }
+
+    fn apply_in(
+        &self,
+        space: &CudaSpace,
+        x: &<CudaSpace as VectorSpace>::Vector,
+        y: &mut <CudaSpace as VectorSpace>::Vector,
+    ) -> Result<()> {
+        let n = LinearOperator::dim(self);
+        if space.dim() != n {
+            return Err(Error::ShapeMismatch {
+                name: "Hessian operand".into(),
+                expected: vec![n],
+                found: vec![space.dim()],
+            });
+        }
+        // Counted inside the product, so its synchronization makes the product's
+        // time the device's time, not the launches'.
+        let mut nonfinite = 0;
+        self.apply_on_backend(
+            |_, input, index| space.cast_into(x, input, index),
+            |_, output, index| {
+                space.cast_from(output, y, index)?;
+                nonfinite = space.count_nonfinite(y)?;
+                Ok(())
+            },
+        )?;
+        if nonfinite > 0 {
+            let host = space.download(y)?;
+            let i = host.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(Error::NonFinite(format!(
+                "entry {i} of a Hessian-vector product (overflow in {}? try --dtype f64)",
+                T::NAME
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A [`HessianOperator`] acting on the vectors of its backend's space (see
 /// [`SpectralBackend`]); its products run in the model's precision, which it
 /// reports to the algorithms.

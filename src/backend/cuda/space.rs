@@ -22,10 +22,11 @@
 //! - Random vectors are drawn on the host with [`crate::rng`] exactly as the host
 //!   space draws them (same seed, same numbers), then uploaded.
 //!
-//! The Hessian of a model on the CUDA backend acts on these vectors directly
-//! ([`OperatorOn<CudaSpace>`] for [`HessianOperator`]): the f64 vector is cast
-//! (or scattered, on the gathered path) into the model's precision on the device,
-//! the product runs, and the result is cast back; nothing crosses to the host.
+//! A model's Hessian acts on these vectors directly (the probe's
+//! `OperatorOn<CudaSpace>`): [`CudaSpace::cast_into`] casts the f64 vector (or
+//! scatters it, on the gathered path) into the model's precision on the device, the
+//! product runs, and [`CudaSpace::cast_from`] casts the result back; nothing crosses
+//! to the host.
 //!
 //! Launch failures are latched by [`Cuda`] and surface at the next reduction or
 //! download, as for the backend's kernels.
@@ -37,8 +38,6 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
 use super::runtime::{elements, scalar, size};
 use super::{Cuda, CudaScalar};
 use crate::error::{Error, Result};
-use crate::probe::HessianOperator;
-use crate::spectral::OperatorOn;
 use crate::spectral::vector::{BlockDots, Precision, VectorSpace};
 
 /// Threads per block of every `vec_` kernel (a multiple of 32).
@@ -227,6 +226,53 @@ impl CudaSpace {
 
     fn lock(&self) -> MutexGuard<'_, Scratch> {
         self.scratch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `dst[i] = x[i]` in `T` (a model's precision), or `dst[idx[i]] = x[i]` when
+    /// `idx` is given (the rest of `dst` untouched): the operand of a product.
+    pub(crate) fn cast_into<T: CudaScalar>(
+        &self,
+        x: &CudaSlice<f64>,
+        dst: &mut CudaSlice<T>,
+        idx: Option<&CudaSlice<u32>>,
+    ) -> Result<()> {
+        self.check(x)?;
+        let (n, cuda) = (self.dim, &self.cuda);
+        match idx {
+            Some(idx) => cuda.launch::<T>(
+                "vec_scatter",
+                elements(n),
+                &[cuda.address(dst), cuda.address(idx), self.addr(x), size(n)],
+            ),
+            None => cuda.launch::<T>(
+                "vec_store",
+                elements(n),
+                &[cuda.address(dst), self.addr(x), 0, scalar(1.0), size(n)],
+            ),
+        }
+        Ok(())
+    }
+
+    /// `y[i] = src[i]` in f64, or `y[i] = src[idx[i]]` when `idx` is given: the
+    /// result of a product.
+    pub(crate) fn cast_from<T: CudaScalar>(
+        &self,
+        src: &CudaSlice<T>,
+        y: &mut CudaSlice<f64>,
+        idx: Option<&CudaSlice<u32>>,
+    ) -> Result<()> {
+        self.check(y)?;
+        let (n, cuda) = (self.dim, &self.cuda);
+        let ya = self.addr(y);
+        match idx {
+            Some(idx) => cuda.launch::<T>(
+                "vec_gather",
+                elements(n),
+                &[ya, cuda.address(src), cuda.address(idx), size(n)],
+            ),
+            None => cuda.launch::<T>("vec_load", elements(n), &[ya, cuda.address(src), size(n)]),
+        }
+        Ok(())
     }
 
     fn addr<U>(&self, buf: &CudaSlice<U>) -> u64 {
@@ -972,87 +1018,6 @@ impl CudaSpace {
     }
 }
 
-/// The Hessian of a model on the CUDA backend, applied to device-resident f64
-/// vectors: the input is cast to the model's precision on the device (scattered
-/// into the zero N-vector on the gathered path), the product runs on the model's
-/// buffers, and the output is cast (gathered) back. The only host traffic is one
-/// reduction that rejects non-finite products, as the host path does. `space` must
-/// be on the model's device.
-impl<T: CudaScalar> OperatorOn<CudaSpace> for HessianOperator<'_, T, Cuda> {
-    fn dim(&self) -> usize {
-        crate::spectral::LinearOperator::dim(self)
-    }
-
-    fn name(&self) -> String {
-        crate::spectral::LinearOperator::name(self)
-    }
-
-    fn apply_in(
-        &self,
-        space: &CudaSpace,
-        x: &CudaSlice<f64>,
-        y: &mut CudaSlice<f64>,
-    ) -> Result<()> {
-        let n = OperatorOn::<CudaSpace>::dim(self);
-        if space.dim() != n {
-            return Err(Error::ShapeMismatch {
-                name: "Hessian operand".into(),
-                expected: vec![n],
-                found: vec![space.dim()],
-            });
-        }
-        space.check(x)?;
-        space.check(y)?;
-        let (xa, ya) = (space.addr(x), space.addr(y));
-        let y: &CudaSlice<f64> = y;
-        // Counted inside the product, so its synchronization makes the product's
-        // time the device's time, not the launches'.
-        let nonfinite = std::cell::Cell::new(0);
-        self.apply_on_backend(
-            |cuda, input, index| {
-                match index {
-                    Some(idx) => cuda.launch::<T>(
-                        "vec_scatter",
-                        elements(n),
-                        &[cuda.address(input), cuda.address(idx), xa, size(n)],
-                    ),
-                    None => cuda.launch::<T>(
-                        "vec_store",
-                        elements(n),
-                        &[cuda.address(input), xa, 0, scalar(1.0), size(n)],
-                    ),
-                }
-                Ok(())
-            },
-            |cuda, output, index| {
-                match index {
-                    Some(idx) => cuda.launch::<T>(
-                        "vec_gather",
-                        elements(n),
-                        &[ya, cuda.address(output), cuda.address(idx), size(n)],
-                    ),
-                    None => cuda.launch::<T>(
-                        "vec_load",
-                        elements(n),
-                        &[ya, cuda.address(output), size(n)],
-                    ),
-                }
-                nonfinite.set(space.count_nonfinite(y)?);
-                Ok(())
-            },
-        )?;
-        if nonfinite.get() > 0 {
-            let host = space.download(y)?;
-            let i = host.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(Error::NonFinite(format!(
-                "entry {i} of a Hessian-vector product (overflow in {}? try --dtype f64)",
-                T::NAME
-            )));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Every operation against [`HostSpace`] on the same data, and Lanczos on a
@@ -1069,7 +1034,7 @@ mod tests {
     use crate::spectral::testing::with_spectrum;
     use crate::spectral::vector::Distribution;
     use crate::spectral::{
-        HostBasis, HostSpace, LanczosOptions, Reorthogonalization, Which, lanczos,
+        HostBasis, HostSpace, LanczosOptions, OperatorOn, Reorthogonalization, Which, lanczos,
     };
     use crate::testing::TestResult;
 
@@ -1476,94 +1441,6 @@ mod tests {
                 let flipped: Vec<f64> = d.iter().map(|v| v * sign).collect();
                 assert_close("Ritz vector", &flipped, h, 1.0, vector_tol);
             }
-        }
-        Ok(())
-    }
-
-    /// The Hessian on device vectors against the same operator through the host
-    /// path (same model, same kernels: only the casts, the scatter and the gather
-    /// differ), on the tiny fixture, for the masked, gathered and full products;
-    /// and the masked product against the PyTorch fixture.
-    #[test]
-    fn hessian_on_device_vectors_matches_its_host_path() -> TestResult {
-        use std::path::PathBuf;
-
-        use crate::model::verify::Reference;
-        use crate::model::{Checkpoint, Opt};
-        use crate::probe::inputs::{DataInputs, DataRequest, data_spec};
-        use crate::probe::operator::{ProductPath, Restriction};
-        use crate::spectral::LinearOperator;
-
-        let Some(cuda) = device()? else {
-            return Ok(());
-        };
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/opt-tiny-preln");
-        let reference = Reference::load(&dir.join("reference.safetensors"))?;
-        let checkpoint = Checkpoint::<f64>::load(&dir)?;
-        let model = Opt::new(cuda.clone(), checkpoint.config.clone(), &checkpoint.params)?;
-        let request = DataRequest {
-            spec: data_spec(
-                &dir.join("reference.safetensors"),
-                None,
-                None,
-                None,
-                &[],
-                None,
-                0,
-            )?,
-            tokenizer: None,
-            batch_rows: 8,
-        };
-        let data = DataInputs::load(&request, &dir, &checkpoint.config)?;
-        let mask: Vec<u64> = reference
-            .mask_idx
-            .as_ref()
-            .ok_or("no mask in the fixture")?
-            .iter()
-            .map(|&i| i as u64)
-            .collect();
-        let v = &reference.v.as_ref().ok_or("no v in the fixture")?.values;
-        let masked_want = &reference
-            .hvp_masked
-            .as_ref()
-            .ok_or("no masked HVP in the fixture")?
-            .values;
-        let cases = [
-            (Restriction::Indices(mask.clone()), ProductPath::Masked),
-            (Restriction::Indices(mask.clone()), ProductPath::Gathered),
-            (Restriction::Full, ProductPath::Auto),
-        ];
-        for (restriction, path) in cases {
-            let op = HessianOperator::with_path(&model, &data.batches, &restriction, path)?;
-            let n = LinearOperator::dim(&op);
-            let x: Vec<f64> = match &restriction {
-                Restriction::Indices(idx) => idx.iter().map(|&i| v[i as usize]).collect(),
-                Restriction::Full => v.clone(),
-            };
-            let mut host_y = vec![0.0; n];
-            op.apply(&x, &mut host_y)?;
-            let space = CudaSpace::new(cuda.clone(), n);
-            let dx = space.upload(&x)?;
-            let mut dy = space.zeros()?;
-            op.apply_in(&space, &dx, &mut dy)?;
-            let device_y = space.download(&dy)?;
-            assert_close(
-                &format!("{path:?} product"),
-                &device_y,
-                &host_y,
-                max_abs(&host_y),
-                1e-12,
-            );
-            if matches!(restriction, Restriction::Indices(_)) {
-                assert_close(
-                    &format!("{path:?} product against PyTorch"),
-                    &device_y,
-                    masked_want,
-                    max_abs(masked_want),
-                    1e-9,
-                );
-            }
-            assert_eq!(op.products(), 2, "both products counted");
         }
         Ok(())
     }
