@@ -7,8 +7,10 @@
 //! - [`data`]: datasets, the paper's prompts, and tokenization into id-level examples.
 //! - [`model`]: OPT checkpoints and their exact Hessian-vector products.
 //! - [`probe`]: Hessian probes, landscapes and ratio sweeps of checkpoints on data.
-//! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
+//! - [`backend`]: the numerical backends the model runs on (CPU, and CUDA GPUs).
 //! - [`report`]: tables, figures and run manifests.
+//! - [`scalar`], [`stats`], [`rng`]: the element types, trial statistics and seeded
+//!   random streams every layer shares.
 //! - [`cli`]: the `maskscape` command line.
 
 pub mod backend;
@@ -22,7 +24,9 @@ pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod scalar;
 pub mod spectral;
+pub mod stats;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod theory;

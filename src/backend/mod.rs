@@ -6,9 +6,8 @@
 pub mod cpu;
 pub mod cuda;
 pub mod kernels;
-pub mod scalar;
 
 pub use cpu::Cpu;
 pub use cuda::Cuda;
 pub use kernels::{AttentionDims, Backend, Gemm, NO_TARGET};
-pub use scalar::Scalar;
+pub use crate::scalar::Scalar;

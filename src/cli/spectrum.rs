@@ -13,7 +13,7 @@ use crate::spectral::lanczos::Reorthogonalization;
 use crate::spectral::report::{Method, SpectrumConfig, run_spectrum};
 use crate::spectral::{DenseSymmetric, LinearOperator, Precision};
 use crate::theory::MaskedRegression;
-use crate::theory::data::Dataset;
+use crate::theory::data::Design;
 use crate::theory::hessian::{MaskedHessian, probe_mask};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -67,7 +67,7 @@ pub struct SpectrumArgs {
     r: f64,
     /// Distribution of the entries of X (theory problem).
     #[arg(long, value_enum, default_value = "uniform", requires = "theory")]
-    dist: crate::theory::Distribution,
+    dist: crate::theory::EntryLaw,
     /// Bernoulli(p) masks, or exactly round(p d) kept coordinates (theory problem).
     #[arg(long, value_enum, default_value = "bernoulli", requires = "theory")]
     mask: crate::theory::MaskKind,
@@ -176,7 +176,7 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
         None => {
             check_theory_flags(&args)?;
             config.validate(args.d)?;
-            let data = Dataset::generate(args.dist, args.n, args.d, args.r, args.seed);
+            let data = Design::generate(args.dist, args.n, args.d, args.r, args.seed);
             let mask = probe_mask(args.mask, args.ratio, args.n, args.d, args.seed);
             let problem = MaskedRegression::new(&data, mask, data.clean_targets().to_vec());
             let hessian = MaskedHessian::new(&problem);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cli::BarProgress;
 use crate::theory::output::write_run;
 use crate::theory::tables::terminal_views;
-use crate::theory::{Distribution, MaskKind, Part, Ratios, SweepSpec, run_sweep};
+use crate::theory::{EntryLaw, MaskKind, Part, Ratios, SweepSpec, run_sweep};
 
 /// Flags of `maskscape theory`; omitted flags take the paper's reference simulation
 /// (n 50, d 5000, U[0,1], sigma 0.5, ratios 1,0.5,0.1,0.05,0.01, 20 trials, seed 0).
@@ -38,7 +38,7 @@ pub struct TheoryArgs {
     seed: Option<u64>,
     /// Distribution of the entries of X.
     #[arg(long, value_enum)]
-    dist: Option<Distribution>,
+    dist: Option<EntryLaw>,
     /// Data matrix X (rows = samples) from a .npy or .csv file instead of drawing it.
     #[arg(long)]
     x: Option<PathBuf>,

@@ -17,7 +17,7 @@ use crate::report::Manifest;
 use crate::report::table::format_float;
 use crate::theory::figures::Figure;
 use crate::theory::output::{write_figures, write_tables};
-use crate::theory::stats::{Summary, log_log_slope};
+use crate::stats::{Summary, log_log_slope};
 use crate::theory::sweep::{ConfigResult, SweepResult, SweepSpec, run_sweep};
 use crate::theory::tables;
 

@@ -40,7 +40,7 @@ use crate::rng;
 use crate::spectral::{
     Distribution, LanczosOptions, LinearOperator, TraceEstimate, Which, hutch_plus_plus, lanczos,
 };
-use crate::theory::stats::Summary;
+use crate::stats::Summary;
 
 /// One checkpoint of a sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1089,7 +1089,7 @@ fn log_log_fit(points: impl IntoIterator<Item = (f64, f64)>) -> (f64, f64) {
         .filter(|&(x, y)| x > 0.0 && y > 0.0 && x.is_finite() && y.is_finite())
         .map(|(x, y)| (x.ln(), y.ln()))
         .collect();
-    let slope = crate::theory::stats::log_log_slope(logs.iter().map(|&(x, y)| (x.exp(), y.exp())));
+    let slope = crate::stats::log_log_slope(logs.iter().map(|&(x, y)| (x.exp(), y.exp())));
     if !slope.is_finite() {
         return (f64::NAN, f64::NAN);
     }

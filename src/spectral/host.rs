@@ -10,22 +10,16 @@
 
 use std::ops::Range;
 
-use rand::Rng as _;
-use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
-use super::vector::{BlockDots, Distribution, Precision, VectorSpace};
-use crate::backend::Scalar;
+use super::vector::{BlockDots, Distribution, Precision, VectorSpace, random_values};
+use crate::scalar::Scalar;
 use crate::error::{Error, Result};
-use crate::rng;
 
 /// Entries per work unit: 64 KiB of f64, small enough to stay in L2 while a block
 /// of basis vectors streams past it.
 const CHUNK: usize = 8192;
 
-/// Entries per random-number stream, so that random vectors are generated in
-/// parallel yet identical for every thread count.
-const RANDOM_CHUNK: usize = 1 << 16;
 
 /// The host vector space of dimension `n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,41 +201,6 @@ fn chunks_by_row<T>(vecs: &mut [Vec<T>]) -> Vec<Vec<&mut [T]>> {
         }
     }
     rows
-}
-
-/// Fills `out` with random values: chunk `c` of `RANDOM_CHUNK` entries comes from
-/// stream `stream_id([stream, c])` of `seed`, so the values do not depend on the
-/// thread count.
-pub(crate) fn fill_random(out: &mut [f64], distribution: Distribution, seed: u64, stream: u64) {
-    out.par_chunks_mut(RANDOM_CHUNK)
-        .enumerate()
-        .for_each(|(c, piece)| {
-            let mut rng = rng::stream(seed, rng::stream_id(&[stream, c as u64]));
-            match distribution {
-                Distribution::Rademacher => {
-                    for x in piece.iter_mut() {
-                        *x = if rng.random::<bool>() { 1.0 } else { -1.0 };
-                    }
-                }
-                Distribution::Gaussian => {
-                    for x in piece.iter_mut() {
-                        *x = rng.sample(StandardNormal);
-                    }
-                }
-            }
-        });
-}
-
-/// A fresh random vector of length `n` (see [`fill_random`]).
-pub(crate) fn random_values(
-    n: usize,
-    distribution: Distribution,
-    seed: u64,
-    stream: u64,
-) -> Vec<f64> {
-    let mut values = vec![0.0; n];
-    fill_random(&mut values, distribution, seed, stream);
-    values
 }
 
 impl VectorSpace for HostSpace {
@@ -889,19 +848,6 @@ mod tests {
         }
         space.basis_get(&basis, 2, &mut got)?;
         assert_eq!(got, vs[3]);
-        Ok(())
-    }
-
-    #[test]
-    fn random_vectors_are_reproducible_and_thread_independent() -> TestResult {
-        let n = 3 * RANDOM_CHUNK + 1;
-        let a = random_values(n, Distribution::Rademacher, 5, 9);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-        let b = pool.install(|| random_values(n, Distribution::Rademacher, 5, 9));
-        assert_eq!(a, b);
-        assert!(a.iter().all(|x| x.abs() == 1.0));
-        let c = random_values(n, Distribution::Rademacher, 5, 10);
-        assert_ne!(a, c);
         Ok(())
     }
 }

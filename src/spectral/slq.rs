@@ -470,7 +470,8 @@ mod wishart_tests {
     use super::*;
     use crate::progress::Silent;
     use crate::spectral::dense::DenseSymmetric;
-    use crate::spectral::host::{HostSpace, random_values};
+    use crate::spectral::host::HostSpace;
+    use crate::spectral::vector::random_values;
     use crate::testing::TestResult;
     use faer::Mat;
 

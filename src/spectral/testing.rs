@@ -3,8 +3,7 @@
 use faer::Mat;
 
 use super::dense::DenseSymmetric;
-use super::host::random_values;
-use super::vector::Distribution;
+use super::vector::{Distribution, random_values};
 
 /// `Q diag(spectrum) Qᵀ` with `Q` a product of three Householder reflections
 /// along random Gaussian directions: a dense symmetric matrix whose eigenvalues

@@ -21,7 +21,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+
 use crate::error::Result;
+use crate::rng;
 
 /// Precision in which a [`VectorSpace::Basis`] stores its vectors. The working
 /// vectors of every algorithm are always f64; `F32` halves the memory and the
@@ -68,7 +73,7 @@ pub trait VectorSpace: Sync {
     /// on every backend and for every thread count, so results do not depend on
     /// where the vectors live.
     fn random(&self, distribution: Distribution, seed: u64, stream: u64) -> Result<Self::Vector> {
-        self.upload(&super::host::random_values(
+        self.upload(&random_values(
             self.dim(),
             distribution,
             seed,
@@ -293,4 +298,62 @@ pub fn orthogonality_loss(gram: &[f64], m: usize) -> f64 {
         }
     }
     loss
+}
+
+/// Entries per random-number stream, so that random vectors are generated in
+/// parallel yet identical for every thread count.
+const RANDOM_CHUNK: usize = 1 << 16;
+
+/// Fills `out` with random values: chunk `c` of `RANDOM_CHUNK` entries comes from
+/// stream `stream_id([stream, c])` of `seed`, so the values do not depend on the
+/// thread count.
+pub(crate) fn fill_random(out: &mut [f64], distribution: Distribution, seed: u64, stream: u64) {
+    out.par_chunks_mut(RANDOM_CHUNK)
+        .enumerate()
+        .for_each(|(c, piece)| {
+            let mut rng = rng::stream(seed, rng::stream_id(&[stream, c as u64]));
+            match distribution {
+                Distribution::Rademacher => {
+                    for x in piece.iter_mut() {
+                        *x = if rng.random::<bool>() { 1.0 } else { -1.0 };
+                    }
+                }
+                Distribution::Gaussian => {
+                    for x in piece.iter_mut() {
+                        *x = rng.sample(StandardNormal);
+                    }
+                }
+            }
+        });
+}
+
+/// A fresh random vector of length `n` (see [`fill_random`]).
+pub(crate) fn random_values(
+    n: usize,
+    distribution: Distribution,
+    seed: u64,
+    stream: u64,
+) -> Vec<f64> {
+    let mut values = vec![0.0; n];
+    fill_random(&mut values, distribution, seed, stream);
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestResult;
+
+    #[test]
+    fn random_vectors_are_reproducible_and_thread_independent() -> TestResult {
+        let n = 3 * RANDOM_CHUNK + 1;
+        let a = random_values(n, Distribution::Rademacher, 5, 9);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        let b = pool.install(|| random_values(n, Distribution::Rademacher, 5, 9));
+        assert_eq!(a, b);
+        assert!(a.iter().all(|x| x.abs() == 1.0));
+        let c = random_values(n, Distribution::Rademacher, 5, 10);
+        assert_ne!(a, c);
+        Ok(())
+    }
 }

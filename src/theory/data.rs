@@ -20,41 +20,44 @@ pub(crate) mod stream_tag {
     pub const TRIAL: u64 = 3;
 }
 
-/// How the entries of X are drawn.
+/// The law the entries of X are drawn from (not to be confused with the spectral
+/// probes' `spectral::Distribution` of random vectors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Distribution {
+pub enum EntryLaw {
     /// iid U[0, r], the paper's assumption (entries bounded by r).
     Uniform,
     /// iid N(0, 1).
     Normal,
 }
 
-impl Distribution {
+impl EntryLaw {
     /// A small integer naming the distribution in stream ids.
     pub(crate) fn code(self) -> u64 {
         match self {
-            Distribution::Uniform => 0,
-            Distribution::Normal => 1,
+            EntryLaw::Uniform => 0,
+            EntryLaw::Normal => 1,
         }
     }
 }
 
-/// X, w* and X w*, fixed for a configuration while masks and noise vary per trial.
+/// The regression's design: X, w* and X w*, fixed for a configuration while masks
+/// and noise vary per trial (a theory problem's data, not a `data::Dataset` of
+/// examples).
 #[derive(Clone, Debug)]
-pub struct Dataset {
+pub struct Design {
     x: Mat<f64>,
     w_star: Vec<f64>,
     clean_targets: Vec<f64>,
     entry_bound: f64,
 }
 
-impl Dataset {
+impl Design {
     /// Draws X (n x d) with iid entries, U[0, r] or N(0, 1), and w* ~ N(0, I/d).
     ///
     /// X depends on (seed, distribution, n, d) only and is scaled by r afterwards,
     /// so sweeps over r see the same matrix up to scale; w* depends on (seed, d).
-    pub fn generate(distribution: Distribution, n: usize, d: usize, r: f64, seed: u64) -> Self {
+    pub fn generate(distribution: EntryLaw, n: usize, d: usize, r: f64, seed: u64) -> Self {
         let mut stream = rng::stream(
             seed,
             rng::stream_id(&[stream_tag::DATA, distribution.code(), n as u64, d as u64]),
@@ -63,14 +66,14 @@ impl Dataset {
         for j in 0..d {
             for i in 0..n {
                 x[(i, j)] = match distribution {
-                    Distribution::Uniform => r * stream.random::<f64>(),
-                    Distribution::Normal => stream.sample(StandardNormal),
+                    EntryLaw::Uniform => r * stream.random::<f64>(),
+                    EntryLaw::Normal => stream.sample(StandardNormal),
                 };
             }
         }
         let entry_bound = match distribution {
-            Distribution::Uniform => r,
-            Distribution::Normal => max_abs(x.as_ref()),
+            EntryLaw::Uniform => r,
+            EntryLaw::Normal => max_abs(x.as_ref()),
         };
         Self::with_ground_truth(x, entry_bound, seed)
     }
@@ -101,7 +104,7 @@ impl Dataset {
                 *t += x[(i, j)] * w;
             }
         }
-        Dataset {
+        Design {
             x,
             w_star,
             clean_targets,
@@ -170,8 +173,8 @@ mod tests {
 
     #[test]
     fn generated_data_has_the_requested_law_and_is_reproducible() {
-        let a = Dataset::generate(Distribution::Uniform, 20, 500, 2.0, 7);
-        let b = Dataset::generate(Distribution::Uniform, 20, 500, 1.0, 7);
+        let a = Design::generate(EntryLaw::Uniform, 20, 500, 2.0, 7);
+        let b = Design::generate(EntryLaw::Uniform, 20, 500, 1.0, 7);
         // Same draws, scaled by r.
         assert_eq!(a.x()[(3, 77)], 2.0 * b.x()[(3, 77)]);
         assert_eq!(a.w_star(), b.w_star());
@@ -190,11 +193,11 @@ mod tests {
         assert!((y[4] - direct).abs() < 1e-12);
         assert_eq!(b.entry_bound(), 1.0);
 
-        let g = Dataset::generate(Distribution::Normal, 20, 500, 1.0, 7);
+        let g = Design::generate(EntryLaw::Normal, 20, 500, 1.0, 7);
         assert!(g.entry_bound() > 2.0 && g.entry_bound() < 6.0);
         assert_ne!(
             g.x()[(0, 0)],
-            Dataset::generate(Distribution::Normal, 20, 500, 1.0, 8).x()[(0, 0)]
+            Design::generate(EntryLaw::Normal, 20, 500, 1.0, 8).x()[(0, 0)]
         );
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::solution::rank_cutoff;
-use super::stats::{Summary, log_grid};
+use crate::stats::{Summary, log_grid};
 use super::sweep::{ConfigResult, Part, SweepResult};
 use crate::error::Result;
 use crate::report::plot::{Chart, save_panels};
@@ -97,8 +97,8 @@ fn context(result: &SweepResult, config: &ConfigResult, figure: Figure) -> Strin
     let spec = &result.spec;
     let data = match (&spec.x, spec.dist) {
         (Some(_), _) => "X from file".to_string(),
-        (None, super::Distribution::Uniform) => format!("U[0,{}]", format_float(config.r)),
-        (None, super::Distribution::Normal) => "N(0,1)".to_string(),
+        (None, super::EntryLaw::Uniform) => format!("U[0,{}]", format_float(config.r)),
+        (None, super::EntryLaw::Normal) => "N(0,1)".to_string(),
     };
     let sigma = format!("σ={}", format_float(config.sigma));
     let masks = match spec.trials {

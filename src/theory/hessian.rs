@@ -150,11 +150,11 @@ mod tests {
     use crate::progress::Silent;
     use crate::spectral::{HostSpace, LanczosOptions, exact_trace, lanczos};
     use crate::testing::TestResult;
-    use crate::theory::{Dataset, Distribution};
+    use crate::theory::{Design, EntryLaw};
 
     #[test]
     fn lanczos_on_the_masked_hessian_matches_the_gram_spectrum() -> TestResult {
-        let data = Dataset::generate(Distribution::Uniform, 30, 600, 1.0, 4);
+        let data = Design::generate(EntryLaw::Uniform, 30, 600, 1.0, 4);
         let mask = CoordinateMask::draw(MaskKind::Bernoulli, 0.2, 600, &mut rng::stream(4, 9));
         let problem = MaskedRegression::new(&data, mask, data.clean_targets().to_vec());
         let hessian = MaskedHessian::new(&problem);

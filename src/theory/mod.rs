@@ -9,7 +9,7 @@
 //! - [`spectrum`], [`concentration`]: masked spectra against p lambda_i(X^T X);
 //! - [`stability`]: the measured divergence threshold of GD against 2n / lambda_1;
 //! - [`solution`]: the minimum-norm solution GD converges to, and its distance;
-//! - [`sweep`], [`stats`]: parallel, seeded sweeps and their statistics;
+//! - [`sweep`]: parallel, seeded sweeps (their statistics: [`crate::stats`]);
 //! - [`tables`], [`figures`], [`output`]: what a sweep writes;
 //! - [`hessian`]: H_p as an operator for the spectral toolkit.
 
@@ -24,11 +24,10 @@ pub mod problem;
 pub mod solution;
 pub mod spectrum;
 pub mod stability;
-pub mod stats;
 pub mod sweep;
 pub mod tables;
 
-pub use data::{Dataset, Distribution};
+pub use data::{Design, EntryLaw};
 pub use mask::{CoordinateMask, MaskKind};
 pub use problem::MaskedRegression;
 pub use sweep::{Part, Ratios, SweepResult, SweepSpec, run_sweep};

@@ -6,14 +6,14 @@
 
 use faer::{Mat, MatRef};
 
-use super::data::Dataset;
+use super::data::Design;
 use super::mask::CoordinateMask;
 use super::spectrum;
 
 /// The masked least-squares problem of one trial.
 #[derive(Clone, Debug)]
 pub struct MaskedRegression<'a> {
-    data: &'a Dataset,
+    data: &'a Design,
     mask: CoordinateMask,
     targets: Vec<f64>,
 }
@@ -21,7 +21,7 @@ pub struct MaskedRegression<'a> {
 impl<'a> MaskedRegression<'a> {
     /// The problem with data `data`, trainable coordinates `mask` and targets `targets`
     /// (length n).
-    pub fn new(data: &'a Dataset, mask: CoordinateMask, targets: Vec<f64>) -> Self {
+    pub fn new(data: &'a Design, mask: CoordinateMask, targets: Vec<f64>) -> Self {
         debug_assert_eq!(targets.len(), data.n());
         debug_assert_eq!(mask.dim(), data.d());
         MaskedRegression {
@@ -37,7 +37,7 @@ impl<'a> MaskedRegression<'a> {
     }
 
     /// The dataset the problem is built on.
-    pub fn data(&self) -> &'a Dataset {
+    pub fn data(&self) -> &'a Design {
         self.data
     }
 

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
     use crate::rng;
     use crate::testing::TestResult;
-    use crate::theory::data::{Dataset, Distribution};
+    use crate::theory::data::{Design, EntryLaw};
     use crate::theory::mask::{CoordinateMask, MaskKind};
     use crate::theory::problem::squared_norm;
     use crate::theory::stability::gd_on_weights;
@@ -119,11 +119,11 @@ mod tests {
     #[test]
     fn min_norm_solution_is_the_gd_limit() -> TestResult {
         for (dist, n, d, p, seed) in [
-            (Distribution::Normal, 10, 80, 0.5, 1),
-            (Distribution::Uniform, 10, 80, 0.5, 2),
-            (Distribution::Normal, 12, 40, 0.15, 3),
+            (EntryLaw::Normal, 10, 80, 0.5, 1),
+            (EntryLaw::Uniform, 10, 80, 0.5, 2),
+            (EntryLaw::Normal, 12, 40, 0.15, 3),
         ] {
-            let data = Dataset::generate(dist, n, d, 1.0, seed);
+            let data = Design::generate(dist, n, d, 1.0, seed);
             let mut stream = rng::stream(seed, 5);
             let mask = CoordinateMask::draw(MaskKind::Bernoulli, p, d, &mut stream);
             let noise: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut stream)).collect();
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn expected_distance_matches_the_noise_average() -> TestResult {
         let (n, d, sigma) = (15, 200, 0.7);
-        let data = Dataset::generate(Distribution::Uniform, n, d, 1.0, 4);
+        let data = Design::generate(EntryLaw::Uniform, n, d, 1.0, 4);
         let mut stream = rng::stream(4, 6);
         let mask = CoordinateMask::draw(MaskKind::Bernoulli, 0.3, d, &mut stream);
         let k = mask.len();
@@ -177,7 +177,7 @@ mod tests {
                     .powi(2)
             })
             .collect();
-        let stats = crate::theory::stats::Summary::of(samples.iter().copied());
+        let stats = crate::stats::Summary::of(samples.iter().copied());
         let predicted = distance(&eigen, k, data.clean_targets(), data.clean_targets(), sigma);
         let z = (stats.mean - predicted.expected_sq()) / stats.standard_error();
         assert!(

@@ -264,12 +264,12 @@ mod tests {
     use super::*;
     use crate::rng;
     use crate::testing::TestResult;
-    use crate::theory::data::{Dataset, Distribution};
+    use crate::theory::data::{Design, EntryLaw};
     use crate::theory::mask::{CoordinateMask, MaskKind};
     use crate::theory::spectrum::eigenvalues_desc;
     use rand_distr::{Distribution as _, StandardNormal};
 
-    fn problem(data: &Dataset, p: f64, sigma: f64, seed: u64) -> MaskedRegression<'_> {
+    fn problem(data: &Design, p: f64, sigma: f64, seed: u64) -> MaskedRegression<'_> {
         let mut stream = rng::stream(seed, 99);
         let mask = CoordinateMask::draw(MaskKind::Bernoulli, p, data.d(), &mut stream);
         let noise: Vec<f64> = (0..data.n())
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_residual_recursion_is_gradient_descent() -> TestResult {
-        let data = Dataset::generate(Distribution::Uniform, 12, 300, 1.0, 1);
+        let data = Design::generate(EntryLaw::Uniform, 12, 300, 1.0, 1);
         let problem = problem(&data, 0.4, 0.5, 2);
         let gram = problem.gram();
         let lambda1 = eigenvalues_desc(gram.as_ref())?[0];
@@ -299,15 +299,15 @@ mod tests {
     #[test]
     fn bisection_finds_two_n_over_lambda_one_within_one_percent() -> TestResult {
         let cases = [
-            (Distribution::Uniform, 20, 400, 0.5),
-            (Distribution::Uniform, 50, 5000, 0.1),
-            (Distribution::Normal, 30, 2000, 0.05),
-            (Distribution::Normal, 40, 300, 0.1), // p d < n: not interpolating
-            (Distribution::Uniform, 8, 60, 1.0),
+            (EntryLaw::Uniform, 20, 400, 0.5),
+            (EntryLaw::Uniform, 50, 5000, 0.1),
+            (EntryLaw::Normal, 30, 2000, 0.05),
+            (EntryLaw::Normal, 40, 300, 0.1), // p d < n: not interpolating
+            (EntryLaw::Uniform, 8, 60, 1.0),
         ];
         let options = StabilityOptions::default();
         for (index, &(dist, n, d, p)) in cases.iter().enumerate() {
-            let data = Dataset::generate(dist, n, d, 1.0, index as u64);
+            let data = Design::generate(dist, n, d, 1.0, index as u64);
             let problem = problem(&data, p, 0.5, 10 + index as u64);
             let gram = problem.gram();
             let lambda1 = eigenvalues_desc(gram.as_ref())?[0];

@@ -14,13 +14,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::concentration::{concentration_bound, concentration_error};
-use super::data::{Dataset, Distribution, stream_tag};
+use super::data::{Design, EntryLaw, stream_tag};
 use super::mask::{CoordinateMask, MaskKind};
 use super::problem::MaskedRegression;
 use super::solution::{self, Distance};
 use super::spectrum::{self, Eigen};
 use super::stability::{self, StabilityOptions, ThresholdBracket};
-use super::stats::{Summary, log_grid};
+use crate::stats::{Summary, log_grid};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
@@ -143,7 +143,7 @@ pub struct SweepSpec {
     /// Masks (and noise draws) per ratio.
     pub trials: usize,
     pub seed: u64,
-    pub dist: Distribution,
+    pub dist: EntryLaw,
     /// A data matrix file (.npy or .csv) to use instead of drawing X.
     pub x: Option<PathBuf>,
     pub mask: MaskKind,
@@ -169,7 +169,7 @@ impl Default for SweepSpec {
             ratios: Ratios::List(vec![1.0, 0.5, 0.1, 0.05, 0.01]),
             trials: 20,
             seed: 0,
-            dist: Distribution::Uniform,
+            dist: EntryLaw::Uniform,
             x: None,
             mask: MaskKind::Bernoulli,
             delta: 0.05,
@@ -329,7 +329,7 @@ impl SweepSpec {
                 format!("{r} is not a finite positive number"),
             ));
         }
-        if !self.r.is_empty() && (self.dist != Distribution::Uniform || self.x.is_some()) {
+        if !self.r.is_empty() && (self.dist != EntryLaw::Uniform || self.x.is_some()) {
             return Err(Error::arg(
                 "--r",
                 "only uniform data is drawn in [0, r]; for other data r is max |x_ij|",
@@ -372,9 +372,9 @@ impl SweepSpec {
     }
 
     /// The datasets of the sweep: drawn for each (n, d, r), or the loaded matrix.
-    fn datasets(&self) -> Result<Vec<Dataset>> {
+    fn datasets(&self) -> Result<Vec<Design>> {
         if let Some(path) = &self.x {
-            let data = Dataset::load(path, self.seed)?;
+            let data = Design::load(path, self.seed)?;
             for (flag, given, found, what) in [
                 ("--n", &self.n, data.n(), "rows"),
                 ("--d", &self.d, data.d(), "columns"),
@@ -404,7 +404,7 @@ impl SweepSpec {
         for n in or_default(&self.n, DEFAULT_N) {
             for d in or_default(&self.d, DEFAULT_D) {
                 for &r in &rs {
-                    datasets.push(Dataset::generate(self.dist, n, d, r, self.seed));
+                    datasets.push(Design::generate(self.dist, n, d, r, self.seed));
                 }
             }
         }
@@ -537,7 +537,7 @@ fn all_columns(d: usize) -> Vec<usize> {
 /// Draws the trial's mask and noise (in that order, from the trial's own stream).
 fn draw_problem<'a>(
     spec: &SweepSpec,
-    data: &'a Dataset,
+    data: &'a Design,
     sigma: f64,
     p: f64,
     trial: usize,
@@ -552,7 +552,7 @@ fn draw_problem<'a>(
 
 fn run_trial(
     spec: &SweepSpec,
-    data: &Dataset,
+    data: &Design,
     config: &ConfigResult,
     p: f64,
     trial: usize,
@@ -601,7 +601,7 @@ fn run_trial(
 /// A diverging curve stops once the loss passes 1e12 x its start.
 fn loss_curve(
     spec: &SweepSpec,
-    data: &Dataset,
+    data: &Design,
     sigma: f64,
     p: f64,
     factor: f64,
@@ -623,7 +623,7 @@ mod tests {
     use super::*;
     use crate::progress::Silent;
     use crate::testing::TestResult;
-    use crate::theory::stats::Summary;
+    use crate::stats::Summary;
 
     fn small_spec() -> SweepSpec {
         SweepSpec {

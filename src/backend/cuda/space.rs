@@ -1030,7 +1030,7 @@ mod tests {
     use super::*;
     use crate::backend::cuda::availability;
     use crate::progress::Silent;
-    use crate::spectral::host::random_values;
+    use crate::spectral::vector::random_values;
     use crate::spectral::testing::with_spectrum;
     use crate::spectral::vector::Distribution;
     use crate::spectral::{

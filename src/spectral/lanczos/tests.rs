@@ -3,7 +3,8 @@
 use super::*;
 use crate::progress::Silent;
 use crate::spectral::bounds::theoretical_products;
-use crate::spectral::host::{HostSpace, random_values};
+use crate::spectral::host::HostSpace;
+    use crate::spectral::vector::random_values;
 use crate::spectral::operator::{Counting, Diagonal, LinearOperator};
 use crate::spectral::testing::with_spectrum;
 use crate::spectral::vector::Distribution;
@@ -584,10 +585,10 @@ fn assert_extremes(
 /// The theory lab's masked Hessian `(1/n) M X^T X M` as `maskscape spectrum
 /// --theory` draws it: rank at most `n`, so a null space of dimension about
 /// `d - n`.
-fn theory_case(n: usize, d: usize, ratio: f64, seed: u64) -> (crate::theory::Dataset, Vec<usize>) {
+fn theory_case(n: usize, d: usize, ratio: f64, seed: u64) -> (crate::theory::Design, Vec<usize>) {
     use crate::theory::hessian::probe_mask;
-    use crate::theory::{Dataset, Distribution, MaskKind, MaskedRegression};
-    let data = Dataset::generate(Distribution::Uniform, n, d, 1.0, seed);
+    use crate::theory::{Design, EntryLaw, MaskKind, MaskedRegression};
+    let data = Design::generate(EntryLaw::Uniform, n, d, 1.0, seed);
     let mask = probe_mask(MaskKind::Bernoulli, ratio, n, d, seed);
     let kept = MaskedRegression::new(&data, mask, data.clean_targets().to_vec())
         .kept()

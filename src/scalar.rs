@@ -1,4 +1,4 @@
-//! The floating-point types the model computes in.
+//! The floating-point types the model, its backends and the spectral code compute in.
 
 /// A floating-point element type the backends support (f32 and f64).
 pub trait Scalar:
