@@ -68,6 +68,7 @@ fn verify_passes_on_a_fixture_and_prints_the_table() {
             "logits",
             "loss",
             "grad",
+            "grad_masked",
             "hvp",
             "hvp_masked",
             "masked_hessian_eigs",
@@ -79,7 +80,8 @@ fn verify_passes_on_a_fixture_and_prints_the_table() {
             );
         }
         assert!(
-            stdout.contains("all 9 quantities within tolerance"),
+            // (9 before the masked gradient joined them)
+            stdout.contains("all 10 quantities within tolerance"),
             "{stdout}"
         );
     }

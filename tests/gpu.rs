@@ -13,8 +13,8 @@ use maskscape::backend::{Backend, Cpu, Cuda, Scalar};
 use maskscape::mask::{Mask, MaskSpec};
 use maskscape::model::bench::random_batch;
 use maskscape::model::presets::preset;
-use maskscape::model::verify::{Reference, rel_error, verify};
 use maskscape::model::{Batch, Checkpoint, Objective, Opt};
+use maskscape::probe::verify::{Reference, rel_error, verify};
 use maskscape::probe::{
     HessianOperator, Method, OnBackend, ProbeOptions, Restriction, SpectralBackend, probe_spectrum,
 };

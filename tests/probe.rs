@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use maskscape::backend::Cpu;
 use maskscape::data::{ClassificationExample, Dataset};
 use maskscape::model::batch::{IGNORE_LABEL, Padding, batches};
-use maskscape::model::verify::Reference;
 use maskscape::model::{Batch, Checkpoint, Objective, Opt, Targets, TokenBatch};
 use maskscape::probe::inputs::data_spec;
 use maskscape::probe::operator::ProductPath;
 use maskscape::probe::sweep::{CellRecord, CheckpointEntry};
+use maskscape::probe::verify::Reference;
 use maskscape::probe::{
     DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, HessianOperator,
     LandscapeOptions, LandscapeRequest, Method, ProbeOptions, ProbeRequest, Regime, Restriction,
@@ -220,7 +220,7 @@ fn masked_and_gathered_products_agree_on_the_fixture_mask() {
     for op in [&masked, &gathered] {
         let mut y = vec![0.0; x.len()];
         let scalars = op.apply_with_scalars(&x, &mut y).unwrap();
-        let err = maskscape::model::verify::rel_error(&y, want);
+        let err = maskscape::probe::verify::rel_error(&y, want);
         assert!(err < 1e-11, "{err:e}");
         // g · (P^T x) from the same sweep equals the gradient's dot product.
         let grad = &r.grad.as_ref().unwrap().values;

@@ -2,10 +2,10 @@
 //! model's ops are made of.
 //!
 //! The model (`crate::model`) is written once against this trait; each backend
-//! implements it function by function (`backend/cpu/*.rs` now, `backend/cuda/*.cu`
-//! later), in the manner of llm.c: every kernel takes explicit buffers whose shapes
-//! are in its signature, and nothing is allocated behind the caller's back except
-//! small per-call scratch.
+//! implements it function by function (`backend/cpu/*.rs`, and `backend/cuda/*.rs`
+//! launching the CUDA C of `backend/cuda/kernels/*.cu`), in the manner of llm.c:
+//! every kernel takes explicit buffers whose shapes are in its signature, and
+//! nothing is allocated behind the caller's back except small per-call scratch.
 //!
 //! Conventions shared by all kernels:
 //! - Matrices are row-major. `rows` counts tokens (`batch * seq`), `width` features.
@@ -180,9 +180,15 @@ impl AttentionDims {
 /// A compute device for the model: memory, a GEMM, and the kernels of the ops, for
 /// one element type `T`.
 ///
-/// A CUDA backend implements it with `Buf = CudaSlice<T>`, `View = CudaView`,
-/// `ViewMut = CudaViewMut`, `gemm` through cuBLAS (`gemm_strided_batched`), and each
-/// kernel as an NVRTC-compiled function of the same name.
+/// The CUDA backend implements it with device slices, `gemm` through cuBLAS
+/// (`gemm_strided_batched`), and each kernel as NVRTC-compiled CUDA C named after
+/// the trait method with its op's prefix and the same rule suffix: the method
+/// `layernorm_backward_jvp` (the rule `LayerNorm::backward_jvp` of `model::ops`)
+/// launches `ln_backward_jvp` of `kernels/layernorm.cu` (and `ln_param_backward_jvp`
+/// for the parameters' part); `attention_*` launches `attn_*`, `logprob_*` `lp_*`,
+/// `embedding_*` `emb_*`, the elementwise kernels `ew_*`, and the sparse and
+/// sampled products `sparse_*`. A method may launch several kernels (attention's
+/// backward: one over queries, one over keys).
 pub trait Backend<T: Scalar>: Sync {
     /// Owned device memory holding `T`s.
     type Buf: Send + Sync;

@@ -7,7 +7,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod kernels;
 
+pub use crate::scalar::Scalar;
 pub use cpu::Cpu;
 pub use cuda::Cuda;
 pub use kernels::{AttentionDims, Backend, Gemm, NO_TARGET};
-pub use crate::scalar::Scalar;

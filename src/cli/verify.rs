@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::backend::{Backend, Scalar};
-use crate::model::verify::{Reference, VerifyReport, verify};
 use crate::model::{Checkpoint, Opt};
+use crate::probe::verify::{Reference, VerifyReport, verify};
 use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 
 /// Checks the engine on a checkpoint against a reference computed elsewhere

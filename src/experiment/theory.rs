@@ -15,9 +15,9 @@ use super::{Context, Runner, Section, Spec};
 use crate::error::{Error, Result};
 use crate::report::Manifest;
 use crate::report::table::format_float;
+use crate::stats::{Summary, log_log_slope};
 use crate::theory::figures::Figure;
 use crate::theory::output::{write_figures, write_tables};
-use crate::stats::{Summary, log_log_slope};
 use crate::theory::sweep::{ConfigResult, SweepResult, SweepSpec, run_sweep};
 use crate::theory::tables;
 

@@ -9,9 +9,9 @@
 use std::ops::Range;
 
 use super::config::OptConfig;
+use super::examples::{ClassificationExample, Dataset, LmExample};
 use super::ops::loss::{ChoiceRows, LossHead};
 use crate::backend::NO_TARGET;
-use crate::data::{ClassificationExample, Dataset, LmExample};
 use crate::error::{Error, Result};
 
 /// The label that marks a position as not scored (PyTorch's `ignore_index`).

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod examples;
 pub mod layout;
 pub mod objective;
 pub mod ops;
@@ -12,7 +13,6 @@ pub mod opt;
 pub mod pass;
 pub mod presets;
 pub mod tokenizer;
-pub mod verify;
 
 pub use batch::{Batch, Candidate, Question, Targets, TokenBatch};
 pub use checkpoint::{Checkpoint, StoredDtype};

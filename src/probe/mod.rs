@@ -25,6 +25,7 @@ pub mod output;
 pub mod session;
 pub mod spectrum;
 pub mod sweep;
+pub mod verify;
 
 pub use device::{
     BackendJob, Device, Dtype, Engine, GpuOptions, GpuSummary, OnBackend, SpectralBackend, dispatch,

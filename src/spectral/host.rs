@@ -13,13 +13,12 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::vector::{BlockDots, Distribution, Precision, VectorSpace, random_values};
-use crate::scalar::Scalar;
 use crate::error::{Error, Result};
+use crate::scalar::Scalar;
 
 /// Entries per work unit: 64 KiB of f64, small enough to stay in L2 while a block
 /// of basis vectors streams past it.
 const CHUNK: usize = 8192;
-
 
 /// The host vector space of dimension `n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! The algorithms see an operator only through [`OperatorOn`] (every host
 //! [`LinearOperator`] is one) and do their own vector work through a
-//! [`VectorSpace`] ([`HostSpace`] now; a CUDA space later), so they know nothing of
+//! [`VectorSpace`] ([`HostSpace`], or the CUDA backend's device memory), so they know nothing of
 //! models and never move vectors between devices on their own.
 //!
 //! - [`lanczos`]: extreme eigenpairs, full / partial (memory-bounded) / no

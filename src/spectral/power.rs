@@ -160,10 +160,10 @@ mod tests {
     use super::*;
     use crate::progress::Silent;
     use crate::spectral::host::HostSpace;
-    use crate::spectral::vector::random_values;
     use crate::spectral::lanczos::{LanczosOptions, Which, lanczos};
     use crate::spectral::operator::Counting;
     use crate::spectral::testing::with_spectrum;
+    use crate::spectral::vector::random_values;
     use crate::testing::TestResult;
 
     #[test]

@@ -73,12 +73,7 @@ pub trait VectorSpace: Sync {
     /// on every backend and for every thread count, so results do not depend on
     /// where the vectors live.
     fn random(&self, distribution: Distribution, seed: u64, stream: u64) -> Result<Self::Vector> {
-        self.upload(&random_values(
-            self.dim(),
-            distribution,
-            seed,
-            stream,
-        ))
+        self.upload(&random_values(self.dim(), distribution, seed, stream))
     }
 
     /// `dst = src`.

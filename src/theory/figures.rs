@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::solution::rank_cutoff;
-use crate::stats::{Summary, log_grid};
 use super::sweep::{ConfigResult, Part, SweepResult};
 use crate::error::Result;
 use crate::report::plot::{Chart, save_panels};
 use crate::report::table::format_float;
 use crate::report::{Axis, ErrorPoint, LegendPosition, SeriesData};
+use crate::stats::{Summary, log_grid};
 
 /// One of the theory figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

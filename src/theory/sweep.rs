@@ -20,10 +20,10 @@ use super::problem::MaskedRegression;
 use super::solution::{self, Distance};
 use super::spectrum::{self, Eigen};
 use super::stability::{self, StabilityOptions, ThresholdBracket};
-use crate::stats::{Summary, log_grid};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
+use crate::stats::{Summary, log_grid};
 
 /// Which analyses a sweep runs. The spectrum is always computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -622,8 +622,8 @@ fn loss_curve(
 mod tests {
     use super::*;
     use crate::progress::Silent;
-    use crate::testing::TestResult;
     use crate::stats::Summary;
+    use crate::testing::TestResult;
 
     fn small_spec() -> SweepSpec {
         SweepSpec {

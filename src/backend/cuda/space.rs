@@ -1030,9 +1030,9 @@ mod tests {
     use super::*;
     use crate::backend::cuda::availability;
     use crate::progress::Silent;
-    use crate::spectral::vector::random_values;
     use crate::spectral::testing::with_spectrum;
     use crate::spectral::vector::Distribution;
+    use crate::spectral::vector::random_values;
     use crate::spectral::{
         HostBasis, HostSpace, LanczosOptions, OperatorOn, Reorthogonalization, Which, lanczos,
     };

@@ -368,15 +368,14 @@ mod tests {
     use crate::error::Error;
     use crate::mask::{Mask, MaskSpec, RatioOf, Scope};
     use crate::model::Checkpoint;
+    use crate::model::bench::random_batch;
     use crate::model::objective::Objective;
-    use crate::model::verify::Reference;
     use crate::testing::{TestResult, fixture};
 
     fn tiny() -> TestResult<(Opt<f64, Cpu>, Vec<f64>, Batch)> {
         let ckpt = Checkpoint::<f64>::load(&fixture("opt-tiny-preln"))?;
         let model = Opt::new(Cpu, ckpt.config.clone(), &ckpt.params)?;
-        let reference = Reference::load(&fixture("opt-tiny-preln").join("reference.safetensors"))?;
-        let batch = reference.to_batch(ckpt.config.vocab_size)?;
+        let batch = random_batch(&ckpt.config, 3, 12, 0)?;
         Ok((model, ckpt.params, batch))
     }
 

@@ -4,10 +4,10 @@ use super::*;
 use crate::progress::Silent;
 use crate::spectral::bounds::theoretical_products;
 use crate::spectral::host::HostSpace;
-    use crate::spectral::vector::random_values;
 use crate::spectral::operator::{Counting, Diagonal, LinearOperator};
 use crate::spectral::testing::with_spectrum;
 use crate::spectral::vector::Distribution;
+use crate::spectral::vector::random_values;
 
 /// The exact wanted eigenvalues in the order `lanczos` reports them.
 fn exact_wanted(sorted_ascending: &[f64], k: usize, which: Which) -> Vec<f64> {

@@ -3,7 +3,8 @@
 //!
 //! A reference file is a safetensors file in the format of the project's fixtures
 //! (`tests/fixtures/README.md`): the inputs (`input_ids`, `attention_mask`, `labels`)
-//! and any of `logits`, `loss`, `grad`, `v` with `hvp`, `mask_idx` with `hvp_masked`,
+//! and any of `logits`, `loss`, `grad` (with `mask_idx`, also compared at the mask
+//! through the masked path: `grad_masked`), `v` with `hvp`, `mask_idx` with `hvp_masked`,
 //! `masked_hessian_eigs`, `masked_hessian_trace`, `full_hessian_eigs`,
 //! `full_hessian_trace`. Every quantity present is recomputed and compared by its
 //! norm-wise relative error `||ours - ref|| / ||ref||` (logits at real positions
@@ -15,12 +16,12 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::batch::{Batch, Targets, TokenBatch};
-use super::objective::Objective;
-use super::opt::Opt;
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 use crate::mask::Mask;
+use crate::model::batch::{Batch, Targets, TokenBatch};
+use crate::model::objective::Objective;
+use crate::model::opt::Opt;
 use crate::progress::Progress;
 
 /// The largest N for which the full Hessian is assembled (N Hessian-vector products
