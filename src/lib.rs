@@ -9,6 +9,7 @@
 //! - [`probe`]: Hessian probes, landscapes and ratio sweeps of checkpoints on data.
 //! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
 //! - [`report`]: tables, figures and run manifests.
+//! - [`shard`]: sweep grids split over independent processes (array jobs).
 //! - [`cli`]: the `maskscape` command line.
 
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod shard;
 pub mod spectral;
 #[cfg(test)]
 pub(crate) mod testing;
