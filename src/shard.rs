@@ -254,8 +254,9 @@ impl GridStatus {
                 .count();
             let _ = writeln!(
                 out,
-                "shard {index}/{shards}: {} cells, {done} done, {} missing (expected cost {})",
+                "shard {index}/{shards}: {} cell{}, {done} done, {} missing (expected cost {})",
                 units.len(),
+                if units.len() == 1 { "" } else { "s" },
                 units.len() - done,
                 crate::report::table::format_float(self.partition.load(index)),
             );
@@ -409,7 +410,7 @@ mod tests {
             status.text(),
             "3 cells: 1 done, 2 missing (1 of them stale: a file from other settings or \
              another build, recomputed when its shard runs)\n\
-             shard 1/2: 1 cells, 1 done, 0 missing (expected cost 7)\n\
+             shard 1/2: 1 cell, 1 done, 0 missing (expected cost 7)\n\
              shard 2/2: 2 cells, 0 done, 2 missing (expected cost 8)\n\
              missing cell-01: shard 2/2\n\
              stale cell-02: shard 2/2\n"
