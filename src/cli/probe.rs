@@ -651,9 +651,8 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
                 cells.display()
             );
             println!(
-                "`maskscape sweep {} --status --shards {}` shows the whole grid; `--report` \
-                 writes the tables, figure and report once every shard is done",
-                args.spec.display(),
+                "With the same spec and --out: `--status --shards {}` shows the whole grid, \
+                 `--report` writes the tables, figure and report once every shard is done",
                 shard.count()
             );
         }

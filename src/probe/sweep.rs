@@ -15,7 +15,10 @@
 //! Each cell is cached as one JSON file, written atomically once it is complete
 //! and keyed by everything that determines it (checkpoint and data hashes, mask
 //! and probe settings, program version); a rerun skips the cells it finds, so an
-//! interrupted sweep resumes where it stopped.
+//! interrupted sweep resumes where it stopped. The scope references are cells of
+//! their own, so the grid splits over independent processes ([`run_sweep_shard`],
+//! with the partition of [`crate::shard`]), and [`sweep_on_disk`] reads what is done
+//! for a status or a report without computing anything.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -301,7 +304,8 @@ impl SweepSpec {
 /// k/P` (k masked of P parameters) relative to a vanishing mask's. Measured with
 /// `maskscape bench hvp --config opt-125m --batch 1 --seq 32 --dtype f32` on the
 /// CPU, in units of F: 4.9 at ratio 1e-3, 4.8 at 3e-3, 6.3 at 1e-2, 12.5 at 3e-2,
-/// 30.5 at 0.1, about 4.6 + 260 k/P. Only the balance of the shards rests on it.
+/// 30.5 at 0.1, about 4.6 + 260 k/P (not measured on a GPU yet). Only the balance
+/// of the shards rests on it.
 pub const MASK_ENTRY_WEIGHT: f64 = 50.0;
 
 /// The fraction of an OPT model's parameters a scope holds, roughly (q/v: 11% of
