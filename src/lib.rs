@@ -9,6 +9,7 @@
 //! - [`probe`]: Hessian probes, landscapes and ratio sweeps of checkpoints on data.
 //! - [`backend`]: the numerical backends the model runs on (CPU, and CUDA GPUs).
 //! - [`report`]: tables, figures and run manifests.
+//! - [`shard`]: sweep grids split over independent processes (array jobs).
 //! - [`scalar`], [`stats`], [`rng`]: the element types, trial statistics and seeded
 //!   random streams every layer shares.
 //! - [`cli`]: the `maskscape` command line.
@@ -25,6 +26,7 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod scalar;
+pub mod shard;
 pub mod spectral;
 pub mod stats;
 #[cfg(test)]

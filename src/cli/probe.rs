@@ -14,11 +14,12 @@ use crate::probe::inputs::data_spec;
 use crate::probe::landscape::write_landscape;
 use crate::probe::{
     DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, LandscapeOptions,
-    LandscapeRequest, Method, ProbeOptions, ProbeOutputs, ProbeRequest, run_landscape, run_probe,
-    run_sweep, write_probe, write_sweep,
+    LandscapeRequest, Method, ProbeOptions, ProbeOutputs, ProbeRequest, SweepResult, SweepSpec,
+    run_landscape, run_probe, run_sweep, run_sweep_shard, sweep_on_disk, write_probe, write_sweep,
 };
 use crate::report::Manifest;
 use crate::report::table::format_float;
+use crate::shard::Shard;
 use crate::spectral::{Reorthogonalization, Which};
 
 /// The dataset flags of the probes (the data flags of `maskscape data`, with the
@@ -488,7 +489,8 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs a ratio sweep spec (`kind = "sweep"`, as in experiments/): every ratio x
-/// mask seed x checkpoint cell, cached so that an interrupted sweep resumes.
+/// mask seed x checkpoint cell, cached so that an interrupted sweep resumes; or one
+/// shard of it; or, computing nothing, its status or its report.
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     /// The spec file (TOML with kind = "sweep" and a [sweep] table).
@@ -496,10 +498,69 @@ pub struct SweepArgs {
     /// Output folder (cells cache, tables, figure, report); default runs/<spec name>.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Run only shard I of N (1-based, as array jobs number their tasks): the cells
+    /// a deterministic, cost-balanced split of the spec gives it, written to the
+    /// shared cells/ folder. Writes no report: run --report once every shard is done.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Print the cells done and missing, and the shard that owns each missing one
+    /// (of --shards N); computes nothing.
+    #[arg(long)]
+    status: bool,
+    /// Write the tables, figure, report and manifest from the cells on disk,
+    /// computing none; missing cells are listed, and marked in the report.
+    #[arg(long)]
+    report: bool,
+    /// With --status or --report: the N of the shards' --shard I/N, to name the
+    /// shard that owns each missing cell (default 1: a single process).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Overrides the spec's `device` (e.g. in a GPU array job). It is part of every
+    /// cell's key: give --status and --report the same.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+/// What `maskscape sweep` was asked to do.
+enum SweepMode {
+    /// Every cell (or one shard's), then, for the whole grid, the outputs.
+    Run(Shard),
+    /// With the shard count that owners are named for.
+    Status(usize),
+    Report(usize),
+}
+
+impl SweepArgs {
+    /// The mode the flags ask for; conflicting flags are one error naming them.
+    fn mode(&self) -> Result<SweepMode> {
+        if self.shards == Some(0) {
+            return Err(Error::arg("--shards", "must be at least 1"));
+        }
+        let shards = self.shards.unwrap_or(1);
+        match (&self.shard, self.status, self.report) {
+            (_, true, true) => Err(Error::arg(
+                "--status",
+                "and --report are separate steps: pass one",
+            )),
+            (Some(_), true, _) | (Some(_), _, true) => Err(Error::arg(
+                "--shard",
+                "runs cells; --status and --report take --shards N instead",
+            )),
+            (_, false, false) if self.shards.is_some() => Err(Error::arg(
+                "--shards",
+                "goes with --status or --report (a shard runs with --shard I/N)",
+            )),
+            (Some(shard), false, false) => Ok(SweepMode::Run(shard.parse()?)),
+            (None, true, false) => Ok(SweepMode::Status(shards)),
+            (None, false, true) => Ok(SweepMode::Report(shards)),
+            (None, false, false) => Ok(SweepMode::Run(Shard::WHOLE)),
+        }
+    }
 }
 
 /// Runs `maskscape sweep`.
 pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
+    let mode = args.mode()?;
     let spec = Spec::load(&args.spec)?;
     if spec.kind != "sweep" {
         return Err(Error::file(
@@ -511,34 +572,122 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let sweep = crate::experiment::network::sweep_spec(&spec)?;
+    let mut sweep = crate::experiment::network::sweep_spec(&spec)?;
+    if let Some(device) = args.device {
+        sweep.device = device;
+    }
     let out = args
         .out
+        .clone()
         .unwrap_or_else(|| Path::new("runs").join(&spec.name));
-    let progress = super::BarProgress::new();
-    let result = run_sweep(&sweep, &out.join("cells"), &progress)?;
-    drop(progress);
-    let mut written = write_sweep(&result, &out, &out.join(&spec.name))?;
+    let cells = out.join("cells");
+    match mode {
+        SweepMode::Status(shards) => {
+            let (_, status) = sweep_on_disk(&sweep, &cells, shards)?;
+            print!("{}: {}", cells.display(), status.text());
+        }
+        SweepMode::Report(shards) => {
+            let (result, status) = sweep_on_disk(&sweep, &cells, shards)?;
+            if status.done() == 0 {
+                return Err(Error::file(
+                    &cells,
+                    "holds no cell of this spec: run the sweep (or its shards) first",
+                )
+                .into());
+            }
+            let mut missing = status.markdown();
+            for checkpoint in &sweep.checkpoints {
+                if result.scope(&checkpoint.name).is_none() {
+                    missing.push_str(&format!(
+                        "Checkpoint `{0}` has no summary rows or reading until its whole-scope \
+                         reference `{0}/scope` is computed.\n\n",
+                        checkpoint.name
+                    ));
+                }
+            }
+            let written = write_sweep_outputs(&args.spec, &spec, &sweep, &result, &missing, &out)?;
+            print_reading(&result);
+            if !status.is_complete() {
+                print!("{}", status.text());
+            }
+            println!(
+                "{} of {} cells on disk; wrote {} files to {}",
+                status.done(),
+                status.total(),
+                written.len(),
+                out.display()
+            );
+        }
+        SweepMode::Run(shard) if shard == Shard::WHOLE => {
+            let progress = super::BarProgress::new();
+            let result = run_sweep(&sweep, &cells, &progress)?;
+            drop(progress);
+            write_sweep_outputs(&args.spec, &spec, &sweep, &result, "", &out)?;
+            print_reading(&result);
+            println!(
+                "{} cells computed ({} Hessian-vector products), {} reused from {}",
+                result.computed,
+                result.hvps_this_run,
+                result.cached,
+                cells.display()
+            );
+        }
+        SweepMode::Run(shard) => {
+            let progress = super::BarProgress::new();
+            let result = run_sweep_shard(&sweep, &cells, shard, &progress)?;
+            drop(progress);
+            let partition = sweep.partition(shard.count());
+            let total: f64 = (1..=shard.count()).map(|s| partition.load(s)).sum();
+            println!(
+                "shard {shard}: {} of the {} cells (expected cost {} of {}), {} computed ({} \
+                 Hessian-vector products), {} reused from {}",
+                result.computed + result.cached,
+                sweep.cell_count(),
+                format_float(partition.load(shard.index())),
+                format_float(total),
+                result.computed,
+                result.hvps_this_run,
+                result.cached,
+                cells.display()
+            );
+            println!(
+                "With the same spec and --out: `--status --shards {}` shows the whole grid, \
+                 `--report` writes the tables, figure and report once every shard is done",
+                shard.count()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes a sweep's tables, figure, `report.md` (opening with `missing`, the list
+/// of cells left out when the grid is incomplete) and manifest under `out`;
+/// returns the files.
+fn write_sweep_outputs(
+    spec_path: &Path,
+    spec: &Spec,
+    sweep: &SweepSpec,
+    result: &SweepResult,
+    missing: &str,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut written = write_sweep(result, out, &out.join(&spec.name))?;
     let report = out.join("report.md");
     crate::report::atomic::write_bytes(
         &report,
-        format!("# {}\n\n{}", spec.title, result.markdown()).as_bytes(),
+        format!("# {}\n\n{}{}", spec.title, missing, result.markdown()).as_bytes(),
     )?;
     written.push(report);
-    let mut manifest = Manifest::new("sweep", Some(sweep.seed), &sweep)?;
-    manifest.add_input("spec", &args.spec)?;
+    let mut manifest = Manifest::new("sweep", Some(sweep.seed), sweep)?;
+    manifest.add_input("spec", spec_path)?;
     manifest.add_outputs(&written);
-    manifest.write(&out)?;
+    manifest.write(out)?;
+    Ok(written)
+}
+
+fn print_reading(result: &SweepResult) {
     println!("{}", result.summary_table().to_text());
     for line in result.reading() {
         println!("- {line}");
     }
-    println!(
-        "{} cells computed ({} Hessian-vector products), {} reused from {}",
-        result.computed,
-        result.hvps_this_run,
-        result.cached,
-        out.join("cells").display()
-    );
-    Ok(())
 }

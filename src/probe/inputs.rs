@@ -34,20 +34,7 @@ impl<T: Scalar> ModelInputs<T> {
     /// (a pass over the weights: about a second per 500 MB).
     pub fn load(dir: &Path) -> Result<Self> {
         let checkpoint = Checkpoint::<T>::load(dir)?;
-        let mut paths = vec![dir.join("config.json")];
-        for tensor in open_weights(dir)? {
-            if !paths.contains(&tensor.file) {
-                paths.push(tensor.file);
-            }
-        }
-        let files = paths
-            .into_iter()
-            .map(|path| {
-                let (hash, bytes) = sha256_file(&path)?;
-                Ok((path, hash, bytes))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let sha256 = combined_hash(&files);
+        let ModelIdentity { files, sha256 } = ModelIdentity::of(dir)?;
         Ok(ModelInputs {
             dir: dir.to_path_buf(),
             checkpoint,
@@ -62,6 +49,38 @@ impl<T: Scalar> ModelInputs<T> {
 
     pub fn layout(&self) -> &ParamLayout {
         &self.checkpoint.layout
+    }
+}
+
+/// The files of a checkpoint and the hash that identifies it, without its weights
+/// loaded: what a sweep needs to tell whether its cached cells belong to it.
+pub struct ModelIdentity {
+    /// `config.json` and every weight file (shards included), in reading order,
+    /// with their SHA-256 and size.
+    pub files: Vec<(PathBuf, String, u64)>,
+    /// SHA-256 over the files' names and contents.
+    pub sha256: String,
+}
+
+impl ModelIdentity {
+    /// Hashes the checkpoint files in `dir` (a pass over the weights: about a second
+    /// per 500 MB; only the weight files' headers are parsed).
+    pub fn of(dir: &Path) -> Result<Self> {
+        let mut paths = vec![dir.join("config.json")];
+        for tensor in open_weights(dir)? {
+            if !paths.contains(&tensor.file) {
+                paths.push(tensor.file);
+            }
+        }
+        let files = paths
+            .into_iter()
+            .map(|path| {
+                let (hash, bytes) = sha256_file(&path)?;
+                Ok((path, hash, bytes))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sha256 = combined_hash(&files);
+        Ok(ModelIdentity { files, sha256 })
     }
 }
 

@@ -37,4 +37,4 @@ pub use operator::{HessianOperator, Restriction};
 pub use output::{ProbeOutputs, read_eigenvectors, write_probe};
 pub use session::{ProbeReport, ProbeRequest, ProbeRun, run_probe};
 pub use spectrum::{Method, ProbeOptions, SpectrumReport, probe_spectrum};
-pub use sweep::{SweepResult, SweepSpec, run_sweep, write_sweep};
+pub use sweep::{SweepResult, SweepSpec, run_sweep, run_sweep_shard, sweep_on_disk, write_sweep};

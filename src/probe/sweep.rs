@@ -15,28 +15,33 @@
 //! Each cell is cached as one JSON file, written atomically once it is complete
 //! and keyed by everything that determines it (checkpoint and data hashes, mask
 //! and probe settings, program version); a rerun skips the cells it finds, so an
-//! interrupted sweep resumes where it stopped.
+//! interrupted sweep resumes where it stopped. The scope references are cells of
+//! their own, so the grid splits over independent processes ([`run_sweep_shard`],
+//! with the partition of [`crate::shard`]), and [`sweep_on_disk`] reads what is done
+//! for a status or a report without computing anything.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::device::{BackendJob, Device, Dtype, GpuOptions, OnBackend, SpectralBackend, dispatch};
-use super::inputs::{DataInputs, DataRequest, ModelInputs, data_spec, indices_hash, scope_indices};
+use super::inputs::{
+    DataInputs, DataRequest, ModelIdentity, data_spec, indices_hash, scope_indices,
+};
 use super::operator::{HessianOperator, Restriction};
 use super::spectrum::RitzPair;
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
-use crate::model::Opt;
+use crate::model::{Checkpoint, Opt, ParamLayout};
 use crate::progress::Progress;
-use crate::report::manifest::sha256_bytes;
+use crate::report::manifest::{sha256_bytes, sha256_file};
 use crate::report::table::format_float;
 use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, SeriesData, Table, atomic, plot};
 use crate::rng;
+use crate::shard::{CellState, GridStatus, Partition, Shard, Unit};
 use crate::spectral::{
     Distribution, LanczosOptions, LinearOperator, TraceEstimate, Which, hutch_plus_plus, lanczos,
 };
@@ -239,6 +244,119 @@ impl SweepSpec {
     pub fn cell_count(&self) -> usize {
         self.checkpoints.len() * (1 + self.ratios.len() * self.seeds.len())
     }
+
+    /// Every cell of the grid, from the spec alone (no file is read): per
+    /// checkpoint, the whole-scope reference, then ratio by ratio the mask seeds.
+    ///
+    /// Each cell's expected cost, in Hessian-vector products of a vanishing mask,
+    /// is its product budget (the Lanczos budget, which convergence may cut short,
+    /// plus the Hutch++ products) times the cost of one product relative to that,
+    /// `1 + MASK_ENTRY_WEIGHT k/P` for a mask keeping k of the model's P parameters:
+    /// the forward and reverse sweeps cost the same for any mask, the tangent of the
+    /// perturbation and the weight-gradient tangents at the mask grow with k (see
+    /// [`MASK_ENTRY_WEIGHT`]). k/P is the ratio itself when `ratio_of = "total"`,
+    /// and for the scope reference (and `ratio_of = "scope"`) it takes the scope's
+    /// nominal share of an OPT model ([`nominal_scope_share`]), since the true
+    /// share needs the checkpoint's config and the partition must not.
+    pub fn grid(&self) -> Vec<GridCell> {
+        let share = nominal_scope_share(self.scope);
+        let cost =
+            |products: usize, fraction: f64| products as f64 * (1.0 + MASK_ENTRY_WEIGHT * fraction);
+        let mut cells = Vec::with_capacity(self.cell_count());
+        for (c, checkpoint) in self.checkpoints.iter().enumerate() {
+            cells.push(GridCell {
+                checkpoint: c,
+                kind: CellKind::Scope,
+                ratio: None,
+                seed: None,
+                id: format!("{}/scope", checkpoint.name),
+                cost: cost(self.scope_iters + self.scope_trace_products, share),
+            });
+            for &ratio in &self.ratios {
+                let fraction = match self.ratio_of {
+                    RatioOf::Total => ratio,
+                    RatioOf::Scope => ratio * share,
+                };
+                for &seed in &self.seeds {
+                    cells.push(GridCell {
+                        checkpoint: c,
+                        kind: CellKind::Mask,
+                        ratio: Some(ratio),
+                        seed: Some(seed),
+                        id: format!("{}/ratio-{ratio:e}-seed-{seed}", checkpoint.name),
+                        cost: cost(self.iters + self.trace_products, fraction),
+                    });
+                }
+            }
+        }
+        cells
+    }
+
+    /// The cost-balanced split of [`Self::grid`] over `shards` processes (indices
+    /// into the grid); the same for every process that reads the same spec.
+    pub fn partition(&self, shards: usize) -> Partition {
+        let units: Vec<Unit> = self.grid().iter().map(GridCell::unit).collect();
+        Partition::new(&units, shards)
+    }
+}
+
+/// The cost of a masked Hessian-vector product grows as `1 + MASK_ENTRY_WEIGHT
+/// k/P` (k masked of P parameters) relative to a vanishing mask's. Measured with
+/// `maskscape bench hvp --config opt-125m --batch 1 --seq 32 --dtype f32` on the
+/// CPU, in units of F: 4.9 at ratio 1e-3, 4.8 at 3e-3, 6.3 at 1e-2, 12.5 at 3e-2,
+/// 30.5 at 0.1, about 4.6 + 260 k/P (not measured on a GPU yet). Only the balance
+/// of the shards rests on it.
+pub const MASK_ENTRY_WEIGHT: f64 = 50.0;
+
+/// The fraction of an OPT model's parameters a scope holds, roughly (q/v: 11% of
+/// OPT-125m, 15% of OPT-1.3b, 16% of OPT-13b; the attention projections twice
+/// that; every linear weight 68% of OPT-125m, 93% of OPT-1.3b).
+pub fn nominal_scope_share(scope: Scope) -> f64 {
+    match scope {
+        Scope::Qv => 0.15,
+        Scope::Attention => 0.3,
+        Scope::Linear => 0.85,
+        Scope::All => 1.0,
+    }
+}
+
+/// A cell of a sweep's grid as the spec describes it, before anything is computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GridCell {
+    /// Index into the spec's `checkpoints`.
+    pub checkpoint: usize,
+    pub kind: CellKind,
+    /// Ratio and mask seed (none for the scope reference).
+    pub ratio: Option<f64>,
+    pub seed: Option<u64>,
+    /// `<checkpoint>/scope` or `<checkpoint>/ratio-<ratio>-seed-<seed>`: the cell's
+    /// file under the cache folder without `.json`, and its id in a partition.
+    pub id: String,
+    /// Expected cost in products of a vanishing mask (see [`SweepSpec::grid`]).
+    pub cost: f64,
+}
+
+impl GridCell {
+    /// The cell's file under `cache_dir`.
+    pub fn path(&self, cache_dir: &Path) -> PathBuf {
+        cache_dir.join(format!("{}.json", self.id))
+    }
+
+    /// The cell as a unit of a partition.
+    pub fn unit(&self) -> Unit {
+        Unit {
+            id: self.id.clone(),
+            cost: self.cost,
+        }
+    }
+
+    /// Its Lanczos budget and Hutch++ products.
+    fn budgets(&self, spec: &SweepSpec) -> (usize, usize) {
+        match self.kind {
+            CellKind::Scope => (spec.scope_iters, spec.scope_trace_products),
+            CellKind::Mask => (spec.iters, spec.trace_products),
+        }
+    }
 }
 
 /// What a cell probed: a random mask, or the whole scope.
@@ -249,7 +367,8 @@ pub enum CellKind {
     Scope,
 }
 
-/// One finished cell, as cached on disk.
+/// One finished cell, as cached on disk: only what the spec determines (no wall
+/// time), so a cell's file is the same bytes whichever process or shard wrote it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
     /// SHA-256 of everything that determines the cell.
@@ -268,7 +387,6 @@ pub struct CellRecord {
     /// The loss at the checkpoint (the same for every cell of a checkpoint).
     pub loss: f64,
     pub hvps: u64,
-    pub seconds: f64,
 }
 
 /// The outcome of a sweep.
@@ -286,14 +404,54 @@ pub struct SweepResult {
     pub hvps_this_run: u64,
 }
 
+impl SweepResult {
+    fn empty(spec: &SweepSpec) -> Self {
+        SweepResult {
+            spec: spec.clone(),
+            cells: Vec::new(),
+            scopes: Vec::new(),
+            computed: 0,
+            cached: 0,
+            hvps_this_run: 0,
+        }
+    }
+
+    /// Files the records of `grid` (in grid order) as scope references and cells.
+    fn fill(&mut self, grid: &[GridCell], records: Vec<Option<CellRecord>>) {
+        for (cell, record) in grid.iter().zip(records) {
+            match (cell.kind, record) {
+                (CellKind::Scope, Some(r)) => self.scopes.push(r),
+                (CellKind::Mask, Some(r)) => self.cells.push(r),
+                (_, None) => {}
+            }
+        }
+    }
+}
+
 /// Runs (or resumes) `spec`, caching cells under `cache_dir`.
 pub fn run_sweep(
     spec: &SweepSpec,
     cache_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<SweepResult> {
+    run_sweep_shard(spec, cache_dir, Shard::WHOLE, progress)
+}
+
+/// Runs (or resumes) the cells of `shard` (see [`SweepSpec::partition`]), caching
+/// them under `cache_dir`; the result holds those cells only.
+///
+/// Test hook: with the environment variable `MASKSCAPE_SWEEP_STALL_AFTER=N` the run
+/// stops for up to five minutes once it has spent N Hessian-vector products,
+/// always inside a cell (its file not yet written), after saying so on stderr, so
+/// a test can kill the process at a known point mid-cell.
+pub fn run_sweep_shard(
+    spec: &SweepSpec,
+    cache_dir: &Path,
+    shard: Shard,
+    progress: &dyn Progress,
+) -> Result<SweepResult> {
     spec.validate()?;
-    progress.start(spec.cell_count() as u64, "sweep");
+    let stall = Stall::from_env()?;
     dispatch(
         spec.device,
         spec.gpu,
@@ -301,24 +459,109 @@ pub fn run_sweep(
         SweepJob {
             spec,
             cache_dir,
+            shard,
+            stall,
             progress,
         },
     )
 }
 
+/// The cells of `spec` on disk under `cache_dir`, computing nothing: the ones done
+/// (as a result, for the tables and report) and the state of every cell, with its
+/// owner under a split into `shards`. Hashes each checkpoint's files and the data
+/// file to tell the spec's cells from stale ones.
+pub fn sweep_on_disk(
+    spec: &SweepSpec,
+    cache_dir: &Path,
+    shards: usize,
+) -> Result<(SweepResult, GridStatus)> {
+    spec.validate()?;
+    let grid = spec.grid();
+    let mut records = vec![None; grid.len()];
+    let mut states = vec![CellState::Missing; grid.len()];
+    for (c, checkpoint) in spec.checkpoints.iter().enumerate() {
+        let keys = CellKeys::new(spec, checkpoint)?;
+        for (i, cell) in grid.iter().enumerate().filter(|(_, g)| g.checkpoint == c) {
+            let (state, record) = keys.read(spec, cache_dir, cell);
+            states[i] = state;
+            records[i] = record;
+        }
+    }
+    let mut result = SweepResult::empty(spec);
+    result.cached = states.iter().filter(|s| **s == CellState::Done).count();
+    result.fill(&grid, records);
+    let status = GridStatus::new(grid.iter().map(GridCell::unit).collect(), states, shards);
+    Ok((result, status))
+}
+
 struct SweepJob<'a> {
     spec: &'a SweepSpec,
     cache_dir: &'a Path,
+    shard: Shard,
+    stall: Option<Stall>,
     progress: &'a dyn Progress,
 }
 
 /// Passes cancellation through while hiding the inner algorithms' progress, so the
-/// bar counts cells.
-struct CancelOnly<'a>(&'a dyn Progress);
+/// bar counts cells; the products it sees drive the stall hook.
+struct CancelOnly<'a> {
+    outer: &'a dyn Progress,
+    stall: Option<Stall>,
+}
 
 impl Progress for CancelOnly<'_> {
+    fn advance(&self, n: u64) {
+        if let Some(stall) = &self.stall {
+            stall.count(n);
+        }
+    }
+
     fn is_cancelled(&self) -> bool {
-        self.0.is_cancelled()
+        self.outer.is_cancelled()
+    }
+}
+
+/// The `MASKSCAPE_SWEEP_STALL_AFTER` test hook (see [`run_sweep_shard`]).
+struct Stall {
+    after: u64,
+    products: std::sync::atomic::AtomicU64,
+}
+
+impl Stall {
+    const VARIABLE: &'static str = "MASKSCAPE_SWEEP_STALL_AFTER";
+
+    fn from_env() -> Result<Option<Self>> {
+        let Some(value) = std::env::var_os(Self::VARIABLE) else {
+            return Ok(None);
+        };
+        let after = value
+            .to_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::arg(
+                    Self::VARIABLE,
+                    format!("{value:?} is not a number of products"),
+                )
+            })?;
+        Ok(Some(Stall {
+            after,
+            products: std::sync::atomic::AtomicU64::new(0),
+        }))
+    }
+
+    fn count(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let before = self.products.fetch_add(n, Ordering::SeqCst);
+        if before < self.after && before + n >= self.after {
+            // A test hook, not a report: the test reads this line to know the
+            // process is inside a cell before it kills it.
+            eprintln!(
+                "{}: stalled inside a cell after {} Hessian-vector products",
+                Self::VARIABLE,
+                before + n
+            );
+            std::thread::sleep(std::time::Duration::from_secs(300));
+        }
     }
 }
 
@@ -329,32 +572,201 @@ impl BackendJob for SweepJob<'_> {
         let SweepJob {
             spec,
             cache_dir,
+            shard,
+            stall,
             progress,
         } = self;
-        let inner = CancelOnly(progress);
-        let request = spec.data_request()?;
-        let mut result = SweepResult {
-            spec: spec.clone(),
-            cells: Vec::new(),
-            scopes: Vec::new(),
-            computed: 0,
-            cached: 0,
-            hvps_this_run: 0,
+        let inner = CancelOnly {
+            outer: progress,
+            stall,
         };
-        for checkpoint in &spec.checkpoints {
+        let request = spec.data_request()?;
+        let grid = spec.grid();
+        let owned = spec.partition(shard.count()).units_of(shard);
+        progress.start(owned.len() as u64, "sweep");
+        let mut records = vec![None; grid.len()];
+        let mut result = SweepResult::empty(spec);
+        for (c, checkpoint) in spec.checkpoints.iter().enumerate() {
+            let mine: Vec<usize> = owned
+                .iter()
+                .copied()
+                .filter(|&i| grid[i].checkpoint == c)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
             progress.check()?;
-            let mut model = ModelInputs::<T>::load(&checkpoint.path)?;
-            let data = DataInputs::load(&request, &model.dir, model.config())?;
-            let layout = model.layout().clone();
-            let params = std::mem::take(&mut model.checkpoint.params);
-            let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
+            // Cached cells are recognised from the files' hashes: a rerun whose
+            // cells are all on disk never loads the weights.
+            let keys = CellKeys::new(spec, checkpoint)?;
+            let mut todo = Vec::new();
+            for i in mine {
+                match keys.read(spec, cache_dir, &grid[i]) {
+                    (CellState::Done, Some(record)) => {
+                        records[i] = Some(record);
+                        result.cached += 1;
+                        progress.advance(1);
+                    }
+                    _ => todo.push(i),
+                }
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            let mut model = Checkpoint::<T>::load(&checkpoint.path)?;
+            let data = DataInputs::load(&request, &checkpoint.path, &model.config)?;
+            let layout = model.layout.clone();
+            let params = std::mem::take(&mut model.params);
+            let network = Opt::new(backend.clone(), model.config.clone(), &params)?;
             drop(params);
-            let dir = cache_dir.join(&checkpoint.name);
-            let base_key = json!({
+            for i in todo {
+                progress.check()?;
+                let cell = &grid[i];
+                let (indices, keep_probability) =
+                    cell_indices(spec, cell, &layout, &checkpoint.path)?;
+                let record = compute_cell(
+                    &network,
+                    &data,
+                    indices,
+                    spec,
+                    cell,
+                    keys.key(spec, cell),
+                    keep_probability,
+                    &inner,
+                )?;
+                atomic::write_json(&cell.path(cache_dir), &record)?;
+                result.computed += 1;
+                result.hvps_this_run += record.hvps;
+                progress.advance(1);
+                records[i] = Some(record);
+            }
+        }
+        result.fill(&grid, records);
+        Ok(result)
+    }
+}
+
+/// The coordinates a cell probes and their keep probability: the whole scope, or
+/// the cell's mask.
+fn cell_indices(
+    spec: &SweepSpec,
+    cell: &GridCell,
+    layout: &ParamLayout,
+    model_path: &Path,
+) -> Result<(Vec<u64>, f64)> {
+    let (Some(ratio), Some(seed)) = (cell.ratio, cell.seed) else {
+        let indices = scope_indices(spec.scope, layout);
+        if indices.is_empty() {
+            return Err(Error::arg(
+                "scope",
+                format!(
+                    "scope `{}` holds no parameters in {}",
+                    spec.scope.name(),
+                    model_path.display()
+                ),
+            ));
+        }
+        return Ok((indices, 1.0));
+    };
+    let mask_spec = spec.mask_spec(ratio, seed);
+    let keep_probability = mask_spec.keep_probability(layout).map_err(|e| {
+        Error::arg(
+            "ratios",
+            format!("{ratio} in {}: {e}", model_path.display()),
+        )
+    })?;
+    let mask = Mask::draw(&mask_spec, layout)?;
+    if mask.is_empty() {
+        return Err(Error::arg(
+            "ratios",
+            format!(
+                "{ratio} keeps no parameter with mask seed {seed} in {} (raise the ratio)",
+                model_path.display()
+            ),
+        ));
+    }
+    Ok((mask.indices().to_vec(), keep_probability))
+}
+
+/// Probes one cell: λmax by Lanczos and the trace by Hutch++ on the Hessian
+/// restricted to `indices`, and the loss.
+#[allow(clippy::too_many_arguments)]
+fn compute_cell<T: Scalar, B: SpectralBackend<T>>(
+    network: &Opt<T, B>,
+    data: &DataInputs,
+    indices: Vec<u64>,
+    spec: &SweepSpec,
+    cell: &GridCell,
+    key: String,
+    keep_probability: f64,
+    progress: &dyn Progress,
+) -> Result<CellRecord> {
+    let (iters, trace_products) = cell.budgets(spec);
+    let indices_sha256 = indices_hash(&indices);
+    let op = HessianOperator::new(network, &data.batches, &Restriction::Indices(indices))?;
+    let space = network.backend().space(op.dim())?;
+    let seed = |part: u64| rng::stream_id(&[spec.seed, part]);
+    let top = lanczos(
+        &OnBackend(&op),
+        &space,
+        &LanczosOptions {
+            k: 1,
+            which: Which::Largest,
+            tol: spec.tol,
+            max_products: iters,
+            verify_multiplicity: false,
+            measure_orthogonality: false,
+            seed: seed(1),
+            ..LanczosOptions::default()
+        },
+        progress,
+    )?;
+    let trace = hutch_plus_plus(
+        &OnBackend(&op),
+        &space,
+        trace_products,
+        Distribution::Rademacher,
+        seed(4),
+        progress,
+    )?;
+    let loss = op.with_objective(|o| o.loss())??;
+    Ok(CellRecord {
+        key,
+        checkpoint: spec.checkpoints[cell.checkpoint].name.clone(),
+        kind: cell.kind,
+        ratio: cell.ratio,
+        seed: cell.seed,
+        keep_probability,
+        dim: op.dim(),
+        indices_sha256,
+        lambda_max: RitzPair {
+            value: top.eigenvalues[0],
+            residual: top.residuals[0],
+            converged: top.converged[0],
+        },
+        trace,
+        loss,
+        hvps: op.products(),
+    })
+}
+
+/// What identifies one checkpoint's cells on disk: the hashes of its files and of
+/// the data file, with every setting of the spec that shapes a cell and the
+/// program's version and commit.
+struct CellKeys {
+    base: serde_json::Value,
+}
+
+impl CellKeys {
+    fn new(spec: &SweepSpec, checkpoint: &CheckpointEntry) -> Result<Self> {
+        let model = ModelIdentity::of(&checkpoint.path)?;
+        let (data, _) = sha256_file(&spec.data)?;
+        Ok(CellKeys {
+            base: json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "commit": env!("MASKSCAPE_GIT_COMMIT"),
                 "model": model.sha256,
-                "data": data.sha256,
+                "data": data,
                 "data_spec": {
                     "task": spec.task, "template": spec.template, "candidates": spec.candidates,
                     "columns": spec.columns, "max_examples": spec.max_examples,
@@ -365,189 +777,47 @@ impl BackendJob for SweepJob<'_> {
                 "tf32": spec.gpu.tf32,
                 "seed": spec.seed,
                 "tol": spec.tol,
-            });
-
-            // The whole-scope reference.
-            let indices = scope_indices(spec.scope, &layout);
-            if indices.is_empty() {
-                return Err(Error::arg(
-                    "scope",
-                    format!(
-                        "scope `{}` holds no parameters in {}",
-                        spec.scope.name(),
-                        checkpoint.path.display()
-                    ),
-                ));
-            }
-            let cell = Cell {
-                checkpoint: &checkpoint.name,
-                kind: CellKind::Scope,
-                ratio: None,
-                seed: None,
-                keep_probability: 1.0,
-                iters: spec.scope_iters,
-                trace_products: spec.scope_trace_products,
-                path: dir.join("scope.json"),
-                key: cell_key(
-                    &base_key,
-                    json!({"scope": spec.scope, "iters": spec.scope_iters,
-                    "trace_products": spec.scope_trace_products}),
-                ),
-            };
-            let record =
-                cell.get_or_compute(&network, &data, indices, spec, &inner, &mut result)?;
-            progress.advance(1);
-            result.scopes.push(record);
-
-            for &ratio in &spec.ratios {
-                for &seed in &spec.seeds {
-                    progress.check()?;
-                    let mask_spec = spec.mask_spec(ratio, seed);
-                    let keep_probability = mask_spec.keep_probability(&layout).map_err(|e| {
-                        Error::arg(
-                            "ratios",
-                            format!("{ratio} in {}: {e}", checkpoint.path.display()),
-                        )
-                    })?;
-                    let cell = Cell {
-                        checkpoint: &checkpoint.name,
-                        kind: CellKind::Mask,
-                        ratio: Some(ratio),
-                        seed: Some(seed),
-                        keep_probability,
-                        iters: spec.iters,
-                        trace_products: spec.trace_products,
-                        path: dir.join(format!("ratio-{ratio:e}-seed-{seed}.json")),
-                        key: cell_key(
-                            &base_key,
-                            json!({"mask": mask_spec, "iters": spec.iters,
-                            "trace_products": spec.trace_products}),
-                        ),
-                    };
-                    let mask = Mask::draw(&mask_spec, &layout)?;
-                    if mask.is_empty() {
-                        return Err(Error::arg(
-                            "ratios",
-                            format!(
-                                "{ratio} keeps no parameter with mask seed {seed} in {} (raise the ratio)",
-                                checkpoint.path.display()
-                            ),
-                        ));
-                    }
-                    let record = cell.get_or_compute(
-                        &network,
-                        &data,
-                        mask.indices().to_vec(),
-                        spec,
-                        &inner,
-                        &mut result,
-                    )?;
-                    progress.advance(1);
-                    result.cells.push(record);
-                }
-            }
-        }
-        Ok(result)
+            }),
+        })
     }
-}
 
-/// A cell to look up or compute.
-struct Cell<'a> {
-    checkpoint: &'a str,
-    kind: CellKind,
-    ratio: Option<f64>,
-    seed: Option<u64>,
-    keep_probability: f64,
-    iters: usize,
-    trace_products: usize,
-    path: PathBuf,
-    key: String,
-}
+    /// The SHA-256 of everything that determines `cell`.
+    fn key(&self, spec: &SweepSpec, cell: &GridCell) -> String {
+        let (iters, trace_products) = cell.budgets(spec);
+        let what = match (cell.ratio, cell.seed) {
+            (Some(ratio), Some(seed)) => json!({"mask": spec.mask_spec(ratio, seed),
+                "iters": iters, "trace_products": trace_products}),
+            _ => json!({"scope": spec.scope, "iters": iters,
+                "trace_products": trace_products}),
+        };
+        sha256_bytes(
+            json!({"base": self.base, "cell": what})
+                .to_string()
+                .as_bytes(),
+        )
+    }
 
-impl Cell<'_> {
-    /// The cached record when one with this key is on disk, else the computed one
-    /// (written atomically before it is returned).
-    fn get_or_compute<T: Scalar, B: SpectralBackend<T>>(
+    /// The cell's file, when it holds this key: a missing file is missing; an
+    /// unreadable or damaged file, or one with another key, is stale (recomputed
+    /// and replaced).
+    fn read(
         &self,
-        network: &Opt<T, B>,
-        data: &DataInputs,
-        indices: Vec<u64>,
         spec: &SweepSpec,
-        progress: &dyn Progress,
-        result: &mut SweepResult,
-    ) -> Result<CellRecord> {
-        if let Some(record) = self.cached()? {
-            result.cached += 1;
-            return Ok(record);
+        cache_dir: &Path,
+        cell: &GridCell,
+    ) -> (CellState, Option<CellRecord>) {
+        let text = match std::fs::read_to_string(cell.path(cache_dir)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (CellState::Missing, None);
+            }
+            Err(_) => return (CellState::Stale, None),
+        };
+        match serde_json::from_str::<CellRecord>(&text) {
+            Ok(record) if record.key == self.key(spec, cell) => (CellState::Done, Some(record)),
+            _ => (CellState::Stale, None),
         }
-        let started = Instant::now();
-        let indices_sha256 = indices_hash(&indices);
-        let op = HessianOperator::new(network, &data.batches, &Restriction::Indices(indices))?;
-        let space = network.backend().space(op.dim())?;
-        let seed = |part: u64| rng::stream_id(&[spec.seed, part]);
-        let top = lanczos(
-            &OnBackend(&op),
-            &space,
-            &LanczosOptions {
-                k: 1,
-                which: Which::Largest,
-                tol: spec.tol,
-                max_products: self.iters,
-                verify_multiplicity: false,
-                measure_orthogonality: false,
-                seed: seed(1),
-                ..LanczosOptions::default()
-            },
-            progress,
-        )?;
-        let trace = hutch_plus_plus(
-            &OnBackend(&op),
-            &space,
-            self.trace_products,
-            Distribution::Rademacher,
-            seed(4),
-            progress,
-        )?;
-        let loss = op.with_objective(|o| o.loss())??;
-        let record = CellRecord {
-            key: self.key.clone(),
-            checkpoint: self.checkpoint.to_string(),
-            kind: self.kind,
-            ratio: self.ratio,
-            seed: self.seed,
-            keep_probability: self.keep_probability,
-            dim: op.dim(),
-            indices_sha256,
-            lambda_max: RitzPair {
-                value: top.eigenvalues[0],
-                residual: top.residuals[0],
-                converged: top.converged[0],
-            },
-            trace,
-            loss,
-            hvps: op.products(),
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        atomic::write_json(&self.path, &record)?;
-        result.computed += 1;
-        result.hvps_this_run += record.hvps;
-        Ok(record)
     }
-
-    /// The record on disk, when it is readable and its key matches (a stale or
-    /// damaged file is recomputed and replaced).
-    fn cached(&self) -> Result<Option<CellRecord>> {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_str::<CellRecord>(&text)
-            .ok()
-            .filter(|r| r.key == self.key))
-    }
-}
-
-fn cell_key(base: &serde_json::Value, cell: serde_json::Value) -> String {
-    sha256_bytes(json!({"base": base, "cell": cell}).to_string().as_bytes())
 }
 
 /// Per checkpoint and ratio: the cells' λmax and trace over seeds.
@@ -1142,6 +1412,56 @@ mod tests {
         ]);
         assert!((slope - 0.7).abs() < 1e-12);
         assert!((intercept - 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_shards_of_a_spec_cover_every_cell_exactly_once() {
+        // Two checkpoints x (scope + 5 ratios x 3 seeds); the paths do not exist:
+        // the grid and its partition come from the spec alone.
+        let spec = SweepSpec {
+            checkpoints: ["init", "after"]
+                .iter()
+                .map(|name| CheckpointEntry {
+                    name: name.to_string(),
+                    path: format!("no/such/{name}").into(),
+                })
+                .collect(),
+            data: "no/such/data.jsonl".into(),
+            task: Some("sst2".into()),
+            ratios: vec![0.1, 0.03, 0.01, 0.003, 0.001],
+            ..SweepSpec::default()
+        };
+        let grid = spec.grid();
+        assert_eq!(grid.len(), spec.cell_count());
+        assert_eq!(grid[0].id, "init/scope");
+        assert_eq!(grid[1].id, "init/ratio-1e-1-seed-0");
+        assert_eq!(grid[16].id, "after/scope");
+        assert_eq!(grid[31].id, "after/ratio-1e-3-seed-2");
+        // (150 + 90) products at k/P = 0.15, (80 + 30) at k/P = 0.1 and 0.001.
+        assert_eq!(grid[0].cost, 240.0 * 8.5);
+        assert_eq!(grid[1].cost, 110.0 * 6.0);
+        assert!((grid[31].cost - 110.0 * 1.05).abs() < 1e-9);
+        let total: f64 = grid.iter().map(|c| c.cost).sum();
+        for n in [1, 2, 3, 4, 5, 8, 13, 32, 40] {
+            let partition = spec.partition(n);
+            let mut owners = vec![0; grid.len()];
+            for index in 1..=n {
+                let shard = Shard::new(index, n).unwrap();
+                for i in partition.units_of(shard) {
+                    owners[i] += 1;
+                }
+            }
+            assert!(owners.iter().all(|&k| k == 1), "N = {n}: {owners:?}");
+            // Balanced by cost: no shard above the mean by more than the largest
+            // cell (a scope reference).
+            let heaviest = (1..=n).map(|s| partition.load(s)).fold(0.0, f64::max);
+            assert!(heaviest <= total / n as f64 + grid[0].cost, "N = {n}");
+            assert_eq!(partition, spec.partition(n), "deterministic");
+        }
+        // Two shards: the two scope references (the dearest cells) go one each,
+        // `after/scope` first by the id tie-break.
+        let two = spec.partition(2);
+        assert_eq!((two.owner(0).index(), two.owner(16).index()), (2, 1));
     }
 
     #[test]
