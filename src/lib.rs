@@ -9,6 +9,7 @@
 //! - [`probe`]: Hessian probes, landscapes and ratio sweeps of checkpoints on data.
 //! - [`backend`]: the numerical backends the model runs on (CPU now, CUDA later).
 //! - [`report`]: tables, figures and run manifests.
+//! - [`npy`]: NumPy `.npy` arrays, read with their declared size checked.
 //! - [`cli`]: the `maskscape` command line.
 
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod experiment;
 pub mod mask;
 pub mod model;
+pub mod npy;
 pub mod probe;
 pub mod progress;
 pub mod report;
