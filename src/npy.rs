@@ -84,13 +84,16 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let descr = header_value(header, "descr")
         .ok_or("the header has no `descr`")?
         .trim_matches(|c| c == '\'' || c == '"');
-    let dtype = match descr {
-        "<f8" | "=f8" => NpyFloat::F64,
-        "<f4" | "=f4" => NpyFloat::F32,
-        "<f2" | "=f2" => NpyFloat::F16,
-        other => {
+    // numpy writes `<f8`; the one-letter codes (`<d`) and `=` (native, which is
+    // little-endian wherever this runs) are read too. `>` is big-endian.
+    let code = descr.strip_prefix(['<', '=', '|']).unwrap_or(descr);
+    let dtype = match code {
+        "f8" | "d" => NpyFloat::F64,
+        "f4" | "f" => NpyFloat::F32,
+        "f2" | "e" => NpyFloat::F16,
+        _ => {
             return Err(format!(
-                "unsupported dtype `{other}`: expected little-endian float16, float32 or float64"
+                "unsupported dtype `{descr}`: expected little-endian float16, float32 or float64"
             ));
         }
     };
@@ -261,11 +264,15 @@ mod tests {
         ))?;
         assert_eq!((a.dtype, a.values), (NpyFloat::F16, vec![0.5, -2.0]));
         let singles: Vec<u8> = [0.1f32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        // The one-letter code of float32, as some writers spell it.
         let b = parse(&npy(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), }",
+            "{'descr': '<f', 'fortran_order': False, 'shape': (1, 1), }",
             &singles,
         ))?;
-        assert_eq!((b.shape, b.values), (vec![1, 1], vec![f64::from(0.1f32)]));
+        assert_eq!(
+            (b.dtype, b.shape, b.values),
+            (NpyFloat::F32, vec![1, 1], vec![f64::from(0.1f32)])
+        );
         Ok(())
     }
 
