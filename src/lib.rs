@@ -10,6 +10,7 @@
 //! - [`backend`]: the numerical backends the model runs on (CPU, and CUDA GPUs).
 //! - [`report`]: tables, figures and run manifests.
 //! - [`shard`]: sweep grids split over independent processes (array jobs).
+//! - [`npy`]: NumPy `.npy` arrays, read with their declared size checked.
 //! - [`scalar`], [`stats`], [`rng`]: the element types, trial statistics and seeded
 //!   random streams every layer shares.
 //! - [`cli`]: the `maskscape` command line.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod experiment;
 pub mod mask;
 pub mod model;
+pub mod npy;
 pub mod probe;
 pub mod progress;
 pub mod report;

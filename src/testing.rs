@@ -21,3 +21,12 @@ pub(crate) fn write_text(dir: &Path, name: &str, text: &str) -> TestResult<PathB
     std::fs::write(&path, text)?;
     Ok(path)
 }
+
+/// The bytes of a safetensors file whose JSON header is `header`, written as given
+/// (so it may declare sizes the data does not have), followed by `data`.
+pub(crate) fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}

@@ -46,23 +46,30 @@ fn test_spectrum(n: usize) -> Vec<f64> {
     lambda
 }
 
-fn write_npy(path: &Path, values: &[f64], shape: &[usize]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
+/// Writes a version 1.0 `.npy` file: the header dict `header`, padded as numpy pads
+/// it, then `data` as given.
+fn write_raw_npy(path: &Path, header: &str, data: &[u8]) {
+    let mut header = header.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     bytes.extend((header.len() as u16).to_le_bytes());
     bytes.extend(header.as_bytes());
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
+    bytes.extend(data);
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A C-order float64 `.npy` file of `values` (row-major) with `shape`.
+fn write_npy(path: &Path, values: &[f64], shape: &[usize]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let header = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw_npy(path, &header, &data);
 }
 
 fn write_safetensors(path: &Path, tensors: &[(&str, &[f64], [usize; 2])]) {
@@ -242,6 +249,53 @@ fn lanczos_matches_the_exact_spectrum_and_writes_every_output() {
 }
 
 #[test]
+fn a_fortran_order_npy_gives_the_same_spectrum() {
+    // numpy writes a transposed array in Fortran order: the columns one after the
+    // other. For a symmetric matrix that is the same matrix.
+    let n = 40;
+    let spectrum = test_spectrum(n);
+    let a = with_spectrum(&spectrum);
+    let mut columns = Vec::with_capacity(n * n);
+    for j in 0..n {
+        for i in 0..n {
+            columns.extend(a[i * n + j].to_le_bytes());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fortran.npy");
+    write_raw_npy(
+        &path,
+        &format!("{{'descr': '<f8', 'fortran_order': True, 'shape': ({n}, {n}), }}"),
+        &columns,
+    );
+    let out = dir.path().join("out");
+    let o = run(&[
+        "spectrum",
+        "--matrix",
+        path.to_str().unwrap(),
+        "--method",
+        "lanczos",
+        "--k",
+        "2",
+        "--which",
+        "both",
+        "--tol",
+        "1e-10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = floats(&summary(&out)["result"]["eigenvalues"]);
+    let mut sorted = spectrum.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let want = [sorted[0], sorted[1], sorted[n - 2], sorted[n - 1]];
+    assert_eq!(got.len(), 4, "{got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= 1e-9 * w.abs(), "{got:?} against {want:?}");
+    }
+}
+
+#[test]
 fn power_slq_and_trace_on_safetensors() {
     let f = fixture();
     let path = f.safetensors.to_str().unwrap();
@@ -395,11 +449,33 @@ fn bad_input_gives_one_line_and_exit_code_2() {
     write_safetensors(&two, &[("a", &[1.0], [1, 1]), ("b", &[2.0], [1, 1])]);
     let missing = dir.join("missing.npy");
     let good = f.npy.to_str().unwrap().to_string();
+    // Shapes whose size the file cannot hold: 10^18 float64s over 16 bytes, and
+    // 2^31 x 2^31 float64s, whose byte count overflows (and wraps to 0).
+    let huge = dir.join("huge.npy");
+    write_raw_npy(
+        &huge,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000, 1000000000), }",
+        &[0; 16],
+    );
+    let wrapping = dir.join("wrapping.npy");
+    write_raw_npy(
+        &wrapping,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (2147483648, 2147483648), }",
+        &[],
+    );
 
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["--matrix".into(), missing.to_str().unwrap().into()],
             "missing.npy",
+        ),
+        (
+            vec!["--matrix".into(), huge.to_str().unwrap().into()],
+            "huge.npy: the header declares shape (1000000000, 1000000000)",
+        ),
+        (
+            vec!["--matrix".into(), wrapping.to_str().unwrap().into()],
+            "wrapping.npy: shape (2147483648, 2147483648) is too large",
         ),
         (vec!["--matrix".into(), non_square], "square"),
         (vec!["--matrix".into(), asymmetric], "not symmetric"),

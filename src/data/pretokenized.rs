@@ -172,7 +172,7 @@ fn same_shape(matrix: IntMatrix, ids: &IntMatrix, path: &Path) -> Result<IntMatr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::TestResult;
+    use crate::testing::{TestResult, raw_safetensors};
     use std::collections::HashMap;
 
     fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<i64>)]) -> TestResult {
@@ -256,6 +256,39 @@ mod tests {
         let err = read_pretokenized(&path).unwrap_err().to_string();
         assert!(
             err.ends_with("missing tensor `input_ids` (tensors present: tokens)"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn declared_shapes_beyond_the_file_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.safetensors");
+        // 10^18 ids over 16 bytes; 2^32 x 2^32 ids, whose count overflows; 2^31 x
+        // 2^31 ids, whose byte count does.
+        for shape in [
+            "[1000000000,1000000000]",
+            "[4294967296,4294967296]",
+            "[2147483648,2147483648]",
+        ] {
+            let header = format!(
+                r#"{{"input_ids":{{"dtype":"I64","shape":{shape},"data_offsets":[0,16]}}}}"#
+            );
+            std::fs::write(&path, raw_safetensors(&header, &[0; 16]))?;
+            let err = read_pretokenized(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("t.safetensors") && err.contains("not a safetensors file"),
+                "{shape}: {err}"
+            );
+        }
+        // A shape with a zero holds nothing, whatever its other dimension.
+        let header =
+            r#"{"input_ids":{"dtype":"I64","shape":[1000000000000000000,0],"data_offsets":[0,0]}}"#;
+        std::fs::write(&path, raw_safetensors(header, &[]))?;
+        let err = read_pretokenized(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("t.safetensors") && err.contains("empty"),
             "{err}"
         );
         Ok(())

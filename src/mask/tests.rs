@@ -6,7 +6,7 @@ use super::*;
 use crate::model::layout::LayerTensor;
 use crate::model::presets::preset;
 use crate::model::{OptConfig, ParamRole};
-use crate::testing::{TestResult, fixture};
+use crate::testing::{TestResult, fixture, raw_safetensors};
 
 fn fixture_layout(name: &str) -> TestResult<ParamLayout> {
     let config = OptConfig::from_file(&fixture(name).join("config.json"))?;
@@ -291,5 +291,29 @@ fn bad_index_files_are_refused_with_the_position() -> TestResult {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no `mask_idx` tensor"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn index_counts_beyond_the_file_are_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("huge.safetensors");
+    let layout = fixture_layout("opt-tiny-preln")?;
+    // 10^18 indices over 16 bytes; 2^61 x 8 indices, whose count overflows; 2^61
+    // indices, whose byte count does (wrapping to 0 unchecked).
+    for shape in [
+        "[1000000000000000000]",
+        "[2305843009213693952,8]",
+        "[2305843009213693952]",
+    ] {
+        let header =
+            format!(r#"{{"mask_idx":{{"dtype":"I64","shape":{shape},"data_offsets":[0,16]}}}}"#);
+        std::fs::write(&path, raw_safetensors(&header, &[0; 16]))?;
+        let err = Mask::load(&path, &layout).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.safetensors") && err.contains("not a valid safetensors file"),
+            "{shape}: {err}"
+        );
+    }
     Ok(())
 }

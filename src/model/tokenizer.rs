@@ -44,12 +44,20 @@ impl OptTokenizer {
         ))
     }
 
-    /// Loads a HuggingFace `tokenizer.json`. Its post-processor is dropped: BOS is
-    /// added by [`encode`](Self::encode) on request.
+    /// Loads a HuggingFace `tokenizer.json`. Its post-processor, truncation and
+    /// padding are dropped: BOS is added by [`encode`](Self::encode) on request,
+    /// and sequences are cut and padded by the data pipeline, which knows the
+    /// model's positions. Kept, a file's padding would put pad ids into every
+    /// encoding, and a declared `Fixed` length of 10^12 would abort the process
+    /// allocating them.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
         let mut inner = Tokenizer::from_file(path)
             .map_err(|e| Error::file(path, format!("not a readable tokenizer: {e}")))?;
         inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::file(path, format!("cannot drop its truncation: {e}")))?;
         Self::new(inner, path)
     }
 
@@ -225,6 +233,40 @@ mod tests {
         for text in ["hello world!", "hello</s>hello", " wor"] {
             assert_eq!(from_json.encode(text, true)?, from_pair.encode(text, true)?);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn padding_and_truncation_in_tokenizer_json_are_ignored() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        hand_made(dir.path())?;
+        let json = dir.path().join("tokenizer.json");
+        OptTokenizer::from_dir(dir.path())?
+            .inner
+            .save(&json, false)?;
+        // A file that pads every encoding to 10^12 tokens and cuts them to one.
+        let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        value["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 1_000_000_000_000u64},
+            "direction": "Right",
+            "pad_to_multiple_of": null,
+            "pad_id": 1,
+            "pad_type_id": 0,
+            "pad_token": "<pad>"
+        });
+        value["truncation"] = serde_json::json!({
+            "direction": "Right",
+            "max_length": 1,
+            "strategy": "LongestFirst",
+            "stride": 0
+        });
+        std::fs::write(&json, value.to_string())?;
+        // The file does parse with them (they are not silently rejected) ...
+        let raw = Tokenizer::from_file(&json).map_err(|e| e.to_string())?;
+        assert!(raw.get_padding().is_some() && raw.get_truncation().is_some());
+        // ... and are gone from what maskscape loads.
+        let tokenizer = OptTokenizer::from_tokenizer_json(&json)?;
+        assert_eq!(tokenizer.encode("hello world!", true)?, [2, 16, 19, 20, 12]);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 use super::operator::{LinearOperator, check_apply};
 use crate::error::{Error, Result};
+use crate::npy::{self, NpyFloat};
 
 /// Below this order a product runs on one thread: splitting a small GEMV across
 /// threads costs more than it saves.
@@ -220,29 +221,15 @@ fn check_finite_symmetric(matrix: &Mat<f64>, tol: f64) -> std::result::Result<()
 /// Values (row-major, as f64), shape and unit roundoff of the stored type.
 type RawMatrix = (Vec<f64>, Vec<usize>, f64);
 
+/// A `.npy` file (C or Fortran order: a symmetric matrix reads the same either way).
 fn read_npy(path: &Path) -> Result<RawMatrix> {
-    use candle_core::{DType, Tensor};
-    let bad = |e: candle_core::Error| Error::file(path, format!("not a readable .npy array: {e}"));
-    let tensor = Tensor::read_npy(path).map_err(bad)?;
-    let epsilon = match tensor.dtype() {
-        DType::F64 => f64::EPSILON,
-        DType::F32 => f64::from(f32::EPSILON),
-        DType::F16 => 9.8e-4,
-        DType::BF16 => 7.9e-3,
-        other => {
-            return Err(Error::file(
-                path,
-                format!("expected floating-point data, found {other:?}"),
-            ));
-        }
+    let array = npy::read(path)?;
+    let epsilon = match array.dtype {
+        NpyFloat::F64 => f64::EPSILON,
+        NpyFloat::F32 => f64::from(f32::EPSILON),
+        NpyFloat::F16 => 9.8e-4,
     };
-    let shape = tensor.dims().to_vec();
-    let values = tensor
-        .to_dtype(DType::F64)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f64>())
-        .map_err(bad)?;
-    Ok((values, shape, epsilon))
+    Ok((array.values, array.shape, epsilon))
 }
 
 fn read_safetensors(path: &Path, tensor: Option<&str>) -> Result<RawMatrix> {

@@ -8,6 +8,7 @@ use std::path::Path;
 use faer::Mat;
 
 use crate::error::{Error, Result};
+use crate::npy;
 
 /// Reads the matrix at `path`, choosing the format by extension (`.npy` or `.csv`).
 pub fn read_matrix(path: &Path) -> Result<Mat<f64>> {
@@ -16,8 +17,17 @@ pub fn read_matrix(path: &Path) -> Result<Mat<f64>> {
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
     let matrix = match extension.as_deref() {
         Some("npy") => {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            parse_npy(&bytes).map_err(|message| Error::file(path, message))?
+            let array = npy::read(path)?;
+            let [rows, cols] = array.shape[..] else {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "expected a 2-D array (samples x features), found shape {:?}",
+                        array.shape
+                    ),
+                ));
+            };
+            Mat::from_fn(rows, cols, |i, j| array.values[i * cols + j])
         }
         Some("csv") => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -92,104 +102,6 @@ fn parse_csv(text: &str) -> std::result::Result<Mat<f64>, String> {
     Ok(Mat::from_fn(rows.len(), ncols, |i, j| rows[i][j]))
 }
 
-/// Parses the bytes of a version 1-3 `.npy` file holding a 2-D float64 or float32
-/// array, in C or Fortran order.
-fn parse_npy(bytes: &[u8]) -> std::result::Result<Mat<f64>, String> {
-    const MAGIC: &[u8] = b"\x93NUMPY";
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not a .npy file (bad magic bytes)".into());
-    }
-    let major = bytes[6];
-    let (header_len, header_start) = match major {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(format!("unsupported .npy version {major}")),
-    };
-    let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or("truncated or non-text .npy header")?;
-
-    let descr = header_value(header, "descr").ok_or("the header has no `descr`")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran =
-        header_value(header, "fortran_order").ok_or("the header has no `fortran_order`")?;
-    let fortran = match fortran {
-        "True" => true,
-        "False" => false,
-        other => return Err(format!("bad fortran_order `{other}`")),
-    };
-    let shape = header_value(header, "shape").ok_or("the header has no `shape`")?;
-    let dims: Vec<usize> = shape
-        .trim_matches(|c| c == '(' || c == ')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape {shape}")))
-        .collect::<std::result::Result<_, _>>()?;
-    let [rows, cols] = dims[..] else {
-        return Err(format!(
-            "expected a 2-D array (samples x features), found shape {shape}"
-        ));
-    };
-
-    let width = match descr {
-        "<f8" | "=f8" => 8,
-        "<f4" | "=f4" => 4,
-        other => {
-            return Err(format!(
-                "unsupported dtype `{other}`: expected little-endian float64 or float32"
-            ));
-        }
-    };
-    let count = rows
-        .checked_mul(cols)
-        .ok_or_else(|| format!("shape {shape} is too large"))?;
-    let data = &bytes[data_start..];
-    if data.len() != count * width {
-        return Err(format!(
-            "expected {} bytes of data for shape ({rows}, {cols}), found {}",
-            count * width,
-            data.len()
-        ));
-    }
-    let value = |k: usize| -> f64 {
-        let chunk = &data[k * width..(k + 1) * width];
-        match chunk {
-            [a, b, c, d] => f64::from(f32::from_le_bytes([*a, *b, *c, *d])),
-            [a, b, c, d, e, f, g, h] => f64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]),
-            // invariant: chunks are `width` long and width is 4 or 8.
-            _ => unreachable!("npy element width is 4 or 8"),
-        }
-    };
-    Ok(Mat::from_fn(rows, cols, |i, j| {
-        if fortran {
-            value(j * rows + i)
-        } else {
-            value(i * cols + j)
-        }
-    }))
-}
-
-/// The raw text of `key`'s value in a NumPy header dict: `{'descr': '<f8', ...}`.
-fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let quoted = [format!("'{key}'"), format!("\"{key}\"")];
-    let start = quoted
-        .iter()
-        .find_map(|k| header.find(k.as_str()).map(|i| i + k.len()))?;
-    let rest = header[start..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find([',', '}'])?
-    };
-    Some(rest[..end].trim())
-}
-
 /// The bytes of a version 1.0 `.npy` file holding `matrix` as C-order float64: the
 /// inverse of [`read_matrix`], for fixtures and exports.
 pub fn npy_bytes(matrix: &Mat<f64>) -> Vec<u8> {
@@ -241,8 +153,26 @@ mod tests {
         for v in [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0] {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        let m = parse_npy(&bytes)?;
-        assert_eq!(m, Mat::from_fn(2, 3, |i, j| (i * 3 + j + 1) as f64));
+        std::fs::write(&path, bytes)?;
+        assert_eq!(
+            read_matrix(&path)?,
+            Mat::from_fn(2, 3, |i, j| (i * 3 + j + 1) as f64)
+        );
+
+        // Three axes are not a data matrix.
+        let mut cube = npy_bytes(&sample());
+        let header_end = cube
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("no header end")?;
+        let header = std::str::from_utf8(&cube[10..header_end])?.replace("(3, 4), ", "(3,4,1),");
+        cube.splice(10..header_end, header.bytes());
+        std::fs::write(&path, cube)?;
+        let err = read_matrix(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("x.npy") && err.contains("found shape [3, 4, 1]"),
+            "{err}"
+        );
         Ok(())
     }
 

@@ -15,7 +15,9 @@
 //! Kernel calling convention (see `runtime.rs`): every kernel parameter is 8 bytes:
 //! pointers (`real*`, `const unsigned int*`), sizes as `long long`, scalars as
 //! `double`; an absent optional buffer is a null pointer. `real` is `float` or
-//! `double`, defined before each source is compiled.
+//! `double`, defined before each source is compiled. `signatures.rs` reads every
+//! kernel's parameter list from the sources, refuses other widths, and checks each
+//! launch's word count against it (at run time, and every launch site in the tests).
 
 mod attention;
 mod blas;
@@ -24,6 +26,7 @@ mod embedding;
 mod layernorm;
 mod logprob;
 mod runtime;
+mod signatures;
 mod space;
 mod sparse;
 

@@ -1,7 +1,7 @@
 //! The device, its one stream, the compiled kernels, and how they are launched.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::{CudaBlas, sys as cublas_sys};
 use cudarc::driver::{
@@ -10,12 +10,13 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
+use super::signatures::{self, KernelTable};
 use super::{CudaScalar, Precision};
 use crate::error::{Error, Result};
 
 /// The kernel sources, in the order they are concatenated into one program.
 /// `common.cuh` comes first: the block reductions every other file uses.
-const SOURCES: [(&str, &str); 8] = [
+pub(super) const SOURCES: [(&str, &str); 8] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("sparse.cu", include_str!("kernels/sparse.cu")),
@@ -25,6 +26,13 @@ const SOURCES: [(&str, &str); 8] = [
     ("logprob.cu", include_str!("kernels/logprob.cu")),
     ("vector.cu", include_str!("kernels/vector.cu")),
 ];
+
+/// The parameter lists of every kernel of [`SOURCES`], parsed once (the tests
+/// check that this succeeds, so the error is for a binary built without them).
+pub(super) fn kernel_table() -> &'static std::result::Result<KernelTable, String> {
+    static TABLE: OnceLock<std::result::Result<KernelTable, String>> = OnceLock::new();
+    TABLE.get_or_init(|| signatures::parse_program(&SOURCES))
+}
 
 /// The whole CUDA C program for one precision: `real` defined, then every source.
 pub fn kernel_program(precision: Precision) -> String {
@@ -261,13 +269,21 @@ impl Cuda {
 
     /// Launches `kernel` of `T`'s precision with `args`, each one 8-byte parameter
     /// (a device address, a `long long` size, or a `double`'s bits). Failures are
-    /// latched. A launch with an empty grid does nothing.
+    /// latched, among them a word count other than the kernel's parameter count
+    /// (checked even when the grid is empty, which launches nothing).
     pub(crate) fn launch<T: CudaScalar>(
         &self,
         kernel: &'static str,
         config: LaunchConfig,
         args: &[u64],
     ) {
+        let arity = kernel_table()
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|table| signatures::check_launch(table, kernel, args.len()));
+        if let Err(message) = arity {
+            return self.latch(message);
+        }
         let (x, y, z) = config.grid_dim;
         if x == 0 || y == 0 || z == 0 {
             return;
@@ -280,8 +296,9 @@ impl Cuda {
         for word in args {
             builder.arg(word);
         }
-        // SAFETY: every kernel takes only 8-byte parameters (module doc), one per
-        // word, and the addresses come from live views of this context's buffers.
+        // SAFETY: every kernel takes only 8-byte parameters (checked when the table
+        // is parsed), one per word (checked above), and the addresses come from
+        // live views of this context's buffers.
         if let Err(e) = unsafe { builder.launch(config) } {
             self.latch(format!("launching `{kernel}`: {e}"));
         }

@@ -73,8 +73,11 @@ impl<T: Scalar> Checkpoint<T> {
             .enumerate()
             .map(|(i, e)| (e.name.as_str(), i))
             .collect();
-        let mut params = vec![T::ZERO; layout.total()];
-        let mut source: Vec<Option<&Path>> = vec![None; layout.entries().len()];
+        // Every tensor is matched to its slot before the flat vector is allocated:
+        // config.json declares the sizes, and only stored tensors of exactly those
+        // shapes (whose bytes the file readers have checked are present) show that
+        // a vector of that size is wanted, not a typo of 10^12 parameters.
+        let mut source: Vec<Option<&StoredTensor>> = vec![None; layout.entries().len()];
         let mut tied_head = None;
         for tensor in tensors {
             let name = canonical_name(&tensor.name);
@@ -91,34 +94,38 @@ impl<T: Scalar> Checkpoint<T> {
                     ),
                 ));
             };
-            let entry = &layout.entries()[slot];
             if let Some(first) = source[slot] {
                 return Err(Error::file(
                     &tensor.file,
                     format!(
                         "tensor `{}` is stored twice (also in {})",
                         tensor.name,
-                        first.display()
+                        first.file.display()
                     ),
                 ));
             }
-            check_shape(tensor, &entry.shape)?;
-            tensor.read_into(&mut params[entry.range()])?;
-            source[slot] = Some(&tensor.file);
+            check_shape(tensor, &layout.entries()[slot].shape)?;
+            source[slot] = Some(tensor);
         }
-        if let Some((entry, _)) = layout
+        let stored: Vec<&StoredTensor> = layout
             .entries()
             .iter()
-            .zip(&source)
-            .find(|(_, s)| s.is_none())
-        {
-            return Err(Error::file(
-                dir,
-                format!(
-                    "tensor `{}`: expected shape {:?}, found none (missing from the checkpoint)",
-                    entry.name, entry.shape
-                ),
-            ));
+            .zip(source)
+            .map(|(entry, tensor)| {
+                tensor.ok_or_else(|| {
+                    Error::file(
+                        dir,
+                        format!(
+                            "tensor `{}`: expected shape {:?}, found none (missing from the checkpoint)",
+                            entry.name, entry.shape
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut params = vec![T::ZERO; layout.total()];
+        for (entry, tensor) in layout.entries().iter().zip(stored) {
+            tensor.read_into(&mut params[entry.range()])?;
         }
         let checkpoint = Checkpoint {
             config,

@@ -284,6 +284,11 @@ pub fn open_pytorch_zip(path: &Path) -> Result<Vec<StoredTensor>> {
     }
     let infos = candle_core::pickle::read_pth_tensor_info(path, false, None)
         .map_err(|e| refuse(format!("cannot read the PyTorch pickle: {e}")))?;
+    // No tensor can need more bytes than the whole archive holds: checked before
+    // any entry's declared size is trusted.
+    let archive_len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     infos
         .into_iter()
         .map(|info| {
@@ -299,6 +304,21 @@ pub fn open_pytorch_zip(path: &Path) -> Result<Vec<StoredTensor>> {
                     )));
                 }
             };
+            let shape = info.layout.dims().to_vec();
+            let byte_offset = info.layout.start_offset() as u64;
+            let needed = storage_bytes(&shape, dtype.size(), byte_offset).ok_or_else(|| {
+                refuse(format!(
+                    "tensor `{}` declares shape {shape:?}, whose size in bytes overflows",
+                    info.name
+                ))
+            })?;
+            if needed > archive_len {
+                return Err(refuse(format!(
+                    "tensor `{}` (shape {shape:?}) needs {needed} bytes, but the whole archive \
+                     holds {archive_len}",
+                    info.name
+                )));
+            }
             if !info.layout.is_contiguous() {
                 return Err(refuse(format!(
                     "tensor `{}` is not stored contiguously (strides {:?})",
@@ -306,9 +326,6 @@ pub fn open_pytorch_zip(path: &Path) -> Result<Vec<StoredTensor>> {
                     info.layout.stride()
                 )));
             }
-            let shape = info.layout.dims().to_vec();
-            let byte_offset = info.layout.start_offset() as u64;
-            let needed = byte_offset + (shape.iter().product::<usize>() * dtype.size()) as u64;
             let available = archive
                 .by_name(&info.path)
                 .map(|entry| entry.size())
@@ -333,9 +350,28 @@ pub fn open_pytorch_zip(path: &Path) -> Result<Vec<StoredTensor>> {
         .collect()
 }
 
+/// The bytes from the start of a storage to the end of a tensor of `shape` with
+/// elements of `size` bytes at `byte_offset`, or `None` when that overflows.
+///
+/// The product of the non-zero dimensions must fit even when another dimension is
+/// zero: candle's contiguity test multiplies the dimensions from the last one, and
+/// a wrapped product there would be a panic in a debug build.
+fn storage_bytes(shape: &[usize], size: usize, byte_offset: u64) -> Option<u64> {
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    let elements = if shape.contains(&0) { 0 } else { nonzero };
+    let bytes = u64::try_from(elements.checked_mul(size)?).ok()?;
+    bytes.checked_add(byte_offset)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+    use crate::testing::TestResult;
 
     /// `pickle.dumps(os.system("echo pwned"))`-style payload at protocol 2:
     /// GLOBAL posix.system, the argument tuple, REDUCE.
@@ -376,5 +412,102 @@ mod tests {
         assert!(scan(&ok[..ok.len() - 1]).unwrap_err().contains("STOP"));
         assert!(scan(b"\x80\x02\x82\x01.").unwrap_err().contains("EXT"));
         assert!(scan(b"\x80\x02\xff.").unwrap_err().contains("0xff"));
+    }
+
+    /// Writes a `torch.save`-style archive (stored entries, as torch writes them)
+    /// holding one float32 tensor `w` with the given shape and strides, its
+    /// storage `archive/data/0` being `storage`.
+    fn write_archive(path: &Path, shape: &[i32], stride: &[i32], storage: &[u8]) -> TestResult {
+        let ints = |values: &[i32]| -> Vec<u8> {
+            let mut tuple = vec![b'('];
+            for v in values {
+                tuple.push(b'J');
+                tuple.extend(v.to_le_bytes());
+            }
+            tuple.push(b't');
+            tuple
+        };
+        // {"w": _rebuild_tensor_v2(persistent ("storage", FloatStorage, "0", "cpu",
+        // numel), 0, shape, stride, False, OrderedDict())}
+        let mut pickle =
+            b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+        pickle.extend(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n");
+        pickle.extend(b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQK\x00");
+        pickle.extend(ints(shape));
+        pickle.extend(ints(stride));
+        pickle.extend(b"\x89ccollections\nOrderedDict\n)RtRs.");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in [
+            ("archive/data.pkl", &pickle[..]),
+            ("archive/byteorder", b"little"),
+            ("archive/data/0", storage),
+        ] {
+            zip.start_file(name, options)?;
+            zip.write_all(bytes)?;
+        }
+        zip.finish()?;
+        Ok(())
+    }
+
+    #[test]
+    fn declared_shapes_are_checked_against_the_archive() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pytorch_model.bin");
+        let storage: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+
+        // The archive as written reads back (so the refusals below are about size).
+        write_archive(&path, &[2, 2], &[2, 1], &storage)?;
+        let tensors = open_pytorch_zip(&path)?;
+        let [tensor] = &tensors[..] else {
+            return Err(format!("{} tensors, expected 1", tensors.len()).into());
+        };
+        assert_eq!(
+            (tensor.name.as_str(), &tensor.shape[..]),
+            ("w", &[2, 2][..])
+        );
+        let mut values = [0.0f64; 4];
+        tensor.read_into(&mut values)?;
+        assert_eq!(values, [1.0, 2.0, 3.0, 4.0]);
+
+        // 10^18 float32s over a 16-byte storage.
+        write_archive(
+            &path,
+            &[1_000_000_000, 1_000_000_000],
+            &[1_000_000_000, 1],
+            &storage,
+        )?;
+        let err = open_pytorch_zip(&path)
+            .err()
+            .ok_or("huge shape accepted")?
+            .to_string();
+        assert!(
+            err.contains("pytorch_model.bin")
+                && err.contains("needs 4000000000000000000 bytes")
+                && err.contains("whole archive"),
+            "{err}"
+        );
+
+        // 2^30 x 2^30 x 16 float32s: 2^64 elements, which an unchecked product wraps
+        // to 0 (an empty tensor that fits any storage).
+        write_archive(&path, &[1 << 30, 1 << 30, 16], &[1, 1, 1], &storage)?;
+        let err = open_pytorch_zip(&path)
+            .err()
+            .ok_or("overflowing shape accepted")?
+            .to_string();
+        assert!(
+            err.contains("pytorch_model.bin") && err.contains("overflows"),
+            "{err}"
+        );
+
+        // A zero dimension does not hide an overflowing product of the others.
+        assert_eq!(storage_bytes(&[0, 1 << 40, 1 << 40], 4, 0), None);
+        assert_eq!(storage_bytes(&[0, 1 << 20], 4, 8), Some(8));
+        assert_eq!(storage_bytes(&[3, 5], 2, 4), Some(34));
+        Ok(())
     }
 }

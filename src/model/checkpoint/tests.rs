@@ -274,6 +274,28 @@ fn missing_unexpected_and_misshaped_tensors_are_named() -> TestResult {
 }
 
 #[test]
+fn a_config_declaring_more_than_the_weights_hold_is_refused_before_allocating() -> TestResult {
+    // vocab_size 10^12: an embedding of 8 x 10^12 parameters (64 TB in f64),
+    // which the 40-row stored embedding shows to be a mistake.
+    let dir = tempfile::tempdir()?;
+    let source = fixture("opt-tiny-preln");
+    std::fs::copy(
+        source.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )?;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json"))?)?;
+    config["vocab_size"] = 1_000_000_000_000u64.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string())?;
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("embed_tokens.weight") && err.contains("[1000000000000, 8]"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
 fn sharded_checkpoints_load_and_a_missing_shard_is_named() -> TestResult {
     let dir = tempfile::tempdir()?;
     let source = fixture("opt-small-preln");
