@@ -237,17 +237,17 @@ impl CudaSpace {
         idx: Option<&CudaSlice<u32>>,
     ) -> Result<()> {
         self.check(x)?;
-        let (n, cuda) = (self.dim, &self.cuda);
+        let (n, cuda, xa) = (self.dim, &self.cuda, self.addr(x));
         match idx {
             Some(idx) => cuda.launch::<T>(
                 "vec_scatter",
                 elements(n),
-                &[cuda.address(dst), cuda.address(idx), self.addr(x), size(n)],
+                &[cuda.address(dst), cuda.address(idx), xa, size(n)],
             ),
             None => cuda.launch::<T>(
                 "vec_store",
                 elements(n),
-                &[cuda.address(dst), self.addr(x), 0, scalar(1.0), size(n)],
+                &[cuda.address(dst), xa, 0, scalar(1.0), size(n)],
             ),
         }
         Ok(())
