@@ -34,5 +34,6 @@ pub mod stats;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod theory;
+pub mod train;
 
 pub use error::{Error, Result};

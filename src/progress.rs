@@ -15,6 +15,8 @@ pub trait Progress: Sync {
     fn start(&self, _total: u64, _label: &str) {}
     /// Reports `n` more finished units.
     fn advance(&self, _n: u64) {}
+    /// A short status beside the progress (the latest loss, say).
+    fn note(&self, _message: &str) {}
     /// Whether the user asked to stop.
     fn is_cancelled(&self) -> bool {
         false

@@ -12,6 +12,7 @@ mod reproduce;
 mod spectrum;
 mod theory;
 mod tokenizer;
+mod train;
 mod verify;
 
 use std::process::ExitCode;
@@ -60,6 +61,9 @@ enum Command {
     /// The loss along one or two directions of the masked subspace, beside the
     /// quadratic model from the measured curvature.
     Landscape(probe::LandscapeArgs),
+    /// Fine-tune a checkpoint on a random mask's coordinates (or every parameter) as
+    /// the paper does, tracking the distance from the start and the sharpness.
+    Train(train::TrainArgs),
     /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
     Sweep(probe::SweepArgs),
     /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
@@ -93,23 +97,25 @@ pub fn main() -> ExitCode {
 const MAIN_STACK_BYTES: usize = 8 << 20;
 
 fn run(command: Command) -> ExitCode {
-    let result: anyhow::Result<()> = match command {
-        Command::Init(args) => init::run(args),
-        Command::Inspect(args) => inspect::run(args),
-        Command::Mask(args) => mask::run(args),
-        Command::Data(args) => data::run(args),
-        Command::Tokenizer(args) => tokenizer::run(args),
-        Command::Theory(args) => theory::run(args),
-        Command::Reproduce(args) => reproduce::run(args),
-        Command::Verify(args) => verify::run(args),
-        Command::Probe(args) => probe::run_probe_command(args),
-        Command::Landscape(args) => probe::run_landscape_command(args),
-        Command::Sweep(args) => probe::run_sweep_command(args),
-        Command::Spectrum(args) => spectrum::run(args),
-        Command::Bench(command) => bench::run(command),
+    let done = |r: anyhow::Result<()>| r.map(|()| 0u8);
+    let result: anyhow::Result<u8> = match command {
+        Command::Train(args) => train::run(args),
+        Command::Init(args) => done(init::run(args)),
+        Command::Inspect(args) => done(inspect::run(args)),
+        Command::Mask(args) => done(mask::run(args)),
+        Command::Data(args) => done(data::run(args)),
+        Command::Tokenizer(args) => done(tokenizer::run(args)),
+        Command::Theory(args) => done(theory::run(args)),
+        Command::Reproduce(args) => done(reproduce::run(args)),
+        Command::Verify(args) => done(verify::run(args)),
+        Command::Probe(args) => done(probe::run_probe_command(args)),
+        Command::Landscape(args) => done(probe::run_landscape_command(args)),
+        Command::Sweep(args) => done(probe::run_sweep_command(args)),
+        Command::Spectrum(args) => done(spectrum::run(args)),
+        Command::Bench(command) => done(bench::run(command)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(EXIT_USER_ERROR)

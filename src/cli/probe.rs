@@ -102,17 +102,19 @@ impl ProbeDataArgs {
     }
 }
 
-/// Which coordinates the Hessian is restricted to (the mask flags of `maskscape
-/// mask`, prefixed `--mask-` where they would clash).
+/// Which coordinates the Hessian is restricted to, or (in `train`) which ones
+/// train: the mask flags of `maskscape mask`, prefixed `--mask-` where they would
+/// clash.
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct HessianArgs {
     /// Reuse a saved mask, or any safetensors file with an int64 `mask_idx`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ratio", "full", "whole_scope"])]
     mask: Option<PathBuf>,
-    /// The full Hessian over every parameter.
+    /// Every parameter: the full Hessian (in `train`: full fine-tuning, the paper's
+    /// FT baseline).
     #[arg(long, conflicts_with_all = ["ratio", "whole_scope"])]
     full: bool,
-    /// The Hessian over every parameter of --mask-scope (the interlacing ceiling).
+    /// Every parameter of --mask-scope (for probes: the interlacing ceiling).
     #[arg(long, conflicts_with = "ratio")]
     whole_scope: bool,
     /// The tensors the mask draws from.
@@ -134,7 +136,7 @@ pub struct HessianArgs {
 }
 
 impl HessianArgs {
-    fn choice(&self) -> HessianChoice {
+    pub(super) fn choice(&self) -> HessianChoice {
         if let Some(path) = &self.mask {
             HessianChoice::File { path: path.clone() }
         } else if self.full {

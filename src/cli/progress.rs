@@ -54,6 +54,10 @@ impl Progress for BarProgress {
         self.bar.inc(n);
     }
 
+    fn note(&self, message: &str) {
+        self.bar.set_message(message.to_string());
+    }
+
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
     }

@@ -82,6 +82,15 @@ pub struct Batch {
 
 impl Batch {
     /// The number of loss terms the batch contributes to its dataset's mean.
+    /// Examples in the batch: questions (classification) or rows (language
+    /// modelling).
+    pub fn examples(&self) -> usize {
+        match &self.targets {
+            Targets::Choice { questions } => questions.len(),
+            Targets::NextToken { .. } => self.tokens.batch,
+        }
+    }
+
     pub fn loss_terms(&self) -> usize {
         match &self.targets {
             Targets::NextToken { .. } => self
@@ -233,7 +242,7 @@ pub fn batches(
             .chunks(max_rows)
             .map(|chunk| {
                 let rows: Vec<&[u32]> = chunk.iter().map(|e| e.ids.as_slice()).collect();
-                let (tokens, shifts) = pad(&rows, pad_id, padding);
+                let (tokens, shifts) = pad(&rows, pad_id, padding, 0);
                 let labels = lm_labels(chunk, &tokens, &shifts);
                 Batch {
                     tokens,
@@ -247,7 +256,7 @@ pub fn batches(
             let mut rows = 0;
             for e in examples {
                 if !group.is_empty() && rows + e.candidates.len() > max_rows {
-                    out.push(choice_batch(&group, pad_id, padding));
+                    out.push(choice_batch(&group, pad_id, padding, 0));
                     group.clear();
                     rows = 0;
                 }
@@ -255,16 +264,43 @@ pub fn batches(
                 rows += e.candidates.len();
             }
             if !group.is_empty() {
-                out.push(choice_batch(&group, pad_id, padding));
+                out.push(choice_batch(&group, pad_id, padding, 0));
             }
             Ok(out)
         }
     }
 }
 
-/// Pads `rows` to one length; returns the batch and each row's shift (left padding).
-fn pad(rows: &[&[u32]], pad_id: u32, padding: Padding) -> (TokenBatch, Vec<usize>) {
-    let seq = rows.iter().map(|ids| ids.len()).max().unwrap_or(0);
+/// Every example of `dataset` in one batch, right-padded to `seq` tokens (or to its
+/// longest sequence, if longer): a training step's batches keep one shape from step
+/// to step, so the engine reuses its buffers instead of reallocating them.
+pub fn padded_batch(dataset: &Dataset, pad_id: u32, seq: usize) -> Batch {
+    match dataset {
+        Dataset::Lm(examples) => {
+            let rows: Vec<&[u32]> = examples.iter().map(|e| e.ids.as_slice()).collect();
+            let (tokens, shifts) = pad(&rows, pad_id, Padding::Right, seq);
+            let labels = lm_labels(examples, &tokens, &shifts);
+            Batch {
+                tokens,
+                targets: Targets::NextToken { labels },
+            }
+        }
+        Dataset::Classification(examples) => {
+            let group: Vec<&ClassificationExample> = examples.iter().collect();
+            choice_batch(&group, pad_id, Padding::Right, seq)
+        }
+    }
+}
+
+/// Pads `rows` to one length, at least `min_len`; returns the batch and each row's
+/// shift (left padding).
+fn pad(rows: &[&[u32]], pad_id: u32, padding: Padding, min_len: usize) -> (TokenBatch, Vec<usize>) {
+    let seq = rows
+        .iter()
+        .map(|ids| ids.len())
+        .max()
+        .unwrap_or(0)
+        .max(min_len);
     let mut input_ids = Vec::with_capacity(rows.len() * seq);
     let mut attention_mask = Vec::with_capacity(rows.len() * seq);
     let mut shifts = Vec::with_capacity(rows.len());
@@ -312,13 +348,18 @@ fn lm_labels(examples: &[LmExample], tokens: &TokenBatch, shifts: &[usize]) -> V
     labels
 }
 
-fn choice_batch(examples: &[&ClassificationExample], pad_id: u32, padding: Padding) -> Batch {
+fn choice_batch(
+    examples: &[&ClassificationExample],
+    pad_id: u32,
+    padding: Padding,
+    min_len: usize,
+) -> Batch {
     let sequences: Vec<Vec<u32>> = examples
         .iter()
         .flat_map(|e| (0..e.candidates.len()).map(|c| e.sequence(c)))
         .collect();
     let rows: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
-    let (tokens, shifts) = pad(&rows, pad_id, padding);
+    let (tokens, shifts) = pad(&rows, pad_id, padding, min_len);
     let mut row = 0;
     let questions = examples
         .iter()

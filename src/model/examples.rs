@@ -102,6 +102,24 @@ impl Dataset {
         self.len() == 0
     }
 
+    /// The examples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        match self {
+            Dataset::Classification(v) => {
+                Dataset::Classification(indices.iter().map(|&i| v[i].clone()).collect())
+            }
+            Dataset::Lm(v) => Dataset::Lm(indices.iter().map(|&i| v[i].clone()).collect()),
+        }
+    }
+
+    /// Sequences the network runs for the examples (one per candidate).
+    pub fn sequences(&self) -> usize {
+        match self {
+            Dataset::Classification(v) => v.iter().map(|e| e.candidates.len()).sum(),
+            Dataset::Lm(v) => v.len(),
+        }
+    }
+
     /// The longest sequence the network will see.
     pub fn max_len(&self) -> usize {
         match self {

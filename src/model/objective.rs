@@ -38,6 +38,21 @@ impl<T: Scalar, B: Backend<T>> Default for ObjectiveBuffers<T, B> {
 }
 
 impl<T: Scalar, B: Backend<T>> ObjectiveBuffers<T, B> {
+    /// Buffers with the sorted, distinct flat indices `mask` prepared on `model`'s
+    /// backend (see [`Objective::set_mask`]).
+    pub fn with_mask(model: &Opt<T, B>, mask: &[u64]) -> Result<Self> {
+        let plan = model.mask_plan(mask)?;
+        let b = model.backend();
+        Ok(ObjectiveBuffers {
+            workspace: None,
+            mask: Some(MaskState {
+                grad_scratch: plan.output_scratch(b)?,
+                hvp_scratch: plan.output_scratch(b)?,
+                plan,
+            }),
+        })
+    }
+
     /// The prepared mask, once one is set.
     pub fn mask_plan(&self) -> Option<&MaskPlan<T, B>> {
         self.mask.as_ref().map(|m| &m.plan)
@@ -285,13 +300,7 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
     /// Restricts [`Objective::masked_gradient`] and [`Objective::masked_hvp`] to the
     /// sorted, distinct flat indices `mask` (`crate::mask::Mask::indices()`).
     pub fn set_mask(&mut self, mask: &[u64]) -> Result<()> {
-        let plan = self.model.mask_plan(mask)?;
-        let b = self.model.backend();
-        self.buffers.mask = Some(MaskState {
-            grad_scratch: plan.output_scratch(b)?,
-            hvp_scratch: plan.output_scratch(b)?,
-            plan,
-        });
+        self.buffers.mask = ObjectiveBuffers::with_mask(self.model, mask)?.mask;
         Ok(())
     }
 

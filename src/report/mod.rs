@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod manifest;
 pub mod plot;
 pub mod table;
+pub mod tensors;
 
 pub use manifest::Manifest;
 pub use plot::{Axis, Chart, ErrorPoint, LegendPosition, Scale, SeriesData};

@@ -42,7 +42,8 @@ pub use dense::DenseSymmetric;
 pub use host::{HostBasis, HostSpace};
 pub use lanczos::{LanczosOptions, LanczosResult, Reorthogonalization, Which, lanczos};
 pub use operator::{
-    Counting, Diagonal, LinearOperator, OperatorOn, PrincipalSubOperator, ShiftScale,
+    Counting, Diagonal, DiagonalSimilarity, LinearOperator, OperatorOn, PrincipalSubOperator,
+    ShiftScale,
 };
 pub use power::{PowerOptions, PowerResult, power_iteration};
 pub use slq::{

@@ -1,0 +1,26 @@
+//! Masked fine-tuning: the paper's training protocol on the engine's masked
+//! gradient, so the workbench makes the solutions whose landscapes it measures.
+//!
+//! Only the trained coordinates move: a mask's k entries (optimizer state and
+//! updates are k-vectors, the gradient is the masked gradient, no N-vector is
+//! formed), every entry of a scope, or all N parameters (full fine-tuning, the
+//! paper's FT baseline).
+//!
+//! - [`data`]: the splits, the data order and each step's batches;
+//! - [`optimizer`]: AdamW and SGD as PyTorch steps them, the warm-up, clipping;
+//! - [`sharpness`]: the Hessian's largest eigenvalue (and Adam's preconditioned
+//!   one) during training, beside the stability thresholds;
+//! - [`state`]: what `--resume` continues from;
+//! - [`run`] the loop, [`output`] what a run writes.
+
+pub mod data;
+pub mod optimizer;
+pub mod output;
+pub mod run;
+pub mod sharpness;
+pub mod state;
+
+pub use data::{BatchSize, TrainDataRequest};
+pub use optimizer::{OptimizerKind, OptimizerSettings};
+pub use run::{Length, TrainRequest, TrainRun, TrainSettings, run_train};
+pub use sharpness::SharpnessSettings;
