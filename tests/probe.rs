@@ -56,6 +56,7 @@ fn tokenized_request() -> DataRequest {
 fn request(hessian: HessianChoice, options: ProbeOptions) -> ProbeRequest {
     ProbeRequest {
         model: tiny(),
+        delta: None,
         data: tokenized_request(),
         hessian,
         options,
@@ -378,6 +379,7 @@ fn landscape_matches_its_quadratic_model_near_the_checkpoint() {
         run_landscape(
             &LandscapeRequest {
                 model: tiny(),
+                delta: None,
                 data: tokenized_request(),
                 hessian: HessianChoice::File {
                     path: tiny().join("reference.safetensors"),
@@ -475,6 +477,7 @@ fn interrupted_sweep_resumes_without_recomputing_finished_cells() {
         checkpoints: vec![CheckpointEntry {
             name: "tiny".into(),
             path: tiny(),
+            delta: None,
         }],
         data: tiny().join("reference.safetensors"),
         ratios: vec![0.12, 0.06],

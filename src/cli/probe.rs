@@ -213,6 +213,10 @@ pub struct ProbeArgs {
     /// A HuggingFace OPT checkpoint folder.
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
+    /// A training run's delta.safetensors, added to the checkpoint (the trained
+    /// model without a full copy).
+    #[arg(long, value_name = "FILE")]
+    delta: Option<PathBuf>,
     #[command(flatten)]
     data: ProbeDataArgs,
     #[command(flatten)]
@@ -283,6 +287,7 @@ pub fn run_probe_command(args: ProbeArgs) -> anyhow::Result<()> {
     }
     let request = ProbeRequest {
         model: args.model.clone(),
+        delta: args.delta.clone(),
         data: args.data.request()?,
         hessian: args.hessian.choice(),
         options,
@@ -405,6 +410,9 @@ fn print_probe(report: &crate::probe::ProbeReport) {
 pub struct LandscapeArgs {
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
+    /// A training run's delta.safetensors, added to the checkpoint.
+    #[arg(long, value_name = "FILE")]
+    delta: Option<PathBuf>,
     #[command(flatten)]
     data: ProbeDataArgs,
     #[command(flatten)]
@@ -443,6 +451,7 @@ pub struct LandscapeArgs {
 pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
     let request = LandscapeRequest {
         model: args.model.clone(),
+        delta: args.delta.clone(),
         data: args.data.request()?,
         hessian: args.hessian.choice(),
         options: LandscapeOptions {

@@ -68,6 +68,8 @@ pub const SWEEP: Runner = Runner {
 #[serde(deny_unknown_fields)]
 struct ModelTable {
     path: PathBuf,
+    /// A training run's `delta.safetensors` to add to the checkpoint.
+    delta: Option<PathBuf>,
     /// A tokenizer folder for checkpoints that ship none.
     tokenizer: Option<PathBuf>,
     #[serde(default)]
@@ -225,6 +227,7 @@ fn parse_probe(spec: &Spec) -> Result<ProbeRequest> {
         data: data_request(spec, &params.model, &params.data)?,
         hessian: params.mask.choice(&spec.path)?,
         model: params.model.path,
+        delta: params.model.delta,
         options: params.probe,
         dtype: params.model.dtype,
         device: params.model.device,
@@ -242,6 +245,7 @@ fn parse_landscape(spec: &Spec) -> Result<LandscapeRequest> {
         data: data_request(spec, &params.model, &params.data)?,
         hessian: params.mask.choice(&spec.path)?,
         model: params.model.path,
+        delta: params.model.delta,
         options: params.landscape,
         dtype: params.model.dtype,
         device: params.model.device,

@@ -17,6 +17,7 @@ use crate::model::tokenizer::OptTokenizer;
 use crate::model::{Batch, Checkpoint, OptConfig, ParamLayout};
 use crate::report::Manifest;
 use crate::report::manifest::{InputRecord, sha256_bytes, sha256_file};
+use crate::report::tensors::TensorFile;
 
 /// A checkpoint loaded in the compute precision, with the files it came from.
 pub struct ModelInputs<T: Scalar> {
@@ -30,11 +31,17 @@ pub struct ModelInputs<T: Scalar> {
 }
 
 impl<T: Scalar> ModelInputs<T> {
-    /// Loads the checkpoint in `dir` (see [`Checkpoint::load`]) and hashes its files
-    /// (a pass over the weights: about a second per 500 MB).
-    pub fn load(dir: &Path) -> Result<Self> {
-        let checkpoint = Checkpoint::<T>::load(dir)?;
-        let ModelIdentity { files, sha256 } = ModelIdentity::of(dir)?;
+    /// Loads the checkpoint in `dir` (see [`Checkpoint::load`]), plus the trained
+    /// moves of a `delta` file when one is given (see [`apply_delta`]), and hashes
+    /// the files (a pass over the weights: about a second per 500 MB).
+    pub fn load(dir: &Path, delta: Option<&Path>) -> Result<Self> {
+        let mut checkpoint = Checkpoint::<T>::load(dir)?;
+        let mut identity = ModelIdentity::of(dir, None)?;
+        if let Some(path) = delta {
+            apply_delta(&mut checkpoint.params, path, &identity.sha256)?;
+            identity = identity.with_delta(path)?;
+        }
+        let ModelIdentity { files, sha256 } = identity;
         Ok(ModelInputs {
             dir: dir.to_path_buf(),
             checkpoint,
@@ -64,8 +71,9 @@ pub struct ModelIdentity {
 
 impl ModelIdentity {
     /// Hashes the checkpoint files in `dir` (a pass over the weights: about a second
-    /// per 500 MB; only the weight files' headers are parsed).
-    pub fn of(dir: &Path) -> Result<Self> {
+    /// per 500 MB; only the weight files' headers are parsed), and the `delta` file
+    /// applied to them, if any.
+    pub fn of(dir: &Path, delta: Option<&Path>) -> Result<Self> {
         let mut paths = vec![dir.join("config.json")];
         for tensor in open_weights(dir)? {
             if !paths.contains(&tensor.file) {
@@ -80,8 +88,81 @@ impl ModelIdentity {
             })
             .collect::<Result<Vec<_>>>()?;
         let sha256 = combined_hash(&files);
-        Ok(ModelIdentity { files, sha256 })
+        let identity = ModelIdentity { files, sha256 };
+        match delta {
+            Some(path) => identity.with_delta(path),
+            None => Ok(identity),
+        }
     }
+
+    /// The identity of the checkpoint moved by the `delta` file at `path`.
+    fn with_delta(mut self, path: &Path) -> Result<Self> {
+        let (hash, bytes) = sha256_file(path)?;
+        self.files.push((path.to_path_buf(), hash, bytes));
+        self.sha256 = combined_hash(&self.files);
+        Ok(self)
+    }
+}
+
+/// Adds a training run's `delta.safetensors` to `params`: `delta` at the int64
+/// `mask_idx` when the file has one, else an N-long `delta` in layout order, each
+/// added in the compute precision (the checkpoint plus the run's move, without
+/// writing a full copy). A file whose `model_sha256` names another checkpoint than
+/// `model_sha256`, indices outside the model or a length that does not match is
+/// refused, naming the file.
+pub fn apply_delta<T: Scalar>(params: &mut [T], path: &Path, model_sha256: &str) -> Result<()> {
+    let file = TensorFile::read(path)?;
+    if let Some(made_for) = file.metadata("model_sha256")
+        && made_for != model_sha256
+    {
+        return Err(Error::file(
+            path,
+            format!(
+                "made for the checkpoint with SHA-256 {made_for}, not this one ({model_sha256})"
+            ),
+        ));
+    }
+    let delta = file.finite_vector("delta")?;
+    let n = params.len();
+    if file.has(crate::mask::io::MASK_TENSOR) {
+        let indices = file
+            .ints(crate::mask::io::MASK_TENSOR)?
+            .into_iter()
+            .map(|i| {
+                u64::try_from(i)
+                    .map_err(|_| Error::file(path, format!("mask_idx: index {i} is negative")))
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let mask = Mask::from_indices(indices, n, path)?;
+        if mask.len() != delta.len() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "`delta` holds {} values for the {} indices of `mask_idx`",
+                    delta.len(),
+                    mask.len()
+                ),
+            ));
+        }
+        for (&i, &d) in mask.indices().iter().zip(&delta) {
+            params[i as usize] = params[i as usize] + T::from_f64(d);
+        }
+    } else {
+        if delta.len() != n {
+            return Err(Error::file(
+                path,
+                format!(
+                    "`delta` holds {} values but the model has {n} parameters (a delta of \
+                     another model?)",
+                    delta.len()
+                ),
+            ));
+        }
+        for (p, &d) in params.iter_mut().zip(&delta) {
+            *p = *p + T::from_f64(d);
+        }
+    }
+    Ok(())
 }
 
 /// How a dataset is read for a probe.

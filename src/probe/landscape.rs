@@ -201,6 +201,8 @@ impl Landscape {
 #[derive(Clone, Debug)]
 pub struct LandscapeRequest {
     pub model: PathBuf,
+    /// A training run's delta added to the checkpoint.
+    pub delta: Option<PathBuf>,
     pub data: DataRequest,
     pub hessian: HessianChoice,
     pub options: LandscapeOptions,
@@ -251,7 +253,7 @@ impl BackendJob for LandscapeJob<'_> {
         } = self;
         let options = &request.options;
         options.validate()?;
-        let model = ModelInputs::<T>::load(&request.model)?;
+        let model = ModelInputs::<T>::load(&request.model, request.delta.as_deref())?;
         let data = DataInputs::load(&request.data, &model.dir, model.config())?;
         let resolved = request.hessian.resolve(model.layout())?;
         record_inputs(&mut manifest, &model, &data, &request.hessian)?;

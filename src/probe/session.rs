@@ -26,6 +26,8 @@ use crate::spectral::LinearOperator;
 pub struct ProbeRequest {
     /// The checkpoint folder.
     pub model: PathBuf,
+    /// A training run's `delta.safetensors` added to the checkpoint.
+    pub delta: Option<PathBuf>,
     pub data: DataRequest,
     pub hessian: HessianChoice,
     pub options: ProbeOptions,
@@ -166,7 +168,7 @@ impl BackendJob for ProbeJob<'_> {
         } = self;
         request.options.validate()?;
         let started = Instant::now();
-        let mut model = ModelInputs::<T>::load(&request.model)?;
+        let mut model = ModelInputs::<T>::load(&request.model, request.delta.as_deref())?;
         let data = DataInputs::load(&request.data, &model.dir, model.config())?;
         let resolved = request.hessian.resolve(model.layout())?;
         record_inputs(&mut manifest, &model, &data, &request.hessian)?;

@@ -28,14 +28,14 @@ use serde_json::json;
 
 use super::device::{BackendJob, Device, Dtype, GpuOptions, OnBackend, SpectralBackend, dispatch};
 use super::inputs::{
-    DataInputs, DataRequest, ModelIdentity, data_spec, indices_hash, scope_indices,
+    DataInputs, DataRequest, ModelIdentity, ModelInputs, data_spec, indices_hash, scope_indices,
 };
 use super::operator::{HessianOperator, Restriction};
 use super::spectrum::RitzPair;
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
-use crate::model::{Checkpoint, Opt, ParamLayout};
+use crate::model::{Opt, ParamLayout};
 use crate::progress::Progress;
 use crate::report::manifest::{sha256_bytes, sha256_file};
 use crate::report::table::format_float;
@@ -55,6 +55,10 @@ pub struct CheckpointEntry {
     pub name: String,
     /// The checkpoint folder.
     pub path: PathBuf,
+    /// A training run's `delta.safetensors` to add to it (the checkpoint after
+    /// fine-tuning, without a full copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<PathBuf>,
 }
 
 /// A sweep: the `[sweep]` table of a `kind = "sweep"` spec. Paths are relative to
@@ -613,11 +617,11 @@ impl BackendJob for SweepJob<'_> {
             if todo.is_empty() {
                 continue;
             }
-            let mut model = Checkpoint::<T>::load(&checkpoint.path)?;
-            let data = DataInputs::load(&request, &checkpoint.path, &model.config)?;
-            let layout = model.layout.clone();
-            let params = std::mem::take(&mut model.params);
-            let network = Opt::new(backend.clone(), model.config.clone(), &params)?;
+            let mut model = ModelInputs::<T>::load(&checkpoint.path, checkpoint.delta.as_deref())?;
+            let data = DataInputs::load(&request, &checkpoint.path, model.config())?;
+            let layout = model.layout().clone();
+            let params = std::mem::take(&mut model.checkpoint.params);
+            let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
             drop(params);
             for i in todo {
                 progress.check()?;
@@ -759,7 +763,7 @@ struct CellKeys {
 
 impl CellKeys {
     fn new(spec: &SweepSpec, checkpoint: &CheckpointEntry) -> Result<Self> {
-        let model = ModelIdentity::of(&checkpoint.path)?;
+        let model = ModelIdentity::of(&checkpoint.path, checkpoint.delta.as_deref())?;
         let (data, _) = sha256_file(&spec.data)?;
         Ok(CellKeys {
             base: json!({
@@ -1424,6 +1428,7 @@ mod tests {
                 .map(|name| CheckpointEntry {
                     name: name.to_string(),
                     path: format!("no/such/{name}").into(),
+                    delta: None,
                 })
                 .collect(),
             data: "no/such/data.jsonl".into(),
@@ -1470,6 +1475,7 @@ mod tests {
             checkpoints: vec![CheckpointEntry {
                 name: "init".into(),
                 path: "m".into(),
+                delta: None,
             }],
             data: "d.jsonl".into(),
             task: Some("sst2".into()),

@@ -251,7 +251,7 @@ impl BackendJob for TrainJob<'_> {
         } = self;
         let settings = &request.settings;
         let started = Instant::now();
-        let model_inputs = ModelInputs::<T>::load(&request.model)?;
+        let model_inputs = ModelInputs::<T>::load(&request.model, None)?;
         let data = TrainData::load(&request.data, &model_inputs.dir, model_inputs.config())?;
         let resolved: Resolved = request.trained.resolve(model_inputs.layout())?;
         for (path, sha256, bytes) in &model_inputs.files {
