@@ -387,11 +387,11 @@ pub fn indices_hash(indices: &[u64]) -> String {
     sha256_bytes(&bytes)
 }
 
-/// Records the model, data and mask inputs in a manifest.
+/// Records the model, data (`(role, file)` pairs) and mask inputs in a manifest.
 pub fn record_inputs<T: Scalar>(
     manifest: &mut Manifest,
     model: &ModelInputs<T>,
-    data: &DataInputs,
+    data_files: &[(String, PathBuf)],
     choice: &HessianChoice,
 ) -> Result<()> {
     for (path, sha256, bytes) in &model.files {
@@ -402,7 +402,7 @@ pub fn record_inputs<T: Scalar>(
             bytes: *bytes,
         });
     }
-    for (role, file) in &data.files {
+    for (role, file) in data_files {
         manifest.add_input(role, file)?;
     }
     if let HessianChoice::File { path } = choice {

@@ -256,7 +256,7 @@ impl BackendJob for LandscapeJob<'_> {
         let model = ModelInputs::<T>::load(&request.model, request.delta.as_deref())?;
         let data = DataInputs::load(&request.data, &model.dir, model.config())?;
         let resolved = request.hessian.resolve(model.layout())?;
-        record_inputs(&mut manifest, &model, &data, &request.hessian)?;
+        record_inputs(&mut manifest, &model, &data.files, &request.hessian)?;
         if let Some(path) = &options.eigenvectors {
             manifest.add_input("eigenvectors", path)?;
         }

@@ -171,7 +171,7 @@ impl BackendJob for ProbeJob<'_> {
         let mut model = ModelInputs::<T>::load(&request.model, request.delta.as_deref())?;
         let data = DataInputs::load(&request.data, &model.dir, model.config())?;
         let resolved = request.hessian.resolve(model.layout())?;
-        record_inputs(&mut manifest, &model, &data, &request.hessian)?;
+        record_inputs(&mut manifest, &model, &data.files, &request.hessian)?;
         let params = std::mem::take(&mut model.checkpoint.params);
         let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
         drop(params);

@@ -10,6 +10,7 @@
 //! - [`optimizer`]: AdamW and SGD as PyTorch steps them, the warm-up, clipping;
 //! - [`sharpness`]: the Hessian's largest eigenvalue (and Adam's preconditioned
 //!   one) during training, beside the stability thresholds;
+//! - [`trainer`]: one step (gradient, clipping, update in place);
 //! - [`state`]: what `--resume` continues from;
 //! - [`run`] the loop, [`output`] what a run writes.
 
@@ -19,6 +20,7 @@ pub mod output;
 pub mod run;
 pub mod sharpness;
 pub mod state;
+pub mod trainer;
 
 pub use data::{BatchSize, TrainDataRequest};
 pub use optimizer::{OptimizerKind, OptimizerSettings};

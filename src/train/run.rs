@@ -9,8 +9,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::data::{BatchSize, TrainData, TrainDataRequest};
-use super::optimizer::{Optimizer, OptimizerSettings, Schedule, clip_to_norm, norm};
+use super::optimizer::{Optimizer, OptimizerSettings, norm};
 use super::sharpness::{SharpnessRow, SharpnessSettings, measure};
+use super::trainer::{StepOutcome, Trainer};
 use super::state::{self, Best, EvalRow, History, Saved, StepRow, Vectors};
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
@@ -19,12 +20,9 @@ use crate::model::{Objective, Opt, OptConfig};
 use crate::probe::Restriction;
 use crate::probe::device::{BackendJob, Device, Dtype, Engine, GpuOptions, SpectralBackend};
 use crate::probe::evaluate::{Evaluation, evaluate};
-use crate::probe::inputs::{HessianChoice, ModelInputs, Resolved};
-use crate::progress::Progress;
+use crate::probe::inputs::{HessianChoice, ModelInputs, Resolved, record_inputs};
+use crate::progress::{Progress, Silent};
 use crate::report::Manifest;
-
-/// A loss this many times the first step's, or not finite, ends a run as diverged.
-pub const DIVERGENCE_FACTOR: f64 = 1e6;
 
 /// How long a run trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,36 +208,6 @@ struct TrainJob<'a> {
     progress: &'a dyn Progress,
 }
 
-/// Sets the trained coordinates to `values`: at the mask prepared in `buffers`, or
-/// every parameter when there is none (full fine-tuning).
-fn set_trained<T: Scalar, B: SpectralBackend<T>>(
-    model: &mut Opt<T, B>,
-    buffers: &ObjectiveBuffers<T, B>,
-    values: &[T],
-) -> Result<()> {
-    match buffers.mask_plan() {
-        Some(plan) => model.set_at_mask(plan, values),
-        None => model.set_params(values),
-    }
-}
-
-/// Moves the trained coordinates `theta` by `delta` on the backend: in place at the
-/// mask (`O(k)`), or by replacing every parameter with `theta + delta`.
-fn move_trained<T: Scalar, B: SpectralBackend<T>>(
-    model: &mut Opt<T, B>,
-    buffers: &ObjectiveBuffers<T, B>,
-    theta: &[T],
-    delta: &[T],
-) -> Result<()> {
-    match buffers.mask_plan() {
-        Some(plan) => model.add_at_mask(plan, delta),
-        None => {
-            let next: Vec<T> = theta.iter().zip(delta).map(|(&a, &d)| a + d).collect();
-            model.set_params(&next)
-        }
-    }
-}
-
 impl BackendJob for TrainJob<'_> {
     type Output = TrainRun;
 
@@ -251,96 +219,37 @@ impl BackendJob for TrainJob<'_> {
         } = self;
         let settings = &request.settings;
         let started = Instant::now();
-        let model_inputs = ModelInputs::<T>::load(&request.model, None)?;
-        let data = TrainData::load(&request.data, &model_inputs.dir, model_inputs.config())?;
-        let resolved: Resolved = request.trained.resolve(model_inputs.layout())?;
-        for (path, sha256, bytes) in &model_inputs.files {
-            manifest.inputs.push(crate::report::manifest::InputRecord {
-                role: "model".into(),
-                path: path.display().to_string(),
-                sha256: sha256.clone(),
-                bytes: *bytes,
-            });
-        }
-        for (role, file) in &data.files {
-            manifest.add_input(role, file)?;
-        }
-        if let HessianChoice::File { path } = &request.trained {
-            manifest.add_input("mask", path)?;
-        }
-        let key = serde_json::json!({
-            "settings": settings,
-            "model_sha256": model_inputs.sha256,
-            "inputs": manifest.inputs.iter().map(|i| (i.role.clone(), i.sha256.clone())).collect::<Vec<_>>(),
-            "trained": resolved.mask_sha256(),
-            "data": {
-                "train_examples": request.data.train_examples,
-                "dev_examples": request.data.dev_examples,
-                "test_examples": request.data.test_examples,
-                "data_seed": request.data.data_seed,
-            },
-        });
-
-        let config = model_inputs.config().clone();
-        let params = model_inputs.checkpoint.params;
-        let mut model = Opt::new(backend.clone(), config.clone(), &params)?;
-        let masked_indices = match &resolved.restriction {
+        let model = ModelInputs::<T>::load(&request.model, None)?;
+        let data = TrainData::load(&request.data, &model.dir, model.config())?;
+        let resolved: Resolved = request.trained.resolve(model.layout())?;
+        record_inputs(&mut manifest, &model, &data.files, &request.trained)?;
+        let key = run_key(request, &model.sha256, &manifest, &resolved);
+        let indices = match &resolved.restriction {
             Restriction::Indices(indices) => Some(indices.clone()),
             Restriction::Full => None,
         };
-        // the pass buffers of the training steps, with the mask prepared once
-        let mut buffers: ObjectiveBuffers<T, B> = match &masked_indices {
-            Some(indices) => ObjectiveBuffers::with_mask(&model, indices)?,
-            None => ObjectiveBuffers::default(),
-        };
-        let theta0: Vec<T> = match &masked_indices {
-            Some(indices) => indices.iter().map(|&i| params[i as usize]).collect(),
-            None => params.clone(),
-        };
-        let k = theta0.len();
+        let config = model.config().clone();
+        let network = Opt::new(backend.clone(), config.clone(), &model.checkpoint.params)?;
+        let mut trainer = Trainer::new(network, indices.as_deref(), &settings.optimizer)?;
+        let to_f64 = |x: &[T]| x.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
 
         // the run so far: fresh, or as saved
-        let (mut history, mut theta, mut optimizer, mut trajectory) = if request.resume {
+        let (mut history, mut trajectory) = if request.resume {
             let saved = state::load(&request.out, &key)?;
-            let mut optimizer = Optimizer::new(settings.optimizer.clone(), k);
+            let mut optimizer = Optimizer::new(settings.optimizer.clone(), trainer.theta0().len());
             optimizer.steps = saved.history.optimizer_steps;
-            if !saved.vectors.m.is_empty() {
+            if !optimizer.m.is_empty() {
                 optimizer.m = saved.vectors.m;
             }
-            if !saved.vectors.v.is_empty() {
+            if !optimizer.v.is_empty() {
                 optimizer.v = saved.vectors.v;
             }
-            let theta: Vec<T> = saved
-                .vectors
-                .theta
-                .iter()
-                .map(|&x| T::from_f64(x))
-                .collect();
-            if theta.len() != k {
-                return Err(Error::arg("--resume", "the saved state has another size"));
-            }
-            (saved.history, theta, optimizer, saved.vectors.trajectory)
+            let theta = saved.vectors.theta.iter().map(|&x| T::from_f64(x)).collect();
+            trainer.restore(theta, optimizer, saved.history.initial_loss)?;
+            (saved.history, saved.vectors.trajectory)
         } else {
-            let history = History {
-                step: 0,
-                optimizer_steps: 0,
-                initial_loss: None,
-                running_loss: (0.0, 0),
-                examples_seen: 0,
-                best: None,
-                steps: Vec::new(),
-                evals: Vec::new(),
-                sharpness: Vec::new(),
-                trajectory_steps: Vec::new(),
-                seconds: [0.0; 3],
-            };
-            let optimizer = Optimizer::new(settings.optimizer.clone(), k);
-            (history, theta0.clone(), optimizer, Vec::new())
+            (History::default(), Vec::new())
         };
-        // the model at the saved state
-        if history.step > 0 {
-            set_trained(&mut model, &buffers, &theta)?;
-        }
         let load_s = started.elapsed().as_secs_f64();
 
         let spe = data.steps_per_epoch(settings.batch, settings.grad_accum);
@@ -348,158 +257,116 @@ impl BackendJob for TrainJob<'_> {
             Length::Epochs(e) => e * spe,
             Length::Steps(s) => s,
         };
-        let schedule = Schedule {
-            peak: settings.optimizer.lr,
-            warmup_steps: settings.optimizer.warmup_steps,
-        };
         let sharpness_batches = match &settings.sharpness {
             Some(s) => data.first_train(s.examples)?,
             None => Vec::new(),
         };
-        let mut dev_buffers: ObjectiveBuffers<T, B> = ObjectiveBuffers::default();
-        let to_f64 = |x: &[T]| x.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
-        let distance = |theta: &[T]| {
-            theta
-                .iter()
-                .zip(&theta0)
-                .map(|(a, b)| {
-                    let d = a.to_f64() - b.to_f64();
-                    d * d
-                })
-                .sum::<f64>()
-                .sqrt()
-        };
-        let mut diverged = None;
-        let mut interrupted = None;
-        let mut order: Option<(usize, Vec<usize>)> = None;
-        let clock = |seconds: &mut f64, since: Instant| *seconds += since.elapsed().as_secs_f64();
-
-        // the sharpness before any update, and the trajectory's start
-        if history.step == 0 {
-            if let Some(s) = &settings.sharpness
-                && history.sharpness.is_empty()
-            {
-                let t0 = Instant::now();
-                let row = sharpness_row(
-                    &model,
-                    &sharpness_batches,
-                    &resolved.restriction,
-                    &optimizer,
-                    s,
-                    &schedule,
-                    0,
-                )?;
+        let sharpness = |trainer: &Trainer<T, B>, step: usize, history: &mut History| -> Result<()> {
+            if let Some(s) = &settings.sharpness {
+                let t = Instant::now();
+                let row = sharpness_row(trainer, &sharpness_batches, &resolved.restriction, s, step)?;
                 history.sharpness.push(row);
-                clock(&mut history.seconds[2], t0);
+                history.seconds[2] += t.elapsed().as_secs_f64();
+            }
+            Ok(())
+        };
+        let save = |history: &History, trainer: &Trainer<T, B>, trajectory: &[Vec<f64>]| {
+            let optimizer = trainer.optimizer();
+            state::save(
+                &request.out,
+                &Saved {
+                    key: key.clone(),
+                    history: history.clone(),
+                    vectors: Vectors {
+                        theta: to_f64(trainer.theta()),
+                        m: optimizer.m.clone(),
+                        v: optimizer.v.clone(),
+                        trajectory: trajectory.to_vec(),
+                    },
+                },
+            )
+        };
+
+        // before any update: the sharpness, and the trajectory's start
+        if history.step == 0 {
+            if history.sharpness.is_empty() {
+                sharpness(&trainer, 0, &mut history)?;
             }
             if settings.save_every.is_some() && history.trajectory_steps.is_empty() {
                 history.trajectory_steps.push(0);
-                trajectory.push(to_f64(&theta));
+                trajectory.push(to_f64(trainer.theta()));
             }
         }
 
+        let mut dev_buffers: ObjectiveBuffers<T, B> = ObjectiveBuffers::default();
+        let mut diverged = None;
+        let mut interrupted = None;
+        let mut order: Option<(usize, Vec<usize>)> = None;
         progress.start(planned as u64, "train");
         progress.advance(history.step.min(planned) as u64);
         while history.step < planned {
             if progress.is_cancelled() {
                 interrupted = Some(history.step);
+                save(&history, &trainer, &trajectory)?;
                 break;
             }
-            let t = history.step;
             let t0 = Instant::now();
-            let epoch = t / spe;
+            let epoch = history.step / spe;
             if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 order = Some((epoch, data.epoch_order(settings.seed, epoch)));
             }
             let (_, epoch_order) = order.as_ref().expect("set just above"); // invariant: set just above
-            let batches =
-                data.step_batches(epoch_order, t % spe, settings.batch, settings.grad_accum);
-            let examples: usize = batches.iter().map(|b| b.examples()).sum();
-            let mut objective = Objective::with_buffers(&model, &batches, buffers)?;
-            let (loss, grad) = if masked_indices.is_some() {
-                objective.masked_gradient()?
-            } else {
-                objective.gradient()?
+            let index = history.step % spe;
+            let batches = data.step_batches(epoch_order, index, settings.batch, settings.grad_accum);
+            let stats = match trainer.step(&batches)? {
+                StepOutcome::Moved(stats) => stats,
+                StepOutcome::Diverged { loss, reason } => {
+                    diverged = Some(Divergence {
+                        step: history.step + 1,
+                        loss,
+                        reason,
+                    });
+                    break;
+                }
             };
-            buffers = objective.into_buffers();
-            let initial = *history.initial_loss.get_or_insert(loss);
-            if !loss.is_finite() || loss > DIVERGENCE_FACTOR * initial {
-                diverged = Some(Divergence {
-                    step: t + 1,
-                    loss,
-                    reason: format!(
-                        "the loss {loss:.6e} is not finite or above {DIVERGENCE_FACTOR:e} times the first step's {initial:.6e}"
-                    ),
-                });
-                break;
-            }
-            let mut g = to_f64(&grad);
-            let grad_norm = clip_to_norm(&mut g, settings.optimizer.clip);
-            let lr = schedule.lr(t);
-            let step = optimizer.step(&to_f64(&theta), &g, lr);
-            let delta: Vec<T> = step.iter().map(|&d| T::from_f64(d)).collect();
-            if let Err(e) = move_trained(&mut model, &buffers, &theta, &delta) {
-                diverged = Some(Divergence {
-                    step: t + 1,
-                    loss,
-                    reason: format!("the update is not finite ({e})"),
-                });
-                break;
-            }
-            for (a, &d) in theta.iter_mut().zip(&delta) {
-                *a = *a + d;
-            }
-            history.step = t + 1;
-            history.optimizer_steps = optimizer.steps;
-            history.examples_seen += examples;
-            history.running_loss.0 += loss;
+            history.step += 1;
+            let step = history.step;
+            history.optimizer_steps = trainer.optimizer().steps;
+            history.initial_loss = trainer.initial_loss();
+            history.examples_seen += batches.iter().map(|b| b.examples()).sum::<usize>();
+            history.running_loss.0 += stats.loss;
             history.running_loss.1 += 1;
             history.steps.push(StepRow {
-                step: t + 1,
+                step,
                 epoch,
-                lr,
-                train_loss: loss,
-                grad_norm,
-                update_norm: norm(&to_f64(&delta)),
-                distance: distance(&theta),
+                lr: stats.lr,
+                train_loss: stats.loss,
+                grad_norm: stats.grad_norm,
+                update_norm: stats.update_norm,
+                distance: stats.distance,
             });
-            clock(&mut history.seconds[0], t0);
+            history.seconds[0] += t0.elapsed().as_secs_f64();
             progress.advance(1);
 
-            let step = history.step;
             if settings.save_every.is_some_and(|n| step.is_multiple_of(n)) {
                 history.trajectory_steps.push(step);
-                trajectory.push(to_f64(&theta));
+                trajectory.push(to_f64(trainer.theta()));
             }
-            if let Some(s) = &settings.sharpness
-                && s.due(step)
-            {
-                let t1 = Instant::now();
-                let row = sharpness_row(
-                    &model,
-                    &sharpness_batches,
-                    &resolved.restriction,
-                    &optimizer,
-                    s,
-                    &schedule,
-                    step,
-                )?;
-                history.sharpness.push(row);
-                clock(&mut history.seconds[2], t1);
+            if settings.sharpness.as_ref().is_some_and(|s| s.due(step)) {
+                sharpness(&trainer, step, &mut history)?;
             }
-            let end_of_epoch = step.is_multiple_of(spe);
-            let eval_due = match settings.eval_every {
+            let due = match settings.eval_every {
                 Some(n) => step.is_multiple_of(n),
-                None => end_of_epoch,
+                None => step.is_multiple_of(spe),
             } || step == planned;
-            if eval_due {
-                let t2 = Instant::now();
-                let (sum, count) = history.running_loss;
-                history.running_loss = (0.0, 0);
+            if due {
+                let t = Instant::now();
+                let (sum, count) = std::mem::take(&mut history.running_loss);
+                let train_loss = sum / count.max(1) as f64;
                 let dev = match &data.dev {
                     Some(split) => {
-                        let mut o = Objective::with_buffers(&model, &split.batches, dev_buffers)?;
-                        let e = evaluate(&mut o, &split.batches, &crate::progress::Silent)?;
+                        let mut o = Objective::with_buffers(trainer.model(), &split.batches, dev_buffers)?;
+                        let e = evaluate(&mut o, &split.batches, &Silent)?;
                         dev_buffers = o.into_buffers();
                         Some(e)
                     }
@@ -508,60 +375,28 @@ impl BackendJob for TrainJob<'_> {
                 let row = EvalRow {
                     step,
                     epoch,
-                    train_loss: sum / count.max(1) as f64,
+                    train_loss,
                     dev_loss: dev.as_ref().map_or(f64::NAN, |e| e.loss),
-                    dev_accuracy: dev
-                        .as_ref()
-                        .and_then(|e| e.accuracy.as_ref().map(|a| a.accuracy)),
+                    dev_accuracy: dev.as_ref().and_then(|e| e.accuracy.as_ref().map(|a| a.accuracy)),
                 };
-                let better = match (&history.best, &dev) {
-                    (_, None) => true,
-                    (None, Some(_)) => true,
-                    (Some(best), Some(e)) => best.dev_loss.is_none_or(|b| e.loss < b),
+                // by dev loss (ties keep the earlier state); without dev, the latest
+                let better = match (&history.best, row.dev_loss.is_finite()) {
+                    (Some(best), true) => best.dev_loss.is_none_or(|b| row.dev_loss < b),
+                    _ => true,
                 };
                 if better {
                     history.best = Some(Best {
                         step,
                         dev_loss: dev.as_ref().map(|e| e.loss),
                         dev_accuracy: row.dev_accuracy,
-                        theta: to_f64(&theta),
+                        theta: to_f64(trainer.theta()),
                     });
                 }
                 history.evals.push(row);
-                clock(&mut history.seconds[1], t2);
-                progress.note(&format!(
-                    "step {step}: train loss {:.4}",
-                    sum / count.max(1) as f64
-                ));
-                state::save(
-                    &request.out,
-                    &Saved {
-                        key: key.clone(),
-                        history: history.clone(),
-                        vectors: Vectors {
-                            theta: to_f64(&theta),
-                            m: optimizer.m.clone(),
-                            v: optimizer.v.clone(),
-                            trajectory: trajectory.clone(),
-                        },
-                    },
-                )?;
+                history.seconds[1] += t.elapsed().as_secs_f64();
+                progress.note(&format!("step {step}: train loss {train_loss:.4}"));
+                save(&history, &trainer, &trajectory)?;
             }
-        }
-        if interrupted.is_some() {
-            state::save(
-                &request.out,
-                &Saved {
-                    key: key.clone(),
-                    history: history.clone(),
-                    vectors: Vectors {
-                        theta: to_f64(&theta),
-                        m: optimizer.m.clone(),
-                        v: optimizer.v.clone(),
-                        trajectory: trajectory.clone(),
-                    },
-                },
-            )?;
         }
 
         // the best state (the last one when nothing was evaluated) and its test score
@@ -569,34 +404,35 @@ impl BackendJob for TrainJob<'_> {
             step: history.step,
             dev_loss: None,
             dev_accuracy: None,
-            theta: to_f64(&theta),
+            theta: to_f64(trainer.theta()),
         });
         let best_theta: Vec<T> = best.theta.iter().map(|&x| T::from_f64(x)).collect();
-        let t3 = Instant::now();
+        let t = Instant::now();
         let test = match (&data.test, interrupted) {
             (Some(split), None) => {
-                set_trained(&mut model, &buffers, &best_theta)?;
-                let mut o = Objective::new(&model, &split.batches)?;
-                Some(evaluate(&mut o, &split.batches, &crate::progress::Silent)?)
+                trainer.set_trained(&best_theta)?;
+                let mut o = Objective::new(trainer.model(), &split.batches)?;
+                let e = evaluate(&mut o, &split.batches, &Silent)?;
+                drop(o);
+                trainer.reset_trained()?;
+                Some(e)
             }
             _ => None,
         };
-        clock(&mut history.seconds[1], t3);
+        history.seconds[1] += t.elapsed().as_secs_f64();
         if interrupted.is_none() {
             state::remove(&request.out)?;
         }
 
+        let theta0 = trainer.theta0();
         let subtract = |a: &[T]| -> Vec<f64> {
-            a.iter()
-                .zip(&theta0)
-                .map(|(&x, &y)| (x - y).to_f64())
-                .collect()
+            a.iter().zip(theta0).map(|(&x, &y)| (x - y).to_f64()).collect()
         };
         let delta_best = subtract(&best_theta);
-        let delta_final = subtract(&theta);
-        let model_out = if request.keep_model {
-            let mut all: Vec<f64> = params.iter().map(|x| x.to_f64()).collect();
-            match &masked_indices {
+        let delta_final = subtract(trainer.theta());
+        let model_out = request.keep_model.then(|| {
+            let mut all: Vec<f64> = to_f64(&model.checkpoint.params);
+            match &indices {
                 Some(idx) => {
                     for (&i, &x) in idx.iter().zip(&best.theta) {
                         all[i as usize] = x;
@@ -604,23 +440,16 @@ impl BackendJob for TrainJob<'_> {
                 }
                 None => all.clone_from(&best.theta),
             }
-            Some((config, all))
-        } else {
-            None
-        };
-        let best_train_loss = history
-            .evals
-            .iter()
-            .find(|e| e.step == best.step)
-            .map(|e| e.train_loss);
+            (config, all)
+        });
         let total_s = started.elapsed().as_secs_f64();
         let [steps_s, evaluation_s, sharpness_s] = history.seconds;
         let summary = TrainSummary {
             settings: settings.clone(),
-            model_sha256: model_inputs.sha256.clone(),
-            parameters: params.len(),
+            model_sha256: model.sha256.clone(),
+            parameters: model.checkpoint.params.len(),
             trained: resolved.description.clone(),
-            trained_count: k,
+            trained_count: theta0.len(),
             indices_sha256: resolved.mask_sha256(),
             examples: SplitSizes {
                 train: data.train.len(),
@@ -634,13 +463,9 @@ impl BackendJob for TrainJob<'_> {
             diverged,
             distance_best: norm(&delta_best),
             distance_final: norm(&delta_final),
-            best_train_loss,
+            best_train_loss: history.evals.iter().find(|e| e.step == best.step).map(|e| e.train_loss),
             final_train_loss: history.evals.last().map(|e| e.train_loss),
-            final_dev: history
-                .evals
-                .last()
-                .map(|e| e.dev_loss)
-                .filter(|x| x.is_finite()),
+            final_dev: history.evals.last().map(|e| e.dev_loss).filter(|x| x.is_finite()),
             best,
             test,
             last_sharpness: history.sharpness.last().cloned(),
@@ -653,19 +478,14 @@ impl BackendJob for TrainJob<'_> {
                 ms_per_step: 1e3 * steps_s / history.steps.len().max(1) as f64,
             }),
         };
-        let trajectory = history
-            .trajectory_steps
-            .iter()
-            .copied()
-            .zip(trajectory)
-            .collect();
+        let trajectory = history.trajectory_steps.iter().copied().zip(trajectory).collect();
         Ok(TrainRun {
             summary,
             steps: history.steps,
             evals: history.evals,
             sharpness: history.sharpness,
-            indices: masked_indices,
-            theta0: to_f64(&theta0),
+            indices,
+            theta0: to_f64(theta0),
             delta_best,
             delta_final,
             trajectory,
@@ -676,29 +496,56 @@ impl BackendJob for TrainJob<'_> {
     }
 }
 
+/// What a saved state must match to be resumed: the settings, the inputs' hashes,
+/// the trained coordinates and the split sizes.
+fn run_key(
+    request: &TrainRequest,
+    model_sha256: &str,
+    manifest: &Manifest,
+    resolved: &Resolved,
+) -> serde_json::Value {
+    let inputs: Vec<(String, String)> = manifest
+        .inputs
+        .iter()
+        .map(|i| (i.role.clone(), i.sha256.clone()))
+        .collect();
+    let d = &request.data;
+    serde_json::json!({
+        "settings": request.settings,
+        "model_sha256": model_sha256,
+        "inputs": inputs,
+        "trained": resolved.mask_sha256(),
+        "data": {
+            "train_examples": d.train_examples,
+            "dev_examples": d.dev_examples,
+            "test_examples": d.test_examples,
+            "data_seed": d.data_seed,
+            "eval_rows": d.eval_rows,
+        },
+    })
+}
+
 /// The sharpness after `step` updates, beside the thresholds of the next update's rate.
-#[allow(clippy::too_many_arguments)]
 fn sharpness_row<T: Scalar, B: SpectralBackend<T>>(
-    model: &Opt<T, B>,
+    trainer: &Trainer<T, B>,
     batches: &[crate::model::Batch],
     restriction: &Restriction,
-    optimizer: &Optimizer,
     settings: &SharpnessSettings,
-    schedule: &Schedule,
     step: usize,
 ) -> Result<SharpnessRow> {
     // Not cancellable: a Ctrl-C waits for the measurement and stops at the next
     // step boundary, where the state is saved.
+    let optimizer = trainer.optimizer();
     let p = optimizer.preconditioner();
     let ((lambda_max, residual, converged), pre) = measure(
-        model,
+        trainer.model(),
         batches,
         restriction,
         p.as_deref(),
         settings,
-        &crate::progress::Silent,
+        &Silent,
     )?;
-    let lr = schedule.lr(step);
+    let lr = trainer.schedule().lr(step);
     Ok(SharpnessRow {
         step,
         lr,

@@ -54,7 +54,7 @@ pub struct Best {
 }
 
 /// Everything but the vectors.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     /// Updates made.
     pub step: usize,
