@@ -34,7 +34,7 @@ use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::model::Opt;
 use crate::progress::Progress;
 use crate::report::manifest::sha256_bytes;
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, SeriesData, Table, atomic, plot};
 use crate::rng;
 use crate::spectral::{
@@ -1046,7 +1046,7 @@ impl SweepResult {
             .copied()
             .filter(|c| !c.lambda_max.residual_converged)
             .collect();
-        let tol = format_float(self.spec.tol);
+        let tol = format!("{:e}", self.spec.tol);
         let lambda = if missed.is_empty() && scope.lambda_max.residual_converged {
             format!(
                 "Verdict: every λmax residual ({} cells and the whole-scope reference) is within \
@@ -1093,8 +1093,11 @@ impl SweepResult {
         format!(
             "{lambda} Hutch++ traces: median standard error {}% of the estimate over the cells, \
              {}% for the reference.",
-            format_float(100.0 * median),
-            format_float(100.0 * scope.trace.standard_error / scope.trace.estimate.abs())
+            format_significant(100.0 * median, 3),
+            format_significant(
+                100.0 * scope.trace.standard_error / scope.trace.estimate.abs(),
+                3
+            )
         )
     }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lanczos::LanczosResult;
 use super::trace::TraceEstimate;
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 
 /// What a Lanczos run established, in numbers (serialized into summaries) and in
 /// words ([`Self::text`]).
@@ -132,7 +132,7 @@ pub fn trace_text(estimate: &TraceEstimate, knob: &str) -> String {
     if estimate.estimate != 0.0 {
         text.push_str(&format!(
             ", ±{}%",
-            format_float(100.0 * half / estimate.estimate.abs())
+            format_significant(100.0 * half / estimate.estimate.abs(), 3)
         ));
     }
     text.push(')');
@@ -204,7 +204,7 @@ mod tests {
         };
         assert_eq!(
             trace_text(&estimate, "--trace-products"),
-            "2 ± 0.1 (95%: 1.7907 to 2.2093, ±10.465%)"
+            "2 ± 0.1 (95%: 1.7907 to 2.2093, ±10.5%)"
         );
         let wide = TraceEstimate {
             standard_error: 1.5,
