@@ -408,6 +408,12 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
         l.hessian,
         format_float(l.base_loss)
     );
+    if let Some(verdict) = &l.eigenvector_verdict {
+        println!(
+            "top-eigen directions, Lanczos verdict: {}",
+            verdict.text("--iters")
+        );
+    }
     for d in &l.directions {
         println!(
             "{}: g·d = {}, dᵀHd = {} (per unit length {})",

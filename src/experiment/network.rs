@@ -466,6 +466,13 @@ fn run_landscape_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         l.hessian,
         format_float(l.base_loss)
     );
+    if let Some(verdict) = &l.eigenvector_verdict {
+        let _ = writeln!(
+            md,
+            "- Top-eigen directions, Lanczos verdict: {}.",
+            verdict.text("`iters` under `[landscape]`")
+        );
+    }
     for d in &l.directions {
         let _ = writeln!(
             md,

@@ -37,7 +37,7 @@ use crate::report::map::{Grid, MapPanel, MapPath, Overlay, Region, round_levels,
 use crate::report::table::format_significant;
 use crate::report::{Axis, Chart, LegendPosition, Manifest, SeriesData, Table, atomic};
 use crate::rng;
-use crate::spectral::{HostSpace, LanczosOptions, LinearOperator, Which, lanczos};
+use crate::spectral::{HostSpace, LanczosOptions, LanczosVerdict, LinearOperator, Which, lanczos};
 
 /// Tags the random directions' streams.
 const DIRECTION_STREAM: u64 = 0x6469_7265; // "dire"
@@ -151,6 +151,9 @@ pub struct Landscape {
     /// The loss at the checkpoint.
     pub base_loss: f64,
     pub directions: Vec<DirectionSummary>,
+    /// What Lanczos established about `top-eigen` directions it computed (none
+    /// for directions read from a file, random or gradient ones).
+    pub eigenvector_verdict: Option<LanczosVerdict>,
     /// `d₁ᵀHd₂` (2-D only).
     pub cross_curvature: Option<f64>,
     /// Grid along `d₁`, and along `d₂` (`[0]` in 1-D).
@@ -271,7 +274,8 @@ impl BackendJob for LandscapeJob<'_> {
         let network = Opt::new(backend.clone(), model.config().clone(), params)?;
         let op = HessianOperator::new(&network, &data.batches, &resolved.restriction)?;
 
-        let directions = directions(&op, options, &indices, params, model.layout(), progress)?;
+        let (directions, eigenvector_verdict) =
+            directions(&op, options, &indices, params, model.layout(), progress)?;
         let mut summaries = Vec::new();
         let mut images = Vec::new();
         let mut base_loss = f64::NAN;
@@ -339,6 +343,7 @@ impl BackendJob for LandscapeJob<'_> {
             options: options.clone(),
             base_loss,
             directions: summaries,
+            eigenvector_verdict,
             cross_curvature,
             evaluations: loss.len(),
             alphas,
@@ -382,6 +387,7 @@ pub fn write_landscape(run: &LandscapeRun, dir: &Path, figure_stem: &Path) -> Re
             "options": l.options,
             "base_loss": l.base_loss,
             "directions": l.directions,
+            "eigenvector_verdict": l.eigenvector_verdict,
             "cross_curvature": l.cross_curvature,
             "evaluations": l.evaluations,
             "hvps": l.hvps,
@@ -603,7 +609,11 @@ pub fn landscape_chart(l: &Landscape) -> Chart {
     chart
 }
 
-/// The one or two directions, labelled.
+/// Directions with their labels.
+type Directions = Vec<(String, Vec<f64>)>;
+
+/// The one or two directions, labelled, with Lanczos's verdict when it computed
+/// them.
 fn directions<T: Scalar, B: Backend<T>>(
     op: &HessianOperator<'_, T, B>,
     options: &LandscapeOptions,
@@ -611,7 +621,7 @@ fn directions<T: Scalar, B: Backend<T>>(
     params: &[T],
     layout: &ParamLayout,
     progress: &dyn Progress,
-) -> Result<Vec<(String, Vec<f64>)>> {
+) -> Result<(Directions, Option<LanczosVerdict>)> {
     let count = if options.two_d { 2 } else { 1 };
     let k = indices.len();
     let random = |j: u64| -> Vec<f64> {
@@ -622,7 +632,7 @@ fn directions<T: Scalar, B: Backend<T>>(
     };
     match options.directions {
         DirectionKind::TopEigen => {
-            let (values, vectors) = match &options.eigenvectors {
+            let (values, vectors, verdict) = match &options.eigenvectors {
                 Some(path) => {
                     let e = read_eigenvectors(path)?;
                     if e.indices != indices {
@@ -641,7 +651,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                             format!("holds {} eigenvectors, {count} needed", e.vectors.len()),
                         ));
                     }
-                    (e.values, e.vectors)
+                    (e.values, e.vectors, None)
                 }
                 None => {
                     if k < count + 1 {
@@ -664,6 +674,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                         },
                         progress,
                     )?;
+                    let verdict = LanczosVerdict::of(&result);
                     let vectors = result.vectors.expect("Ritz vectors requested"); // invariant: ritz_vectors was requested.
                     if vectors.len() < count {
                         return Err(Error::Numerical(format!(
@@ -672,10 +683,10 @@ fn directions<T: Scalar, B: Backend<T>>(
                             options.iters
                         )));
                     }
-                    (result.eigenvalues, vectors)
+                    (result.eigenvalues, vectors, Some(verdict))
                 }
             };
-            Ok((0..count)
+            let labelled = (0..count)
                 .map(|i| {
                     (
                         format!(
@@ -686,16 +697,20 @@ fn directions<T: Scalar, B: Backend<T>>(
                         vectors[i].clone(),
                     )
                 })
-                .collect())
+                .collect();
+            Ok((labelled, verdict))
         }
-        DirectionKind::Random => Ok((0..count)
-            .map(|j| {
-                (
-                    format!("random direction {} (per-matrix normalized)", j + 1),
-                    random(j as u64),
-                )
-            })
-            .collect()),
+        DirectionKind::Random => Ok((
+            (0..count)
+                .map(|j| {
+                    (
+                        format!("random direction {} (per-matrix normalized)", j + 1),
+                        random(j as u64),
+                    )
+                })
+                .collect(),
+            None,
+        )),
         DirectionKind::Gradient => {
             let (_, gradient) = op.with_objective(|o: &mut Objective<'_, T, B>| o.gradient())??;
             let mut g: Vec<f64> = indices
@@ -718,7 +733,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                 d.iter_mut().for_each(|v| *v /= n);
                 out.push(("random direction orthogonal to the gradient".into(), d));
             }
-            Ok(out)
+            Ok((out, None))
         }
     }
 }
@@ -857,6 +872,7 @@ mod tests {
                 direction("eigenvector 1 (λ = 2)"),
                 direction("eigenvector 2 (λ = -1)"),
             ],
+            eigenvector_verdict: None,
             cross_curvature: Some(0.0),
             alphas: grid.clone(),
             betas: grid,

@@ -81,10 +81,10 @@ impl LanczosVerdict {
                 self.products
             );
         }
-        let residuals = if pairs == 1 {
-            "the residual is within the tolerance".to_string()
-        } else {
-            format!("all {pairs} residuals within the tolerance")
+        let residuals = match pairs {
+            1 => "the residual is within the tolerance".to_string(),
+            2 => "both residuals within the tolerance".to_string(),
+            _ => format!("all {pairs} residuals within the tolerance"),
         };
         if !self.multiplicities_checked {
             return format!("{residuals}; multiplicities not checked");
