@@ -5,7 +5,7 @@
 //! used and, when they cannot, why not and what budget would fix it. The wording
 //! lives here, once, so that `spectrum`, `probe`, `sweep` and the report agree.
 //!
-//! Lanczos separates two verdicts (see [`super::lanczos`]): per pair, whether the
+//! Lanczos separates two verdicts (see [`super::lanczos`](mod@super::lanczos)): per pair, whether the
 //! computed residual met the tolerance (the value is then an eigenvalue to that
 //! accuracy), and per run, whether the multiplicity check concluded (the values
 //! are then the `k` extreme eigenvalues counting multiplicity, with no repeated
