@@ -19,7 +19,7 @@ use crate::probe::{
     run_sweep, write_probe, write_sweep,
 };
 use crate::report::Manifest;
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 use crate::spectral::{Reorthogonalization, Which};
 
 /// The dataset flags of the probes (the data flags of `maskscape data`, with the
@@ -434,7 +434,7 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
         println!(
             "over the plane it agrees within 1% at {}% of the grid points; the map is {}, the \
              slices at fixed β {}",
-            format_float(100.0 * agreement_fraction(&l.agreement_gap(0.01))),
+            format_significant(100.0 * agreement_fraction(&l.agreement_gap(0.01)), 3),
             args.out.join("landscape.png").display(),
             slices_stem(&args.out.join("landscape"))
                 .with_extension("png")

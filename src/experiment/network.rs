@@ -40,7 +40,7 @@ use crate::probe::{
     write_probe, write_sweep,
 };
 use crate::report::Manifest;
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 
 /// The runner for `kind = "probe"`.
 pub const PROBE: Runner = Runner {
@@ -505,7 +505,7 @@ fn run_landscape_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
             l.alphas.len(),
             l.betas.len(),
             format_float(l.cross_curvature.unwrap_or(f64::NAN)),
-            format_float(100.0 * agreement_fraction(&l.agreement_gap(0.01)))
+            format_significant(100.0 * agreement_fraction(&l.agreement_gap(0.01)), 3)
         );
     }
     let _ = writeln!(
