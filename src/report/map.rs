@@ -41,22 +41,30 @@ impl Grid {
     /// Checks the shapes (at least 2 × 2 points, strictly ascending coordinates, one
     /// value per point).
     pub fn new(xs: Vec<f64>, ys: Vec<f64>, values: Vec<f64>) -> Result<Self> {
+        let grid = Grid { xs, ys, values };
+        grid.check()?;
+        Ok(grid)
+    }
+
+    /// The shape checks of [`Self::new`] (the fields are public, so drawing checks
+    /// again).
+    fn check(&self) -> Result<()> {
         let ascending = |v: &[f64]| v.len() >= 2 && v.windows(2).all(|w| w[0] < w[1]);
-        if !(ascending(&xs) && ascending(&ys)) {
+        if !(ascending(&self.xs) && ascending(&self.ys)) {
             return Err(Error::Numerical(
                 "a map needs at least 2 x 2 points with ascending coordinates".into(),
             ));
         }
-        if values.len() != xs.len() * ys.len() {
+        if self.values.len() != self.xs.len() * self.ys.len() {
             return Err(Error::Numerical(format!(
                 "a {} x {} map needs {} values, found {}",
-                xs.len(),
-                ys.len(),
-                xs.len() * ys.len(),
-                values.len()
+                self.xs.len(),
+                self.ys.len(),
+                self.xs.len() * self.ys.len(),
+                self.values.len()
             )));
         }
-        Ok(Grid { xs, ys, values })
+        Ok(())
     }
 
     fn value(&self, i: usize, j: usize) -> f64 {
@@ -303,6 +311,38 @@ pub struct MapPanel {
     pub paths: Vec<MapPath>,
 }
 
+impl MapPanel {
+    /// Every grid well formed, the overlay and region on the field's grid, at
+    /// least two finite ascending levels.
+    fn check(&self) -> Result<()> {
+        self.field.check()?;
+        for grid in [
+            self.overlay.as_ref().map(|o| &o.grid),
+            self.region.as_ref().map(|r| &r.grid),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            grid.check()?;
+            if grid.xs != self.field.xs || grid.ys != self.field.ys {
+                return Err(Error::Numerical(
+                    "a map's overlay and region must share its grid".into(),
+                ));
+            }
+        }
+        let levels = &self.levels;
+        if levels.len() < 2
+            || levels.iter().any(|l| !l.is_finite())
+            || levels.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Error::Numerical(
+                "a map needs at least two finite, ascending levels".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Size of one map panel in pixels.
 const MAP_PANEL: (u32, u32) = (760, 640);
 /// The colour bar strip: its labels' width, the bar's, and room on the right for
@@ -315,6 +355,12 @@ const COLORBAR: u32 = 4 + COLORBAR_LABELS + COLORBAR_BAR + COLORBAR_RIGHT;
 /// Writes the panels side by side as `stem.svg` and `stem.png`; returns their
 /// paths.
 pub fn save_maps(panels: &[MapPanel], stem: &Path) -> Result<Vec<PathBuf>> {
+    if panels.is_empty() {
+        return Err(Error::Numerical("a map figure needs a panel".into()));
+    }
+    for panel in panels {
+        panel.check()?;
+    }
     register_font()?;
     let size = (MAP_PANEL.0 * panels.len().max(1) as u32, MAP_PANEL.1);
     let svg_path = stem.with_extension("svg");
@@ -756,11 +802,27 @@ mod tests {
             }],
         };
         let dir = tempfile::tempdir()?;
-        let paths = save_maps(&[panel.clone(), panel], &dir.path().join("map"))?;
+        let paths = save_maps(&[panel.clone(), panel.clone()], &dir.path().join("map"))?;
         let svg = std::fs::read_to_string(&paths[0])?;
         assert!(svg.contains("a training path") && svg.contains("checkpoint"));
         let png = std::fs::read(&paths[1])?;
         assert_eq!(&png[1..4], b"PNG");
+        // Ill-formed panels are refused before anything is written.
+        let flat = MapPanel {
+            levels: vec![1.0],
+            ..panel.clone()
+        };
+        assert!(save_maps(&[flat], &dir.path().join("flat")).is_err());
+        let mismatched = MapPanel {
+            overlay: Some(Overlay {
+                grid: Grid::new(vec![0.0, 1.0], vec![0.0, 1.0], vec![0.0; 4])?,
+                label: "other grid".into(),
+            }),
+            ..panel
+        };
+        assert!(save_maps(&[mismatched], &dir.path().join("mismatched")).is_err());
+        assert!(!dir.path().join("flat.svg").exists());
+        assert!(save_maps(&[], &dir.path().join("none")).is_err());
         Ok(())
     }
 }

@@ -1187,6 +1187,103 @@ mod tests {
     }
 
     #[test]
+    fn segments_meet_rectangles_when_they_cross_touch_or_lie_inside() {
+        let rect = (10.0, 10.0, 20.0, 20.0);
+        // Through it, inside it, touching its edge, beside it, and a point.
+        assert!(segment_hits((0.0, 15.0), (30.0, 15.0), rect));
+        assert!(segment_hits((12.0, 12.0), (18.0, 18.0), rect));
+        assert!(segment_hits((20.0, 0.0), (20.0, 30.0), rect));
+        assert!(!segment_hits((0.0, 0.0), (30.0, 5.0), rect));
+        assert!(!segment_hits((0.0, 30.0), (9.0, 0.0), rect));
+        assert!(segment_hits((15.0, 15.0), (15.0, 15.0), rect));
+        // Even-odd containment, for a box lying wholly inside a band.
+        let square = [(0.0, 0.0), (40.0, 0.0), (40.0, 40.0), (0.0, 40.0)];
+        assert!(contains(&square, (10.0, 10.0)));
+        assert!(!contains(&square, (50.0, 10.0)));
+    }
+
+    #[test]
+    fn legends_take_the_first_empty_corner_or_go_outside() {
+        let plot = (400.0, 300.0);
+        let size = (100.0, 50.0);
+        let line = |a: (f64, f64), b: (f64, f64)| Obstacle::Segment(a, b);
+        // Nothing drawn: the preferred corner.
+        assert_eq!(
+            legend_corner(plot, size, &[], LegendPosition::LowerLeft),
+            Some(LegendPosition::LowerLeft)
+        );
+        // A line along the top blocks both upper corners (boxes span y 8..58).
+        let top = [line((0.0, 30.0), (400.0, 30.0))];
+        assert_eq!(
+            legend_corner(plot, size, &top, LegendPosition::UpperRight),
+            Some(LegendPosition::LowerRight)
+        );
+        // A diagonal from the lower left to the upper right leaves the other two.
+        let diagonal = [line((0.0, 300.0), (400.0, 0.0))];
+        assert_eq!(
+            legend_corner(plot, size, &diagonal, LegendPosition::UpperRight),
+            Some(LegendPosition::UpperLeft)
+        );
+        // The clearance counts: a line 2 px below the upper-right box blocks it.
+        let close = [line((250.0, 60.0), (400.0, 60.0))];
+        assert_eq!(
+            legend_corner(plot, size, &close, LegendPosition::UpperRight),
+            Some(LegendPosition::UpperLeft)
+        );
+        // A band under every corner, with no edge crossing the boxes: outside.
+        let band = [Obstacle::Area(vec![
+            (-10.0, -10.0),
+            (410.0, -10.0),
+            (410.0, 310.0),
+            (-10.0, 310.0),
+        ])];
+        assert_eq!(
+            legend_corner(plot, size, &band, LegendPosition::UpperRight),
+            None
+        );
+        // Lines across the top and the bottom: outside too.
+        let both = [
+            line((0.0, 30.0), (400.0, 30.0)),
+            line((0.0, 270.0), (400.0, 270.0)),
+        ];
+        assert_eq!(
+            legend_corner(plot, size, &both, LegendPosition::UpperRight),
+            None
+        );
+        // A box wider than the plot never fits inside.
+        assert_eq!(
+            legend_corner(plot, (390.0, 50.0), &[], LegendPosition::UpperRight),
+            None
+        );
+    }
+
+    #[test]
+    fn series_become_obstacles_in_plot_pixels() {
+        // y from 0 to 10 over 100 px: a point at (5, 10) sits at the top centre.
+        let frame = Frame {
+            x: Scale::Linear,
+            y: Scale::Linear,
+            y_range: 0.0..10.0,
+        };
+        let pixels = PixelMap {
+            x: 0.0..10.0,
+            y: 0.0..10.0,
+            size: (100.0, 100.0),
+        };
+        let line = series_obstacles(
+            &SeriesData::Line(vec![(0.0, 0.0), (5.0, 10.0)]),
+            &frame,
+            &pixels,
+        );
+        assert_eq!(line, vec![Obstacle::Segment((0.0, 100.0), (50.0, 0.0))]);
+        let vertical = series_obstacles(&SeriesData::VerticalLines(vec![2.0]), &frame, &pixels);
+        assert_eq!(
+            vertical,
+            vec![Obstacle::Segment((20.0, 100.0), (20.0, 0.0))]
+        );
+    }
+
+    #[test]
     fn charts_render_to_svg_and_png() -> TestResult {
         let dir = tempfile::tempdir()?;
         let mut chart = Chart::new("test", Axis::log("p"), Axis::log("lambda"))
