@@ -272,7 +272,9 @@ fn clip_triangle(grid: &Grid, tri: [usize; 3], lo: f64, hi: f64) -> Vec<(f64, f6
 /// plane, drawn with its start (circle) and end (square) marked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MapPath {
+    /// The legend's entry for it.
     pub label: String,
+    /// `(x, y)` in the map's coordinates (`(α, β)` on a landscape), in order.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -280,14 +282,18 @@ pub struct MapPath {
 /// levels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Overlay {
+    /// On the same grid as the map's field.
     pub grid: Grid,
+    /// The legend's entry for its dashed contours.
     pub label: String,
 }
 
 /// A region of the plane, `{value ≤ 0}` of its grid, drawn as an outline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Region {
+    /// On the same grid as the map's field; the region is where it is at most 0.
     pub grid: Grid,
+    /// The legend's entry for its outline.
     pub label: String,
 }
 
@@ -296,8 +302,10 @@ pub struct Region {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MapPanel {
     pub title: String,
+    /// The axes' labels (ticks fall at round values; the scales are linear).
     pub x: Axis,
     pub y: Axis,
+    /// What the colours show.
     pub field: Grid,
     /// The colour bar's label.
     pub field_label: String,
