@@ -209,6 +209,115 @@ fn probe_writes_every_output_and_matches_the_fixture() {
     assert!(!other.exists());
 }
 
+/// Runs a Lanczos probe of the fixture with `iters` products; returns stdout and
+/// `summary.json`'s Lanczos part.
+fn lanczos_probe(dir: &Path, iters: u64) -> (String, Value) {
+    let out = dir.join(format!("iters-{iters}"));
+    let stdout = run_ok(&[
+        "probe",
+        "--model",
+        TINY,
+        "--tokenized",
+        REFERENCE,
+        "--mask",
+        REFERENCE,
+        "--method",
+        "lanczos",
+        "--k",
+        "5",
+        "--which",
+        "both",
+        "--iters",
+        &iters.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let summary = json(&out.join("summary.json"));
+    (stdout, summary["spectrum"]["lanczos"].clone())
+}
+
+/// Every pair of the Lanczos summary, top then bottom.
+fn pairs(lanczos: &Value) -> Vec<Value> {
+    let mut all = lanczos["top"].as_array().unwrap().clone();
+    all.extend(lanczos["bottom"].as_array().unwrap().iter().cloned());
+    all
+}
+
+#[test]
+fn printed_verdicts_match_the_summary_and_name_the_budget_that_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Too few products for the residuals: the first line says so, in words, and
+    // each pair that missed says it.
+    let (stdout, lanczos) = lanczos_probe(tmp.path(), 40);
+    let missed = pairs(&lanczos)
+        .iter()
+        .filter(|p| !p["residual_converged"].as_bool().unwrap())
+        .count();
+    assert!(missed > 0);
+    assert!(
+        stdout.contains(&format!(
+            "Lanczos verdict: NOT CONVERGED: {missed} of 10 residuals above the tolerance after 40 products"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("above tolerance)").count(),
+        missed,
+        "{stdout}"
+    );
+    assert_eq!(
+        lanczos["verdict"]["residuals_converged"],
+        10 - missed as u64
+    );
+
+    // Enough for the residuals, not for the multiplicity check: the values are
+    // accurate and said to be, and the line names the budget the check needs.
+    let (stdout, lanczos) = lanczos_probe(tmp.path(), 60);
+    for pair in pairs(&lanczos) {
+        assert_eq!(pair["residual_converged"], true, "{pair}");
+        assert_eq!(pair["converged"], false, "{pair}");
+    }
+    let verdict = &lanczos["verdict"];
+    assert_eq!(verdict["multiplicities_checked"], true);
+    assert_eq!(verdict["multiplicities_verified"], false);
+    let needed = verdict["products_to_verify"].as_u64().unwrap();
+    assert_eq!(verdict["additional_products_to_verify"], needed - 60);
+    assert!(
+        stdout.contains(&format!(
+            "Lanczos verdict: all 10 residuals within the tolerance (the values are accurate); \
+             multiplicities not verified within 60 products: raise --iters to about {needed} to \
+             check for missed repeated eigenvalues"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("above tolerance"), "{stdout}");
+
+    // The budget it names verifies: every verdict true, in the summary and on screen.
+    let (stdout, lanczos) = lanczos_probe(tmp.path(), needed);
+    for pair in pairs(&lanczos) {
+        assert_eq!(pair["residual_converged"], true, "{pair}");
+        assert_eq!(pair["converged"], true, "{pair}");
+    }
+    assert_eq!(lanczos["verdict"]["multiplicities_verified"], true);
+    assert_eq!(lanczos["verdict"]["products_to_verify"], Value::Null);
+    assert!(
+        stdout.contains(
+            "Lanczos verdict: all 10 residuals within the tolerance; multiplicities verified"
+        ),
+        "{stdout}"
+    );
+    let table = std::fs::read_to_string(tmp.path().join(format!("iters-{needed}/ritz_values.csv")))
+        .unwrap();
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("relative_residual,residual_converged,converged"),
+        "{table}"
+    );
+}
+
 #[test]
 fn two_d_landscape_and_full_hessian_probe() {
     let out = tempfile::tempdir().unwrap();
@@ -236,6 +345,22 @@ fn two_d_landscape_and_full_hessian_probe() {
     let table = std::fs::read_to_string(land.join("landscape.csv")).unwrap();
     assert_eq!(table.lines().count(), 1 + 25);
     assert!(table.starts_with("alpha,beta,loss,quadratic_model"));
+    // The map, and the slices beside it.
+    for file in [
+        "landscape.svg",
+        "landscape.png",
+        "landscape-slices.svg",
+        "landscape-slices.png",
+    ] {
+        assert!(land.join(file).is_file(), "missing {file}");
+    }
+    let fraction = json(&land.join("summary.json"))["quadratic_agreement_fraction_1pct"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (0.0..=1.0).contains(&fraction) && fraction > 0.0,
+        "{fraction}"
+    );
     let full = out.path().join("full");
     let stdout = run_ok(&[
         "probe",
@@ -288,6 +413,25 @@ fn sweep_rerun_reuses_every_cell() {
     ];
     let first = run_ok(&args);
     assert!(first.contains("5 cells computed"), "{first}");
+    // The verdict comes first, and agrees with the cells' table.
+    let verdict = first.lines().next().unwrap();
+    assert!(verdict.starts_with("- Verdict: "), "{first}");
+    let cells = std::fs::read_to_string(dir.join("cells.csv")).unwrap();
+    let header: Vec<&str> = cells.lines().next().unwrap().split(',').collect();
+    let column = header
+        .iter()
+        .position(|&c| c == "residual_converged")
+        .unwrap();
+    let missed = cells
+        .lines()
+        .skip(1)
+        .filter(|row| row.split(',').nth(column) == Some("false"))
+        .count();
+    assert_eq!(
+        missed == 0,
+        verdict.contains("every λmax residual (4 cells and the whole-scope reference) is within"),
+        "{verdict}\n{cells}"
+    );
     let second = run_ok(&args);
     assert!(
         second.contains("0 cells computed (0 Hessian-vector products), 5 reused"),

@@ -11,14 +11,15 @@ use crate::error::{Error, Result};
 use crate::experiment::Spec;
 use crate::mask::{MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::probe::inputs::data_spec;
-use crate::probe::landscape::write_landscape;
+use crate::probe::landscape::{agreement_fraction, slices_stem, write_landscape};
+use crate::probe::output::spectrum_lines;
 use crate::probe::{
     DataRequest, Device, DirectionKind, Dtype, GpuOptions, HessianChoice, LandscapeOptions,
     LandscapeRequest, Method, ProbeOptions, ProbeOutputs, ProbeRequest, SweepResult, SweepSpec,
     run_landscape, run_probe, run_sweep, run_sweep_shard, sweep_on_disk, write_probe, write_sweep,
 };
 use crate::report::Manifest;
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 use crate::shard::Shard;
 use crate::spectral::{Reorthogonalization, Which};
 
@@ -331,68 +332,8 @@ fn print_probe(report: &crate::probe::ProbeReport) {
         report.data.batches,
         report.evaluation.describe()
     );
-    let s = &report.spectrum;
-    let pairs = |pairs: &[crate::probe::spectrum::RitzPair]| {
-        pairs
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} (res {:.1e}{})",
-                    format_float(p.value),
-                    p.residual,
-                    if p.converged { "" } else { ", not converged" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(l) = &s.lanczos {
-        if !l.top.is_empty() {
-            println!("largest eigenvalues (Lanczos): {}", pairs(&l.top));
-        }
-        if !l.bottom.is_empty() {
-            println!("smallest eigenvalues (Lanczos): {}", pairs(&l.bottom));
-        }
-        if let Some(note) = &l.history_note {
-            println!("  {note}");
-        }
-        println!(
-            "  {} products ({} for computed residuals)",
-            l.products, l.verification_products
-        );
-        if l.tolerance_clipped {
-            println!(
-                "  --tol is below what the products' precision supports: residuals were \
-                 judged against the floor {:.1e} (256 eps |H|) instead",
-                l.residual_floor
-            );
-        }
-    }
-    if let Some(p) = &s.power {
-        println!(
-            "largest-magnitude eigenvalues (power): {} in {} products",
-            pairs(&p.pairs),
-            p.products
-        );
-    }
-    if let Some(d) = &s.density {
-        println!(
-            "density: {} SLQ probes x {} steps ({} products); quadrature trace {}",
-            d.probes,
-            d.steps,
-            d.products,
-            format_float(d.trace_estimate)
-        );
-    }
-    if let Some(t) = &s.trace {
-        println!(
-            "trace (Hutch++, {} products): {} ± {} (95%: {} to {})",
-            t.estimate.products,
-            format_float(t.estimate.estimate),
-            format_float(t.estimate.standard_error),
-            format_float(t.interval95.0),
-            format_float(t.interval95.1)
-        );
+    for line in spectrum_lines(&report.spectrum, "--iters", "--trace-products") {
+        println!("{line}");
     }
     if let Some(t) = &report.timing {
         println!(
@@ -479,6 +420,12 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
         l.hessian,
         format_float(l.base_loss)
     );
+    if let Some(verdict) = &l.eigenvector_verdict {
+        println!(
+            "top-eigen directions, Lanczos verdict: {}",
+            verdict.text("--iters")
+        );
+    }
     for d in &l.directions {
         println!(
             "{}: g·d = {}, dᵀHd = {} (per unit length {})",
@@ -495,6 +442,17 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
         l.hvps,
         format_float(l.quadratic_trust_radius(0.01))
     );
+    if l.betas.len() > 1 {
+        println!(
+            "over the plane it agrees within 1% at {}% of the grid points; the map is {}, the \
+             slices at fixed β {}",
+            format_significant(100.0 * agreement_fraction(&l.agreement_gap(0.01)), 3),
+            args.out.join("landscape.png").display(),
+            slices_stem(&args.out.join("landscape"))
+                .with_extension("png")
+                .display()
+        );
+    }
     println!("wrote {} files to {}", written.len(), args.out.display());
     Ok(())
 }
@@ -697,8 +655,10 @@ fn write_sweep_outputs(
 }
 
 fn print_reading(result: &SweepResult) {
-    println!("{}", result.summary_table().to_text());
+    // The reading opens with each checkpoint's verdict: printed before the table,
+    // it is what a glance at the output sees.
     for line in result.reading() {
         println!("- {line}");
     }
+    println!("{}", result.summary_table().to_text());
 }

@@ -208,8 +208,9 @@ pub fn run(args: SpectrumArgs) -> anyhow::Result<()> {
         }
     };
     drop(progress);
-    print!("{}", outcome.table.to_text());
+    // The headline carries the verdict: first, where a glance at the output looks.
     println!("{}", outcome.headline);
+    print!("{}", outcome.table.to_text());
     println!(
         "wrote {} files to {}",
         outcome.outputs.len(),

@@ -32,7 +32,7 @@ use super::{Context, Runner, Section, Spec};
 use crate::error::{Error, Result};
 use crate::mask::{MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::probe::inputs::data_spec;
-use crate::probe::landscape::write_landscape;
+use crate::probe::landscape::{agreement_fraction, slices_stem, write_landscape};
 use crate::probe::output::ritz_table;
 use crate::probe::{
     DataRequest, Device, Dtype, GpuOptions, HessianChoice, LandscapeOptions, LandscapeRequest,
@@ -40,7 +40,7 @@ use crate::probe::{
     write_probe, write_sweep,
 };
 use crate::report::Manifest;
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 
 /// The runner for `kind = "probe"`.
 pub const PROBE: Runner = Runner {
@@ -337,6 +337,11 @@ fn run_probe_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
     if let (Some(l), Some(top)) = (&s.lanczos, s.lambda_max()) {
         let _ = writeln!(
             md,
+            "- Lanczos verdict: {}.",
+            l.verdict.text("`iters` under `[probe]`")
+        );
+        let _ = writeln!(
+            md,
             "- Lanczos: λmax = {} (relative residual {:.1e}) in {} products in all ({} forming \
              computed residuals, {} probing for missed multiplicities).",
             format_float(top.value),
@@ -368,9 +373,9 @@ fn run_probe_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
                 format_float(first.value),
                 p.products,
                 if first.converged {
-                    "converged"
+                    "residual within the tolerance"
                 } else {
-                    "budget exhausted before the tolerance"
+                    "NOT CONVERGED: budget exhausted before the tolerance"
                 },
                 if agree {
                     "it agrees with Lanczos to 0.1%".to_string()
@@ -395,8 +400,12 @@ fn run_probe_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
             format_float(t.interval95.1),
             match &s.density {
                 Some(d) => format!(
-                    "; the SLQ quadrature gives {}",
-                    format_float(d.trace_estimate)
+                    "; the SLQ quadrature gives {}{}",
+                    format_float(d.trace_estimate),
+                    match d.quadrature.trace_standard_error(|x| x) {
+                        Some(se) => format!(" ± {} (over its probes)", format_float(se)),
+                        None => String::new(),
+                    }
                 ),
                 None => String::new(),
             }
@@ -444,7 +453,16 @@ fn run_landscape_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
     let outputs = write_landscape(&run, &tables_dir, &stem)?;
     let l = &run.landscape;
     let mut md = String::new();
+    let two_d = l.betas.len() > 1;
     image(&mut md, context, "landscape", &stem.with_extension("png"));
+    if two_d {
+        image(
+            &mut md,
+            context,
+            "slices at fixed β",
+            &slices_stem(&stem).with_extension("png"),
+        );
+    }
     md.push_str("Reading the numbers:\n\n");
     let _ = writeln!(
         md,
@@ -452,6 +470,13 @@ fn run_landscape_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         l.hessian,
         format_float(l.base_loss)
     );
+    if let Some(verdict) = &l.eigenvector_verdict {
+        let _ = writeln!(
+            md,
+            "- Top-eigen directions, Lanczos verdict: {}.",
+            verdict.text("`iters` under `[landscape]`")
+        );
+    }
     for d in &l.directions {
         let _ = writeln!(
             md,
@@ -476,6 +501,17 @@ fn run_landscape_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         format_float(l.options.span),
         format_float(worst)
     );
+    if two_d {
+        let _ = writeln!(
+            md,
+            "- Over the whole {} x {} grid, the quadratic model (with the cross term d₁ᵀHd₂ = {}) \
+             agrees with the loss within 1% of its range at {}% of the points (outlined on the map).",
+            l.alphas.len(),
+            l.betas.len(),
+            format_float(l.cross_curvature.unwrap_or(f64::NAN)),
+            format_significant(100.0 * agreement_fraction(&l.agreement_gap(0.01)), 3)
+        );
+    }
     let _ = writeln!(
         md,
         "- {} loss evaluations (forward sweeps over the dataset) and {} Hessian-vector products.\n",

@@ -3,8 +3,8 @@
 //!
 //! Parameters: `figures` (default: every figure the sweep's part can draw), a
 //! `[sweep]` table (any field of [`SweepSpec`]; omitted fields take the reference
-//! simulation's values) and an optional `[reference]` table of published numbers to
-//! compare with.
+//! simulation's values) and an optional `[reference]` table of numbers to compare
+//! with, whose `source` says where they come from (printed with the comparison).
 
 use std::fmt::Write as _;
 
@@ -37,11 +37,12 @@ struct Params {
     reference: Option<Reference>,
 }
 
-/// Published values to compare with, one entry per ratio in `p`.
+/// Values to compare with, one entry per ratio in `p`: an earlier run's, a
+/// paper's, whatever `source` names.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reference {
-    /// Where the numbers come from.
+    /// Where the numbers come from, in words: the report prints it beside them.
     source: String,
     p: Vec<f64>,
     lambda1: Vec<f64>,
@@ -504,7 +505,7 @@ fn read_gd_curves(result: &SweepResult, config: &ConfigResult) -> Vec<String> {
 fn compare_with_reference(result: &SweepResult, reference: &Reference) -> String {
     let config = &result.configs[0];
     let mut out = format!(
-        "**Against the published reference** ({}; ours: seed {}, {} masks per p; ± is the standard error of our mean):\n\n\
+        "**Against the reference values** ({}; ours: seed {}, {} masks per p; ± is the standard error of our mean):\n\n\
          | p | λ₁ reference | λ₁ here | Δ | 2n/λ₁ reference | 2n/λ₁ here | Δ | ‖ŵ‖ reference | ‖ŵ‖ here | Δ |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
         reference.source, result.spec.seed, result.spec.trials

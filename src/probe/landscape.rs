@@ -34,10 +34,11 @@ use crate::error::{Error, Result};
 use crate::model::objective::ObjectiveBuffers;
 use crate::model::{Objective, Opt, ParamLayout};
 use crate::progress::Progress;
-use crate::report::table::format_float;
+use crate::report::map::{Grid, MapPanel, MapPath, Overlay, Region, round_levels, save_maps};
+use crate::report::table::format_significant;
 use crate::report::{Axis, Chart, LegendPosition, Manifest, SeriesData, Table, atomic};
 use crate::rng;
-use crate::spectral::{HostSpace, LanczosOptions, LinearOperator, Which, lanczos};
+use crate::spectral::{HostSpace, LanczosOptions, LanczosVerdict, LinearOperator, Which, lanczos};
 
 /// Tags the random directions' streams.
 const DIRECTION_STREAM: u64 = 0x6469_7265; // "dire"
@@ -151,6 +152,9 @@ pub struct Landscape {
     /// The loss at the checkpoint.
     pub base_loss: f64,
     pub directions: Vec<DirectionSummary>,
+    /// What Lanczos established about `top-eigen` directions it computed (none
+    /// for directions read from a file, random or gradient ones).
+    pub eigenvector_verdict: Option<LanczosVerdict>,
     /// `d₁ᵀHd₂` (2-D only).
     pub cross_curvature: Option<f64>,
     /// Grid along `d₁`, and along `d₂` (`[0]` in 1-D).
@@ -171,6 +175,14 @@ pub struct Landscape {
 }
 
 impl Landscape {
+    /// `|loss − quadratic| − tolerance · (range of the loss)` at every grid point
+    /// (index as [`Self::loss`]): where it is at most 0 the quadratic model agrees
+    /// with the measured loss within `tolerance` of the loss's range over the grid
+    /// (the yardstick of [`Self::quadratic_trust_radius`]).
+    pub fn agreement_gap(&self, tolerance: f64) -> Vec<f64> {
+        agreement_gap(&self.loss, &self.quadratic, tolerance)
+    }
+
     /// The largest `|α|` (along `d₁`, `β = 0`) up to which the quadratic model stays
     /// within `tolerance` of the measured loss, relative to the loss's range.
     pub fn quadratic_trust_radius(&self, tolerance: f64) -> f64 {
@@ -265,7 +277,8 @@ impl BackendJob for LandscapeJob<'_> {
         let network = Opt::new(backend.clone(), model.config().clone(), params)?;
         let op = HessianOperator::new(&network, &data.batches, &resolved.restriction)?;
 
-        let directions = directions(&op, options, &indices, params, model.layout(), progress)?;
+        let (directions, eigenvector_verdict) =
+            directions(&op, options, &indices, params, model.layout(), progress)?;
         let mut summaries = Vec::new();
         let mut images = Vec::new();
         let mut base_loss = f64::NAN;
@@ -342,6 +355,7 @@ impl BackendJob for LandscapeJob<'_> {
             options: options.clone(),
             base_loss,
             directions: summaries,
+            eigenvector_verdict,
             cross_curvature,
             evaluations: loss.len(),
             alphas,
@@ -385,17 +399,24 @@ pub fn write_landscape(run: &LandscapeRun, dir: &Path, figure_stem: &Path) -> Re
             "options": l.options,
             "base_loss": l.base_loss,
             "directions": l.directions,
+            "eigenvector_verdict": l.eigenvector_verdict,
             "cross_curvature": l.cross_curvature,
             "evaluations": l.evaluations,
             "hvps": l.hvps,
             "quadratic_trust_radius_1pct": l.quadratic_trust_radius(0.01),
+            "quadratic_agreement_fraction_1pct": agreement_fraction(&l.agreement_gap(0.01)),
             "model_sha256": l.model_sha256,
             "data_sha256": l.data_sha256,
             "indices_sha256": l.indices_sha256,
         }),
     )?;
     written.push(summary);
-    written.extend(landscape_chart(l).save(figure_stem)?);
+    if l.betas.len() > 1 {
+        written.extend(save_maps(&landscape_maps(l, &[])?, figure_stem)?);
+        written.extend(landscape_chart(l).save(&slices_stem(figure_stem))?);
+    } else {
+        written.extend(landscape_chart(l).save(figure_stem)?);
+    }
     let mut manifest = run.inputs.clone();
     record_identities(
         &mut manifest,
@@ -413,14 +434,141 @@ pub fn write_landscape(run: &LandscapeRun, dir: &Path, figure_stem: &Path) -> Re
     Ok(written)
 }
 
+/// Where a 2-D landscape's slices go beside its map: `<stem>-slices`.
+pub fn slices_stem(figure_stem: &Path) -> PathBuf {
+    let mut name = figure_stem
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push("-slices");
+    figure_stem.with_file_name(name)
+}
+
+/// `|loss − quadratic| − tolerance · (max loss − min loss)` per grid point.
+pub fn agreement_gap(loss: &[f64], quadratic: &[f64], tolerance: f64) -> Vec<f64> {
+    let (lo, hi) = loss
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let scale = if hi > lo { hi - lo } else { 0.0 };
+    loss.iter()
+        .zip(quadratic)
+        .map(|(l, q)| (l - q).abs() - tolerance * scale)
+        .collect()
+}
+
+/// The fraction of grid points where the gap is at most 0.
+pub fn agreement_fraction(gap: &[f64]) -> f64 {
+    gap.iter().filter(|&&g| g <= 0.0).count() as f64 / gap.len().max(1) as f64
+}
+
+/// The coordinates `(α, β)` of the point of the plane `θ + α d₁ + β d₂` nearest
+/// to `θ + offset`, and the distance between them (how far `offset` leaves the
+/// plane). This is how a trajectory `θ_t` goes on a landscape's map: project
+/// `θ_t − θ` for each `t` and draw the points as a [`MapPath`]. The directions
+/// need not be orthogonal (random ones are only nearly so): the 2 × 2 normal
+/// equations are solved. Errors when the directions are parallel.
+pub fn project_onto_plane(offset: &[f64], d1: &[f64], d2: &[f64]) -> Result<((f64, f64), f64)> {
+    if d1.len() != offset.len() || d2.len() != offset.len() {
+        return Err(Error::ShapeMismatch {
+            name: "landscape directions".into(),
+            expected: vec![offset.len()],
+            found: vec![d1.len(), d2.len()],
+        });
+    }
+    let (g11, g12, g22) = (dot(d1, d1), dot(d1, d2), dot(d2, d2));
+    let (b1, b2) = (dot(d1, offset), dot(d2, offset));
+    let det = g11 * g22 - g12 * g12;
+    if det.is_nan() || det <= 1e-12 * g11 * g22 {
+        return Err(Error::Numerical(
+            "the landscape's two directions are parallel: no plane to project on".into(),
+        ));
+    }
+    let alpha = (g22 * b1 - g12 * b2) / det;
+    let beta = (g11 * b2 - g12 * b1) / det;
+    let residual: f64 = offset
+        .iter()
+        .zip(d1.iter().zip(d2))
+        .map(|(x, (a, b))| (x - alpha * a - beta * b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    Ok(((alpha, beta), residual))
+}
+
+/// A 2-D landscape as maps: the measured loss as filled contours at round levels
+/// with the quadratic model's contours dashed over it, and beside it the quadratic
+/// model on the same colours; on both the checkpoint is marked and the region
+/// where the two agree within 1% of the loss's range is outlined.
+///
+/// `paths` are drawn on both maps over everything else: this is where training
+/// trajectories go (points `(α, β)` from [`project_onto_plane`]); pass `&[]` for
+/// none.
+pub fn landscape_maps(l: &Landscape, paths: &[MapPath]) -> Result<Vec<MapPanel>> {
+    let field = |values: &[f64]| Grid::new(l.alphas.clone(), l.betas.clone(), values.to_vec());
+    let loss = field(&l.loss)?;
+    let quadratic = field(&l.quadratic)?;
+    let (lo, hi) = loss.range();
+    let levels = round_levels(lo, hi, 12);
+    let region = Region {
+        grid: field(&l.agreement_gap(0.01))?,
+        label: "quadratic model within 1% of the loss range (outline)".into(),
+    };
+    let axis = |index: usize, letter: &str| {
+        let d = &l.directions[index];
+        let sub = ["₁", "₂"][index];
+        Axis::linear(format!(
+            "{letter}, step along d{sub}: {}",
+            short_label(&d.label)
+        ))
+    };
+    let kind = l.options.directions.name();
+    let markers = vec![((0.0, 0.0), "checkpoint (α = β = 0)".to_string())];
+    let loss_panel = MapPanel {
+        title: format!("Loss over the plane of two {kind} directions"),
+        x: axis(0, "α"),
+        y: axis(1, "β"),
+        field: loss,
+        field_label: "loss".into(),
+        levels: levels.clone(),
+        overlay: Some(Overlay {
+            grid: quadratic.clone(),
+            label: "quadratic model's contours, same levels (dashed)".into(),
+        }),
+        region: Some(region.clone()),
+        markers: markers.clone(),
+        paths: paths.to_vec(),
+    };
+    let model_panel = MapPanel {
+        title: "Its quadratic model L₀ + gᵀδ + ½ δᵀHδ".into(),
+        x: axis(0, "α"),
+        y: axis(1, "β"),
+        field: quadratic,
+        field_label: "quadratic model (loss's colours)".into(),
+        levels,
+        overlay: None,
+        region: Some(region),
+        markers,
+        paths: paths.to_vec(),
+    };
+    Ok(vec![loss_panel, model_panel])
+}
+
+/// A direction's label for an axis: its kind and eigenvalue, without the
+/// parenthesis about normalization.
+fn short_label(label: &str) -> &str {
+    label.split(" (per-matrix").next().unwrap_or(label)
+}
+
 /// The measured loss (solid) and its quadratic model (dashed) along `d₁`; in 2-D,
-/// five slices at evenly spaced `β`.
+/// five slices at evenly spaced `β` (the map is [`landscape_maps`]).
 pub fn landscape_chart(l: &Landscape) -> Chart {
     let n = l.alphas.len();
     let two_d = l.betas.len() > 1;
     let kind = l.options.directions.name();
     let title = if two_d {
-        format!("Loss on a 2-D slice ({kind} directions): slices at fixed β")
+        format!("Loss (solid) and quadratic model (dashed) at fixed β, {kind} directions")
     } else {
         format!("Loss along a {kind} direction of the masked subspace")
     };
@@ -446,34 +594,38 @@ pub fn landscape_chart(l: &Landscape) -> Chart {
                 .zip(values[row * n..(row + 1) * n].iter().copied())
                 .collect()
         };
-        let at = if two_d {
-            format!(" at β = {}", format_float(l.betas[row]))
+        // In 2-D one entry per β (the title says which line is which), so the
+        // legend stays short.
+        let (loss_label, model_label) = if two_d {
+            (format!("β = {}", format_significant(l.betas[row], 4)), None)
         } else {
-            String::new()
-        };
-        chart.add(
-            Some(&format!("loss{at}")),
-            c,
-            SeriesData::Line(slice(&l.loss)),
-        );
-        let d = &l.directions[0];
-        let label = if two_d {
-            format!("quadratic model{at}")
-        } else {
-            format!(
-                "quadratic model (gᵀd = {}, dᵀHd = {})",
-                format_float(d.slope),
-                format_float(d.curvature)
+            let d = &l.directions[0];
+            (
+                "loss".to_string(),
+                Some(format!(
+                    "quadratic model (gᵀd = {}, dᵀHd = {})",
+                    format_significant(d.slope, 4),
+                    format_significant(d.curvature, 4)
+                )),
             )
         };
+        chart.add(Some(&loss_label), c, SeriesData::Line(slice(&l.loss)));
         chart
-            .add(Some(&label), c, SeriesData::Line(slice(&l.quadratic)))
+            .add(
+                model_label.as_deref(),
+                c,
+                SeriesData::Line(slice(&l.quadratic)),
+            )
             .dashed();
     }
     chart
 }
 
-/// The one or two directions, labelled.
+/// Directions with their labels.
+type Directions = Vec<(String, Vec<f64>)>;
+
+/// The one or two directions, labelled, with Lanczos's verdict when it computed
+/// them.
 fn directions<T: Scalar, B: Backend<T>>(
     op: &HessianOperator<'_, T, B>,
     options: &LandscapeOptions,
@@ -481,7 +633,7 @@ fn directions<T: Scalar, B: Backend<T>>(
     params: &[T],
     layout: &ParamLayout,
     progress: &dyn Progress,
-) -> Result<Vec<(String, Vec<f64>)>> {
+) -> Result<(Directions, Option<LanczosVerdict>)> {
     let count = if options.two_d { 2 } else { 1 };
     let k = indices.len();
     let random = |j: u64| -> Vec<f64> {
@@ -492,7 +644,7 @@ fn directions<T: Scalar, B: Backend<T>>(
     };
     match options.directions {
         DirectionKind::TopEigen => {
-            let (values, vectors) = match &options.eigenvectors {
+            let (values, vectors, verdict) = match &options.eigenvectors {
                 Some(path) => {
                     let e = read_eigenvectors(path)?;
                     if e.indices != indices {
@@ -511,7 +663,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                             format!("holds {} eigenvectors, {count} needed", e.vectors.len()),
                         ));
                     }
-                    (e.values, e.vectors)
+                    (e.values, e.vectors, None)
                 }
                 None => {
                     if k < count + 1 {
@@ -534,6 +686,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                         },
                         progress,
                     )?;
+                    let verdict = LanczosVerdict::of(&result);
                     let vectors = result.vectors.expect("Ritz vectors requested"); // invariant: ritz_vectors was requested.
                     if vectors.len() < count {
                         return Err(Error::Numerical(format!(
@@ -542,26 +695,34 @@ fn directions<T: Scalar, B: Backend<T>>(
                             options.iters
                         )));
                     }
-                    (result.eigenvalues, vectors)
+                    (result.eigenvalues, vectors, Some(verdict))
                 }
             };
-            Ok((0..count)
+            let labelled = (0..count)
                 .map(|i| {
                     (
-                        format!("eigenvector {} (λ = {:.4e})", i + 1, values[i]),
+                        format!(
+                            "eigenvector {} (λ = {})",
+                            i + 1,
+                            format_significant(values[i], 4)
+                        ),
                         vectors[i].clone(),
                     )
                 })
-                .collect())
+                .collect();
+            Ok((labelled, verdict))
         }
-        DirectionKind::Random => Ok((0..count)
-            .map(|j| {
-                (
-                    format!("random direction {} (per-matrix normalized)", j + 1),
-                    random(j as u64),
-                )
-            })
-            .collect()),
+        DirectionKind::Random => Ok((
+            (0..count)
+                .map(|j| {
+                    (
+                        format!("random direction {} (per-matrix normalized)", j + 1),
+                        random(j as u64),
+                    )
+                })
+                .collect(),
+            None,
+        )),
         DirectionKind::Gradient => {
             let (_, gradient) = op.with_objective(|o: &mut Objective<'_, T, B>| o.gradient())??;
             let mut g: Vec<f64> = indices
@@ -584,7 +745,7 @@ fn directions<T: Scalar, B: Backend<T>>(
                 d.iter_mut().for_each(|v| *v /= n);
                 out.push(("random direction orthogonal to the gradient".into(), d));
             }
-            Ok(out)
+            Ok((out, None))
         }
     }
 }
@@ -632,6 +793,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 mod tests {
     use super::*;
     use crate::model::presets::preset;
+    use crate::testing::TestResult;
 
     #[test]
     fn per_tensor_normalization_matches_the_weights() {
@@ -652,6 +814,112 @@ mod tests {
         assert!((d[1] - 5.0 / 2f64.sqrt()).abs() < 1e-12);
         assert!((d[2] - 2.0).abs() < 1e-12);
         assert_eq!(tensor_segments(&indices, &layout), vec![0..2, 2..3]);
+    }
+
+    #[test]
+    fn agreement_region_on_a_hand_made_grid() {
+        // Loss from 0 to 4 (range 4, so 1% is 0.04); the model misses by 0,
+        // 0.03125, 0.0625, 0 and 0.5 at five points.
+        let loss = [0.0, 1.0, 2.0, 3.0, 4.0];
+        let model = [0.0, 1.031_25, 1.937_5, 3.0, 3.5];
+        let gap = agreement_gap(&loss, &model, 0.01);
+        let want = [-0.04, -0.008_75, 0.022_5, -0.04, 0.46];
+        for (g, w) in gap.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{gap:?}");
+        }
+        // Within: the first, second and fourth.
+        assert_eq!(agreement_fraction(&gap), 0.6);
+        // A flat loss has no range: only exact agreement counts.
+        let flat = agreement_gap(&[2.0, 2.0], &[2.0, 2.1], 0.01);
+        assert_eq!(agreement_fraction(&flat), 0.5);
+    }
+
+    #[test]
+    fn projection_recovers_plane_coordinates_and_the_distance_off_it() -> TestResult {
+        // Non-orthogonal directions in R^4 and a point 2 d1 - 3 d2 + r with r
+        // orthogonal to both: the projection is (2, -3) at distance |r| = 5.
+        let d1 = [1.0, 0.0, 0.0, 0.0];
+        let d2 = [1.0, 1.0, 0.0, 0.0];
+        let r = [0.0, 0.0, 3.0, 4.0];
+        let offset: Vec<f64> = (0..4).map(|i| 2.0 * d1[i] - 3.0 * d2[i] + r[i]).collect();
+        let ((alpha, beta), distance) = project_onto_plane(&offset, &d1, &d2)?;
+        assert!((alpha - 2.0).abs() < 1e-12 && (beta + 3.0).abs() < 1e-12);
+        assert!((distance - 5.0).abs() < 1e-12);
+        assert!(project_onto_plane(&offset, &d1, &d1).is_err());
+        assert!(project_onto_plane(&offset[..3], &d1, &d2).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn two_d_landscapes_draw_as_maps_with_a_path() -> TestResult {
+        // A saddle L = 1 + α² − β²/2 + α³/4 measured, its quadratic model without
+        // the cubic term: they agree near the checkpoint only.
+        let grid: Vec<f64> = (0..9).map(|i| -2.0 + 0.5 * i as f64).collect();
+        let mut loss = Vec::new();
+        let mut quadratic = Vec::new();
+        for &b in &grid {
+            for &a in &grid {
+                quadratic.push(1.0 + a * a - 0.5 * b * b);
+                loss.push(1.0 + a * a - 0.5 * b * b + 0.25 * a * a * a);
+            }
+        }
+        let direction = |label: &str| DirectionSummary {
+            label: label.into(),
+            norm: 1.0,
+            slope: 0.0,
+            curvature: 2.0,
+            rayleigh_quotient: 2.0,
+        };
+        let l = Landscape {
+            hessian: "test".into(),
+            dim: 2,
+            options: LandscapeOptions {
+                two_d: true,
+                span: 2.0,
+                points: 9,
+                ..LandscapeOptions::default()
+            },
+            base_loss: 1.0,
+            directions: vec![
+                direction("eigenvector 1 (λ = 2)"),
+                direction("eigenvector 2 (λ = -1)"),
+            ],
+            eigenvector_verdict: None,
+            cross_curvature: Some(0.0),
+            alphas: grid.clone(),
+            betas: grid,
+            loss,
+            quadratic,
+            evaluations: 81,
+            hvps: 2,
+            model_sha256: String::new(),
+            data_sha256: String::new(),
+            mask_spec: None,
+            indices_sha256: None,
+        };
+        let path = MapPath {
+            label: "a trajectory".into(),
+            points: vec![(1.5, 1.5), (0.8, 0.6), (0.2, 0.1)],
+        };
+        let panels = landscape_maps(&l, &[path])?;
+        assert_eq!(panels.len(), 2);
+        // Levels at round values enclosing the loss's range.
+        let levels = &panels[0].levels;
+        let (lo, hi) = panels[0].field.range();
+        assert!(levels[0] <= lo && *levels.last().ok_or("no levels")? >= hi);
+        assert!(
+            levels
+                .iter()
+                .all(|v| (v * 2.0 - (v * 2.0).round()).abs() < 1e-9),
+            "{levels:?}"
+        );
+        let dir = tempfile::tempdir()?;
+        let stem = dir.path().join("land");
+        let files = save_maps(&panels, &stem)?;
+        let svg = std::fs::read_to_string(&files[0])?;
+        assert!(svg.contains("a trajectory") && svg.contains("checkpoint"));
+        assert_eq!(slices_stem(&stem), dir.path().join("land-slices"));
+        Ok(())
     }
 
     #[test]

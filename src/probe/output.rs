@@ -12,7 +12,9 @@ use super::history::HistoryPoint;
 use super::session::{Eigenvectors, ProbeReport, ProbeRun};
 use super::spectrum::{RitzPair, SpectrumReport};
 use crate::error::{Error, Result};
+use crate::report::table::format_float;
 use crate::report::{Axis, Chart, LegendPosition, Manifest, SeriesData, Table, atomic, plot};
+use crate::spectral::verdict::{residual_note, trace_text};
 
 /// The tensor names of an eigenvector file.
 pub const EIGENVECTORS: &str = "eigenvectors";
@@ -102,6 +104,87 @@ pub fn record_identities(manifest: &mut Manifest, resolved: serde_json::Value) {
     }
 }
 
+/// The lines a probe prints about its spectrum. Each estimate's verdict comes
+/// first (whether its numbers can be used and, if not, which budget to raise),
+/// then the numbers: Lanczos's pairs with their residuals, power iteration's,
+/// the density's quadrature trace with its spread over the probes, and Hutch++'s
+/// interval. `iters` and `trace_products` name the budgets' flags (or keys).
+pub fn spectrum_lines(s: &SpectrumReport, iters: &str, trace_products: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let pairs = |pairs: &[RitzPair]| {
+        pairs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} ({})",
+                    format_float(p.value),
+                    residual_note(p.residual, p.residual_converged)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(l) = &s.lanczos {
+        lines.push(format!("Lanczos verdict: {}", l.verdict.text(iters)));
+        if !l.top.is_empty() {
+            lines.push(format!("largest eigenvalues (Lanczos): {}", pairs(&l.top)));
+        }
+        if !l.bottom.is_empty() {
+            lines.push(format!(
+                "smallest eigenvalues (Lanczos): {}",
+                pairs(&l.bottom)
+            ));
+        }
+        if let Some(note) = &l.history_note {
+            lines.push(format!("  {note}"));
+        }
+        lines.push(format!(
+            "  {} products ({} for computed residuals, {} probing for missed multiplicities)",
+            l.products, l.verification_products, l.multiplicity_probe_products
+        ));
+        if l.tolerance_clipped {
+            lines.push(format!(
+                "  --tol is below what the products' precision supports: residuals were \
+                 judged against the floor {:.1e} (256 eps |H|) instead",
+                l.residual_floor
+            ));
+        }
+    }
+    if let Some(p) = &s.power {
+        let verdict = if p.pairs.iter().all(|q| q.residual_converged) {
+            "within the tolerance".to_string()
+        } else {
+            format!("NOT CONVERGED: the budget ran out before the tolerance; raise {iters}")
+        };
+        lines.push(format!(
+            "largest-magnitude eigenvalues (power): {} in {} products; {verdict}",
+            pairs(&p.pairs),
+            p.products
+        ));
+    }
+    if let Some(d) = &s.density {
+        let spread = match d.quadrature.trace_standard_error(|x| x) {
+            Some(se) => format!(" ± {} (standard error over the probes)", format_float(se)),
+            None => " (one probe: no error estimate)".to_string(),
+        };
+        lines.push(format!(
+            "density: {} SLQ probes x {} steps ({} products); quadrature trace {}{spread}",
+            d.probes,
+            d.steps,
+            d.products,
+            format_float(d.trace_estimate)
+        ));
+    }
+    if let Some(t) = &s.trace {
+        lines.push(format!(
+            "trace (Hutch++, {} products): {}",
+            t.estimate.products,
+            trace_text(&t.estimate, trace_products)
+        ));
+    }
+    lines
+}
+
 /// One row per eigenvalue estimate: Lanczos's top and bottom, power's pairs.
 pub fn ritz_table(spectrum: &SpectrumReport) -> Table {
     let mut rows: Vec<(&str, &str, usize, RitzPair)> = Vec::new();
@@ -136,6 +219,10 @@ pub fn ritz_table(spectrum: &SpectrumReport) -> Table {
         .with_f64(
             "relative_residual",
             rows.iter().map(|r| r.3.relative_residual()).collect(),
+        )
+        .with_bool(
+            "residual_converged",
+            rows.iter().map(|r| r.3.residual_converged).collect(),
         )
         .with_bool("converged", rows.iter().map(|r| r.3.converged).collect())
 }

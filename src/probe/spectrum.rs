@@ -14,9 +14,9 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng;
 use crate::spectral::{
-    Broadening, DensityOptions, DensityScale, Distribution, LanczosOptions, OperatorOn,
-    PowerOptions, Reorthogonalization, SlqOptions, SlqResult, SpectralDensity, TraceEstimate,
-    Which, hutch_plus_plus, lanczos, power_iteration, slq,
+    Broadening, DensityOptions, DensityScale, Distribution, LanczosOptions, LanczosVerdict,
+    OperatorOn, PowerOptions, Reorthogonalization, SlqOptions, SlqResult, SpectralDensity,
+    TraceEstimate, Which, hutch_plus_plus, lanczos, power_iteration, slq,
 };
 
 /// Bytes a fully reorthogonalized Lanczos basis (or an SLQ probe's basis) may take
@@ -121,12 +121,19 @@ impl ProbeOptions {
     }
 }
 
-/// One eigenvalue estimate with its computed residual.
+/// One eigenvalue estimate with its computed residual and the two verdicts on it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RitzPair {
     pub value: f64,
     /// `‖H y − θ y‖` for the unit Ritz vector `y`.
     pub residual: f64,
+    /// The residual is within the tolerance: `value` is an eigenvalue to that
+    /// accuracy.
+    pub residual_converged: bool,
+    /// `residual_converged` and, where the run checked multiplicities (Lanczos in a
+    /// probe), that the check concluded: the value is the eigenvalue of its rank
+    /// counting multiplicity. Where nothing checks multiplicities (power
+    /// iteration, a sweep cell's λmax) it equals `residual_converged`.
     pub converged: bool,
 }
 
@@ -154,6 +161,9 @@ pub struct LanczosReport {
     /// Whether `--tol` asked for less than that for a reported pair, which was then
     /// judged against the floor instead.
     pub tolerance_clipped: bool,
+    /// What the run established: residuals per pair, multiplicities per run, and
+    /// the budget the multiplicity check would need when it was cut short.
+    pub verdict: LanczosVerdict,
     /// Extreme Ritz values after each product.
     #[serde(skip)]
     pub history: Vec<HistoryPoint>,
@@ -266,7 +276,12 @@ pub fn probe_spectrum<S: HistorySpace, A: OperatorOn<S>>(
         };
         let result = power_iteration(&recorder, space, &power_options, progress)?;
         Some(PowerReport {
-            pairs: pairs(&result.eigenvalues, &result.residuals, &result.converged),
+            pairs: pairs(
+                &result.eigenvalues,
+                &result.residuals,
+                &result.converged,
+                &result.converged,
+            ),
             products_per_eigenpair: result.products_per_eigenpair,
             products: result.products,
             history: recorder.into_points(),
@@ -338,7 +353,12 @@ fn run_lanczos<S: HistorySpace, A: OperatorOn<S>>(
          (the convergence table has Rayleigh quotients only)"
             .to_string()
     });
-    let all = pairs(&result.eigenvalues, &result.residuals, &result.converged);
+    let all = pairs(
+        &result.eigenvalues,
+        &result.residuals,
+        &result.residual_converged,
+        &result.converged,
+    );
     let (top, bottom) = match options.which {
         Which::Largest => (all, Vec::new()),
         Which::Smallest => (Vec::new(), all),
@@ -350,6 +370,7 @@ fn run_lanczos<S: HistorySpace, A: OperatorOn<S>>(
             (all[..split].to_vec(), bottom)
         }
     };
+    let verdict = LanczosVerdict::of(&result);
     let kept = if options.which == Which::Smallest {
         bottom.len()
     } else {
@@ -374,6 +395,7 @@ fn run_lanczos<S: HistorySpace, A: OperatorOn<S>>(
         orthogonality_loss: result.orthogonality_loss,
         residual_floor: result.residual_floor,
         tolerance_clipped: result.tolerance_clipped,
+        verdict,
         history: recorder.into_points(),
         history_note,
         vectors,
@@ -429,15 +451,23 @@ pub fn symlog_width(lo: f64, hi: f64) -> f64 {
     }
 }
 
-fn pairs(values: &[f64], residuals: &[f64], converged: &[bool]) -> Vec<RitzPair> {
+fn pairs(
+    values: &[f64],
+    residuals: &[f64],
+    residual_converged: &[bool],
+    converged: &[bool],
+) -> Vec<RitzPair> {
     values
         .iter()
         .zip(residuals)
-        .zip(converged)
-        .map(|((&value, &residual), &converged)| RitzPair {
-            value,
-            residual,
-            converged,
-        })
+        .zip(residual_converged.iter().zip(converged))
+        .map(
+            |((&value, &residual), (&residual_converged, &converged))| RitzPair {
+                value,
+                residual,
+                residual_converged,
+                converged,
+            },
+        )
         .collect()
 }

@@ -38,7 +38,7 @@ use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::model::{Opt, ParamLayout};
 use crate::progress::Progress;
 use crate::report::manifest::{sha256_bytes, sha256_file};
-use crate::report::table::format_float;
+use crate::report::table::{format_float, format_significant};
 use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, SeriesData, Table, atomic, plot};
 use crate::rng;
 use crate::shard::{CellState, GridStatus, Partition, Shard, Unit};
@@ -746,6 +746,7 @@ fn compute_cell<T: Scalar, B: SpectralBackend<T>>(
         lambda_max: RitzPair {
             value: top.eigenvalues[0],
             residual: top.residuals[0],
+            residual_converged: top.residual_converged[0],
             converged: top.converged[0],
         },
         trace,
@@ -938,8 +939,10 @@ impl SweepResult {
                 rows.iter().map(|r| r.lambda_max.residual).collect(),
             )
             .with_bool(
-                "converged",
-                rows.iter().map(|r| r.lambda_max.converged).collect(),
+                "residual_converged",
+                rows.iter()
+                    .map(|r| r.lambda_max.residual_converged)
+                    .collect(),
             )
             .with_f64(
                 "stable_lr",
@@ -1189,6 +1192,7 @@ impl SweepResult {
             } else {
                 String::new()
             };
+            lines.push(format!("{prefix}{}", self.verdict(&checkpoint.name, scope)));
             let mut by_ratio = rows.clone();
             by_ratio.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
             // invariant: rows is non-empty.
@@ -1297,21 +1301,78 @@ impl SweepResult {
                 format_float(largest.lambda_max.mean / smallest.lambda_max.mean),
                 format_float(span),
             ));
-            let unconverged = self
-                .cells
-                .iter()
-                .chain(std::iter::once(scope))
-                .filter(|c| c.checkpoint == checkpoint.name && !c.lambda_max.converged)
-                .count();
-            if unconverged > 0 {
-                lines.push(format!(
-                    "{prefix}{unconverged} cell(s) did not reach the tolerance {} within their budget; \
-                     their λmax is the best Ritz value (see the residual column).",
-                    format_float(self.spec.tol)
-                ));
-            }
         }
         lines
+    }
+
+    /// Whether a checkpoint's numbers can be used: every λmax residual within the
+    /// tolerance or which cells missed it (and the key to raise), and how precise
+    /// the Hutch++ traces are. Multiplicities are not checked: a cell reports λmax
+    /// alone, which a repeated eigenvalue does not change.
+    fn verdict(&self, checkpoint: &str, scope: &CellRecord) -> String {
+        let cells: Vec<&CellRecord> = self
+            .cells
+            .iter()
+            .filter(|c| c.checkpoint == checkpoint)
+            .collect();
+        let missed: Vec<&CellRecord> = cells
+            .iter()
+            .copied()
+            .filter(|c| !c.lambda_max.residual_converged)
+            .collect();
+        let tol = format!("{:e}", self.spec.tol);
+        let lambda = if missed.is_empty() && scope.lambda_max.residual_converged {
+            format!(
+                "Verdict: every λmax residual ({} cells and the whole-scope reference) is within \
+                 the tolerance {tol}·λmax; multiplicities are not checked (a cell reports λmax \
+                 alone, which a repeated eigenvalue does not change).",
+                cells.len()
+            )
+        } else {
+            let mut ratios: Vec<f64> = missed.iter().filter_map(|c| c.ratio).collect();
+            ratios.sort_by(f64::total_cmp);
+            ratios.dedup();
+            let mut parts = Vec::new();
+            if !missed.is_empty() {
+                parts.push(format!(
+                    "{} of {} cells (ratios {}; raise `iters`)",
+                    missed.len(),
+                    cells.len(),
+                    ratios
+                        .iter()
+                        .map(|r| format_float(*r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if !scope.lambda_max.residual_converged {
+                parts.push("the whole-scope reference (raise `scope_iters`)".to_string());
+            }
+            format!(
+                "Verdict: NOT CONVERGED: the λmax residual of {} is above the tolerance {tol}·λmax, \
+                 so that λmax is only the best Ritz value within the budget (see the residual \
+                 column).",
+                parts.join(" and ")
+            )
+        };
+        let mut relative: Vec<f64> = cells
+            .iter()
+            .map(|c| c.trace.standard_error / c.trace.estimate.abs())
+            .collect();
+        relative.sort_by(f64::total_cmp);
+        let median = relative
+            .get(relative.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN);
+        format!(
+            "{lambda} Hutch++ traces: median standard error {}% of the estimate over the cells, \
+             {}% for the reference.",
+            format_significant(100.0 * median, 3),
+            format_significant(
+                100.0 * scope.trace.standard_error / scope.trace.estimate.abs(),
+                3
+            )
+        )
     }
 
     /// The reading and the summary table as Markdown (for reports).

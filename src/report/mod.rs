@@ -1,7 +1,9 @@
-//! Reporting: tables (polars), figures (plotters), run manifests, and atomic output.
+//! Reporting: tables (polars), figures (plotters: charts, and maps of 2-D fields), run
+//! manifests, and atomic output.
 
 pub mod atomic;
 pub mod manifest;
+pub mod map;
 pub mod plot;
 pub mod table;
 pub mod tensors;

@@ -52,15 +52,22 @@ impl Column {
 
 /// Formats a float for humans: 5 significant digits, scientific outside [1e-3, 1e5).
 pub fn format_float(x: f64) -> String {
+    format_significant(x, 5)
+}
+
+/// Formats a float with `digits` significant digits (at least 1), trailing zeros
+/// dropped, scientific outside [1e-3, 1e5): figure labels and legends use 4.
+pub fn format_significant(x: f64, digits: usize) -> String {
     if !x.is_finite() {
         return x.to_string();
     }
+    let digits = digits.max(1) as i32;
     let magnitude = x.abs();
     if x == 0.0 || (1e-3..1e5).contains(&magnitude) {
         let decimals = if x == 0.0 {
             0
         } else {
-            (4 - magnitude.log10().floor() as i32).max(0) as usize
+            (digits - 1 - magnitude.log10().floor() as i32).max(0) as usize
         };
         let text = format!("{x:.decimals$}");
         if text.contains('.') {
@@ -69,7 +76,8 @@ pub fn format_float(x: f64) -> String {
             text
         }
     } else {
-        format!("{x:.4e}")
+        let precision = (digits - 1) as usize;
+        format!("{x:.precision$e}")
     }
 }
 
@@ -291,5 +299,15 @@ mod tests {
         assert_eq!(format_float(62888.4), "62888");
         assert_eq!(format_float(0.0015903), "0.0015903");
         assert_eq!(format_float(1.5e-7), "1.5000e-7");
+    }
+
+    #[test]
+    fn significant_digits_for_labels() {
+        assert_eq!(format_significant(-0.571_428_571, 4), "-0.5714");
+        assert_eq!(format_significant(2.024_712, 4), "2.025");
+        assert_eq!(format_significant(62_888.4, 4), "62888");
+        assert_eq!(format_significant(1.5e-7, 4), "1.500e-7");
+        assert_eq!(format_significant(-0.451_14, 3), "-0.451");
+        assert_eq!(format_significant(0.0, 4), "0");
     }
 }

@@ -14,6 +14,7 @@
 //!   traces when the diagonal is cheap.
 //! - [`bounds`]: the Kaniel–Paige–Saad bound on the products Lanczos needs.
 //! - [`report`]: the `maskscape spectrum` command's work (run, compare, write).
+//! - [`verdict`]: what the numbers can be used for, in words every command shares.
 //! - [`bench`], [`metered`]: the cost of the Lanczos modes outside the operator, in
 //!   seconds and in vector passes.
 //!
@@ -37,6 +38,7 @@ pub(crate) mod small;
 pub(crate) mod testing;
 pub mod trace;
 pub mod vector;
+pub mod verdict;
 
 pub use dense::DenseSymmetric;
 pub use host::{HostBasis, HostSpace};
@@ -51,3 +53,4 @@ pub use slq::{
 };
 pub use trace::{TraceEstimate, exact_trace, hutch_plus_plus, hutchinson};
 pub use vector::{Distribution, Precision, VectorSpace};
+pub use verdict::LanczosVerdict;

@@ -15,6 +15,7 @@ use super::power::{PowerOptions, power_iteration};
 use super::slq::{Broadening, DensityOptions, DensityScale, SlqOptions, slq, wasserstein1};
 use super::trace::{TraceEstimate, exact_trace, hutch_plus_plus, hutchinson};
 use super::vector::{Distribution, Precision};
+use super::verdict::{LanczosVerdict, trace_text};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::report::{Axis, Chart, ErrorPoint, Manifest, SeriesData, Table, atomic};
@@ -226,7 +227,7 @@ fn relative_error(v: f64, e: f64, norm: f64) -> f64 {
 fn eigen_table(
     values: &[f64],
     residuals: &[f64],
-    converged: &[bool],
+    (residual_converged, converged): (&[bool], &[bool]),
     exact: Option<&[f64]>,
     norm: f64,
 ) -> Table {
@@ -234,6 +235,7 @@ fn eigen_table(
         .with_i64("rank", (1..=values.len() as i64).collect())
         .with_f64("eigenvalue", values.to_vec())
         .with_f64("residual", residuals.to_vec())
+        .with_bool("residual_converged", residual_converged.to_vec())
         .with_bool("converged", converged.to_vec());
     if let Some(exact) = exact {
         let abs: Vec<f64> = values
@@ -296,10 +298,11 @@ fn run_lanczos<P: Progress + ?Sized>(
     let table = eigen_table(
         &r.eigenvalues,
         &r.residuals,
-        &r.converged,
+        (&r.residual_converged, &r.converged),
         counterparts.as_deref(),
         norm,
     );
+    let verdict = LanczosVerdict::of(&r);
     let theory = exact.map(|e| theoretical_products(e, config.k, config.which, config.tol));
     let error = counterparts
         .as_deref()
@@ -308,8 +311,10 @@ fn run_lanczos<P: Progress + ?Sized>(
         "eigenvalues": r.eigenvalues,
         "residuals": r.residuals,
         "residuals_computed": r.residuals_computed,
+        "residual_converged": r.residual_converged,
         "converged": r.converged,
         "multiplicities_verified": r.multiplicities_verified,
+        "verdict": verdict,
         "products": r.products,
         "verification_products": r.verification_products,
         "probe_products": r.probe_products,
@@ -326,20 +331,13 @@ fn run_lanczos<P: Progress + ?Sized>(
         "max_relative_error": error,
         "theoretical_products_saad_bound": theory,
     });
-    let converged = r.converged.iter().filter(|&&c| c).count();
-    let mut headline = format!(
-        "lanczos: {converged}/{} converged, {} products",
-        r.eigenvalues.len(),
-        r.products
-    );
-    if !r.multiplicities_verified {
-        headline.push_str(" (multiplicities not verified)");
-    }
+    let mut headline = format!("lanczos, {} products", r.products);
     if let (Some(e), Some(t)) = (error, theory) {
         headline.push_str(&format!(
-            ", max rel. error {e:.2e}, Saad bound {t} products"
+            " (max rel. error {e:.2e}, Saad bound {t} products)"
         ));
     }
+    headline.push_str(&format!(": {}", verdict.text("--iters")));
     let chart = eigenvalue_chart("Lanczos Ritz values", &r.eigenvalues, exact, config);
     Ok(MethodRun {
         table,
@@ -381,7 +379,7 @@ fn run_power<P: Progress + ?Sized>(
     let table = eigen_table(
         &r.eigenvalues,
         &r.residuals,
-        &r.converged,
+        (&r.converged, &r.converged),
         counterparts.as_deref(),
         norm,
     )
@@ -401,15 +399,21 @@ fn run_power<P: Progress + ?Sized>(
         "exact": counterparts,
         "max_relative_error": error,
     });
-    let mut headline = format!(
-        "power: {}/{} converged, {} products",
-        r.converged.iter().filter(|&&c| c).count(),
-        r.eigenvalues.len(),
-        r.products
-    );
+    let missing = r.converged.iter().filter(|&&c| !c).count();
+    let verdict = if missing == 0 {
+        "every residual within the tolerance".to_string()
+    } else {
+        format!(
+            "NOT CONVERGED: {missing} of {} residuals above the tolerance (budget exhausted); \
+             raise --iters",
+            r.eigenvalues.len()
+        )
+    };
+    let mut headline = format!("power, {} products", r.products);
     if let Some(e) = error {
-        headline.push_str(&format!(", max rel. error {e:.2e}"));
+        headline.push_str(&format!(" (max rel. error {e:.2e})"));
     }
+    headline.push_str(&format!(": {verdict}"));
     let chart = eigenvalue_chart("Power iteration", &r.eigenvalues, exact, config);
     Ok(MethodRun {
         table,
@@ -470,6 +474,7 @@ fn run_slq<P: Progress + ?Sized>(
         .with_f64("u", density.u.clone())
         .with_f64("density", density.density.clone());
     let trace = r.trace_of(|t| t);
+    let trace_se = r.trace_standard_error(|t| t);
     let summary = json!({
         "products": r.products,
         "probes": r.nodes.len(),
@@ -478,6 +483,7 @@ fn run_slq<P: Progress + ?Sized>(
         "density_scale": scale,
         "sigma": density.sigma,
         "trace_estimate": trace,
+        "trace_standard_error": trace_se,
         "exact_trace": exact.map(|e| e.iter().sum::<f64>()),
         "wasserstein1_over_width": distances,
     });
@@ -494,6 +500,12 @@ fn run_slq<P: Progress + ?Sized>(
             d["density_to_exact"].as_f64().unwrap_or(f64::NAN)
         ));
     }
+    headline.push_str(&match trace_se {
+        Some(se) => {
+            format!("; quadrature trace {trace:.6e} ± {se:.2e} (standard error over the probes)")
+        }
+        None => format!("; quadrature trace {trace:.6e} (one probe: no error estimate)"),
+    });
     let mut chart = Chart::new(
         "Spectral density (SLQ)",
         x_axis(scale),
@@ -576,12 +588,10 @@ fn run_trace<P: Progress + ?Sized>(
         .with_f64("exact", vec![exact.unwrap_or(f64::NAN); estimates.len()]);
     let summary = json!({ "estimates": estimates, "exact_trace": exact });
     let mut headline = format!(
-        "trace: hutchinson {:.6e} ± {:.2e}, hutch++ {:.6e} ± {:.2e} ({} products each)",
-        estimates[0].estimate,
-        estimates[0].standard_error,
-        estimates[1].estimate,
-        estimates[1].standard_error,
-        config.iters
+        "trace ({} products each): hutchinson {}; hutch++ {}",
+        config.iters,
+        trace_text(&estimates[0], "--iters"),
+        trace_text(&estimates[1], "--iters"),
     );
     if let Some(t) = exact {
         headline.push_str(&format!(", exact {t:.6e}"));

@@ -332,8 +332,28 @@ impl SlqResult {
     /// The estimate of `tr f(A) = Σ_j f(λ_j)`: the mean over probes of
     /// `‖z‖² Σ_i τ_i f(θ_i)` (Ubaru, Chen & Saad 2017).
     pub fn trace_of(&self, f: impl Fn(f64) -> f64) -> f64 {
-        let sum: f64 = self
-            .nodes
+        let per_probe = self.per_probe_traces(f);
+        per_probe.iter().sum::<f64>() / per_probe.len() as f64
+    }
+
+    /// The standard error of [`Self::trace_of`] from the spread of the probes'
+    /// own estimates (`s/√probes`); `None` with a single probe, which gives no
+    /// spread. It measures the random-probe error, not the quadrature's (which is
+    /// exact for polynomials of degree below `2 · steps`).
+    pub fn trace_standard_error(&self, f: impl Fn(f64) -> f64) -> Option<f64> {
+        let per_probe = self.per_probe_traces(f);
+        let m = per_probe.len();
+        if m < 2 {
+            return None;
+        }
+        let mean = per_probe.iter().sum::<f64>() / m as f64;
+        let variance = per_probe.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (m - 1) as f64;
+        Some((variance / m as f64).sqrt())
+    }
+
+    /// `‖z‖² Σ_i τ_i f(θ_i)` of each probe.
+    fn per_probe_traces(&self, f: impl Fn(f64) -> f64) -> Vec<f64> {
+        self.nodes
             .iter()
             .zip(&self.weights)
             .zip(&self.probe_norms_squared)
@@ -345,8 +365,7 @@ impl SlqResult {
                         .map(|(t, w)| w * f(*t))
                         .sum::<f64>()
             })
-            .sum();
-        sum / self.nodes.len() as f64
+            .collect()
     }
 
     /// Smallest and largest node over all probes.
@@ -454,6 +473,30 @@ mod tests {
     fn wasserstein_of_shifted_point_masses_is_the_shift() {
         let d = wasserstein1((&[0.0, 1.0], &[0.5, 0.5]), (&[0.25, 1.25], &[1.0, 1.0]));
         assert!((d - 0.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn trace_standard_error_is_the_spread_of_the_probes() {
+        // Probe traces 4·(0.5·1 + 0.5·3) = 8 and 4·(1·3) = 12: mean 10,
+        // sample standard deviation 2√2, standard error 2.
+        let result = SlqResult {
+            dim: 4,
+            nodes: vec![vec![1.0, 3.0], vec![3.0]],
+            weights: vec![vec![0.5, 0.5], vec![1.0]],
+            probe_norms_squared: vec![4.0, 4.0],
+            products: 3,
+            steps: 2,
+        };
+        assert_eq!(result.trace_of(|x| x), 10.0);
+        let se = result.trace_standard_error(|x| x).unwrap();
+        assert!((se - 2.0).abs() < 1e-15, "{se}");
+        let single = SlqResult {
+            nodes: vec![vec![1.0]],
+            weights: vec![vec![1.0]],
+            probe_norms_squared: vec![4.0],
+            ..result
+        };
+        assert_eq!(single.trace_standard_error(|x| x), None);
     }
 
     #[test]

@@ -125,8 +125,9 @@ fn check_ratio(flag: &str, p: f64) -> Result<()> {
     }
 }
 
-/// Everything a sweep needs; every field has a default (the paper's reference
-/// simulation), so experiment specs list only what they change.
+/// Everything a sweep needs; every field has a default (the project's reference
+/// simulation, a setting chosen here: the paper publishes no numbers for its theory
+/// section), so experiment specs list only what they change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SweepSpec {
@@ -705,8 +706,10 @@ mod tests {
         Ok(())
     }
 
-    /// The reference simulation of paper.md (n 50, d 5000, U[0,1], sigma 0.5, 20 masks
-    /// per p). Our random numbers differ from the paper's; the statistics must not.
+    /// The project's reference simulation (n 50, d 5000, U[0,1], sigma 0.5, 20 masks
+    /// per p), an earlier run made for this project, not numbers from the paper
+    /// (which publishes none for its theory section). Our random numbers differ from
+    /// that run's; the statistics must not.
     ///
     /// The table's entries are themselves 20-mask means with their own sampling
     /// error: at p = 0.01 the kept count k ~ Binomial(5000, 0.01) varies by 14%, so one

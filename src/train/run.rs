@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::data::{BatchSize, TrainData, TrainDataRequest};
 use super::optimizer::{Optimizer, OptimizerSettings, norm};
 use super::sharpness::{SharpnessRow, SharpnessSettings, measure};
-use super::trainer::{StepOutcome, Trainer};
 use super::state::{self, Best, EvalRow, History, Saved, StepRow, Vectors};
+use super::trainer::{StepOutcome, Trainer};
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::model::objective::ObjectiveBuffers;
@@ -244,7 +244,12 @@ impl BackendJob for TrainJob<'_> {
             if !optimizer.v.is_empty() {
                 optimizer.v = saved.vectors.v;
             }
-            let theta = saved.vectors.theta.iter().map(|&x| T::from_f64(x)).collect();
+            let theta = saved
+                .vectors
+                .theta
+                .iter()
+                .map(|&x| T::from_f64(x))
+                .collect();
             trainer.restore(theta, optimizer, saved.history.initial_loss)?;
             (saved.history, saved.vectors.trajectory)
         } else {
@@ -261,15 +266,17 @@ impl BackendJob for TrainJob<'_> {
             Some(s) => data.first_train(s.examples)?,
             None => Vec::new(),
         };
-        let sharpness = |trainer: &Trainer<T, B>, step: usize, history: &mut History| -> Result<()> {
-            if let Some(s) = &settings.sharpness {
-                let t = Instant::now();
-                let row = sharpness_row(trainer, &sharpness_batches, &resolved.restriction, s, step)?;
-                history.sharpness.push(row);
-                history.seconds[2] += t.elapsed().as_secs_f64();
-            }
-            Ok(())
-        };
+        let sharpness =
+            |trainer: &Trainer<T, B>, step: usize, history: &mut History| -> Result<()> {
+                if let Some(s) = &settings.sharpness {
+                    let t = Instant::now();
+                    let row =
+                        sharpness_row(trainer, &sharpness_batches, &resolved.restriction, s, step)?;
+                    history.sharpness.push(row);
+                    history.seconds[2] += t.elapsed().as_secs_f64();
+                }
+                Ok(())
+            };
         let save = |history: &History, trainer: &Trainer<T, B>, trajectory: &[Vec<f64>]| {
             let optimizer = trainer.optimizer();
             state::save(
@@ -317,7 +324,8 @@ impl BackendJob for TrainJob<'_> {
             }
             let (_, epoch_order) = order.as_ref().expect("set just above"); // invariant: set just above
             let index = history.step % spe;
-            let batches = data.step_batches(epoch_order, index, settings.batch, settings.grad_accum);
+            let batches =
+                data.step_batches(epoch_order, index, settings.batch, settings.grad_accum);
             let stats = match trainer.step(&batches)? {
                 StepOutcome::Moved(stats) => stats,
                 StepOutcome::Diverged { loss, reason } => {
@@ -365,7 +373,8 @@ impl BackendJob for TrainJob<'_> {
                 let train_loss = sum / count.max(1) as f64;
                 let dev = match &data.dev {
                     Some(split) => {
-                        let mut o = Objective::with_buffers(trainer.model(), &split.batches, dev_buffers)?;
+                        let mut o =
+                            Objective::with_buffers(trainer.model(), &split.batches, dev_buffers)?;
                         let e = evaluate(&mut o, &split.batches, &Silent)?;
                         dev_buffers = o.into_buffers();
                         Some(e)
@@ -377,7 +386,9 @@ impl BackendJob for TrainJob<'_> {
                     epoch,
                     train_loss,
                     dev_loss: dev.as_ref().map_or(f64::NAN, |e| e.loss),
-                    dev_accuracy: dev.as_ref().and_then(|e| e.accuracy.as_ref().map(|a| a.accuracy)),
+                    dev_accuracy: dev
+                        .as_ref()
+                        .and_then(|e| e.accuracy.as_ref().map(|a| a.accuracy)),
                 };
                 // by dev loss (ties keep the earlier state); without dev, the latest
                 let better = match (&history.best, row.dev_loss.is_finite()) {
@@ -426,7 +437,10 @@ impl BackendJob for TrainJob<'_> {
 
         let theta0 = trainer.theta0();
         let subtract = |a: &[T]| -> Vec<f64> {
-            a.iter().zip(theta0).map(|(&x, &y)| (x - y).to_f64()).collect()
+            a.iter()
+                .zip(theta0)
+                .map(|(&x, &y)| (x - y).to_f64())
+                .collect()
         };
         let delta_best = subtract(&best_theta);
         let delta_final = subtract(trainer.theta());
@@ -463,9 +477,17 @@ impl BackendJob for TrainJob<'_> {
             diverged,
             distance_best: norm(&delta_best),
             distance_final: norm(&delta_final),
-            best_train_loss: history.evals.iter().find(|e| e.step == best.step).map(|e| e.train_loss),
+            best_train_loss: history
+                .evals
+                .iter()
+                .find(|e| e.step == best.step)
+                .map(|e| e.train_loss),
             final_train_loss: history.evals.last().map(|e| e.train_loss),
-            final_dev: history.evals.last().map(|e| e.dev_loss).filter(|x| x.is_finite()),
+            final_dev: history
+                .evals
+                .last()
+                .map(|e| e.dev_loss)
+                .filter(|x| x.is_finite()),
             best,
             test,
             last_sharpness: history.sharpness.last().cloned(),
@@ -478,7 +500,12 @@ impl BackendJob for TrainJob<'_> {
                 ms_per_step: 1e3 * steps_s / history.steps.len().max(1) as f64,
             }),
         };
-        let trajectory = history.trajectory_steps.iter().copied().zip(trajectory).collect();
+        let trajectory = history
+            .trajectory_steps
+            .iter()
+            .copied()
+            .zip(trajectory)
+            .collect();
         Ok(TrainRun {
             summary,
             steps: history.steps,

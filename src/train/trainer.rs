@@ -29,7 +29,10 @@ pub struct StepStats {
 pub enum StepOutcome {
     Moved(StepStats),
     /// The loss (or the update) left the finite range: the model was not moved.
-    Diverged { loss: f64, reason: String },
+    Diverged {
+        loss: f64,
+        reason: String,
+    },
 }
 
 /// A model whose trained coordinates (a mask's, or all of them) an optimizer steps.
@@ -192,7 +195,12 @@ impl<T: Scalar, B: Backend<T>> Trainer<T, B> {
         let moved = match self.buffers.mask_plan() {
             Some(plan) => self.model.add_at_mask(plan, &delta),
             None => {
-                let next: Vec<T> = self.theta.iter().zip(&delta).map(|(&a, &d)| a + d).collect();
+                let next: Vec<T> = self
+                    .theta
+                    .iter()
+                    .zip(&delta)
+                    .map(|(&a, &d)| a + d)
+                    .collect();
                 self.model.set_params(&next)
             }
         };

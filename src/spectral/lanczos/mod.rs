@@ -64,9 +64,15 @@
 //!   deflated operator (the competitors above it are gone).
 //!
 //! Only a probe that concluded (or the test above) verifies the set
-//! ([`LanczosResult::multiplicities_verified`]); when the budget runs out first,
-//! no pair is flagged converged. This costs up to one extra phase; it is the price
-//! of reporting multiplicities, which no single-vector Krylov method can certify.
+//! ([`LanczosResult::multiplicities_verified`]). The two verdicts are kept apart:
+//! [`LanczosResult::residual_converged`] says per pair that its computed residual
+//! met the tolerance (the value is an eigenvalue to that accuracy), and
+//! [`LanczosResult::converged`] says both that and that the set was verified.
+//! When the budget runs out before a probe concludes, no pair is flagged
+//! converged, and [`LanczosResult::products_to_verify`] says about what budget
+//! would let the check conclude. This costs up to one extra phase; it is the
+//! price of reporting multiplicities, which no single-vector Krylov method can
+//! certify.
 
 mod engine;
 mod omega;
@@ -160,10 +166,15 @@ pub struct LanczosResult<V> {
     pub eigenvalues: Vec<f64>,
     /// `‖A y - θ y‖` of each pair: computed (full, partial) or estimated (none).
     pub residuals: Vec<f64>,
-    /// Whether each pair met the tolerance and, with
-    /// [`LanczosOptions::verify_multiplicity`], whether the wanted set was verified
-    /// to hold the extreme eigenvalues counting multiplicity
+    /// Whether each pair's residual is within the tolerance, whatever the
+    /// multiplicity check concluded: the value is then an eigenvalue to about the
+    /// residual (squared over the gap), though perhaps not the one of its rank.
+    pub residual_converged: Vec<bool>,
+    /// Both verdicts at once: the pair's residual is within the tolerance and,
+    /// with [`LanczosOptions::verify_multiplicity`], the wanted set was verified to
+    /// hold the extreme eigenvalues counting multiplicity
     /// ([`Self::multiplicities_verified`]); an unverified set flags no pair.
+    /// Without the check it equals [`Self::residual_converged`].
     pub converged: Vec<bool>,
     /// Whether the reported eigenvalues are known to be the `k` extreme ones at each
     /// requested end counting multiplicity: a multiplicity probe found nothing
@@ -172,6 +183,20 @@ pub struct LanczosResult<V> {
     /// when the budget ran out first, when probes were off, and in the
     /// [`Reorthogonalization::None`] mode.
     pub multiplicities_verified: bool,
+    /// Whether the multiplicity check was part of the run: asked for, outside the
+    /// [`Reorthogonalization::None`] mode (it starts once every residual meets the
+    /// tolerance).
+    pub multiplicities_checked: bool,
+    /// When the budget cut the multiplicity check short after every residual met
+    /// the tolerance: about the `max_products` with which it concludes. A probe
+    /// that finds nothing stops after as many steps as the first phase took, so
+    /// this is the products spent before the cut probe, plus that many steps, plus
+    /// the reserve for computed residuals; twice that when the cut probe had
+    /// already found a missed value (the next probe must then conclude), and more
+    /// if a later probe finds another. `None` otherwise.
+    pub products_to_verify: Option<u64>,
+    /// The budget the run had ([`LanczosOptions::max_products`]).
+    pub max_products: u64,
     /// Whether `residuals` are computed with explicit products.
     pub residuals_computed: bool,
     /// The smallest residual the operator's arithmetic supports, `256 ε ‖A‖` with
@@ -348,6 +373,7 @@ struct Solver<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> {
     probes: usize,
     probes_successful: usize,
     multiplicities_verified: bool,
+    products_to_verify: Option<u64>,
 }
 
 /// What one multiplicity probe established.
@@ -410,6 +436,7 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
             probes: 0,
             probes_successful: 0,
             multiplicities_verified: false,
+            products_to_verify: None,
         })
     }
 
@@ -446,7 +473,11 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
         if self.options.verify_multiplicity && all_converged && !complete {
             // Probe until one settles; a probe cut short by the budget leaves the
             // multiplicities unverified.
+            // Where the probe the budget cut short began, and whether it had found
+            // a missed value all the same (then one more probe must conclude).
+            let mut cut = (self.products, false);
             while self.can_step(0) {
+                let start = self.products;
                 self.probes += 1;
                 let outcome = self.probe(main_steps, progress)?;
                 if outcome.found {
@@ -456,9 +487,27 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
                     self.multiplicities_verified = true;
                     break;
                 }
+                cut = (start, outcome.found);
+            }
+            if !self.multiplicities_verified {
+                let probes = if cut.1 { 2 } else { 1 };
+                self.products_to_verify = Some(self.budget_to_verify(cut.0, main_steps, probes));
             }
         }
         self.finish()
+    }
+
+    /// The budget with which `probes` probes, the first starting after `start`
+    /// products, run to their end: a probe that finds nothing beyond the locked
+    /// pairs stops after `main_steps` steps (a step or two later when the
+    /// projected problem is solved only every few steps), and every step keeps the
+    /// reserve of one computed residual per wanted pair (see [`Self::can_step`]).
+    /// The run is deterministic, so a larger budget repeats every product before
+    /// `start`.
+    fn budget_to_verify(&self, start: u64, main_steps: u64, probes: u64) -> u64 {
+        let total = self.target.total() as u64;
+        let slack = (main_steps + total) / 64 + 1;
+        start + probes * (main_steps + total + slack)
     }
 
     fn new_engine(&self, stream: u64) -> Result<Engine<'a, S, A>> {
@@ -911,11 +960,15 @@ impl<'a, S: VectorSpace, A: OperatorOn<S> + ?Sized> Solver<'a, S, A> {
         Ok(LanczosResult {
             eigenvalues: order.iter().map(|&i| self.pairs[i].value).collect(),
             residuals: order.iter().map(|&i| self.pairs[i].residual).collect(),
+            residual_converged: order.iter().map(|&i| self.pairs[i].converged).collect(),
             converged: order
                 .iter()
                 .map(|&i| self.pairs[i].converged && trusted)
                 .collect(),
             multiplicities_verified: self.multiplicities_verified,
+            multiplicities_checked: self.options.verify_multiplicity,
+            products_to_verify: self.products_to_verify,
+            max_products: self.options.max_products as u64,
             residuals_computed: true,
             residual_floor,
             tolerance_clipped,

@@ -8,6 +8,7 @@ use crate::spectral::operator::{Counting, Diagonal, LinearOperator};
 use crate::spectral::testing::with_spectrum;
 use crate::spectral::vector::Distribution;
 use crate::spectral::vector::random_values;
+use crate::spectral::verdict::LanczosVerdict;
 
 /// The exact wanted eigenvalues in the order `lanczos` reports them.
 fn exact_wanted(sorted_ascending: &[f64], k: usize, which: Which) -> Vec<f64> {
@@ -721,4 +722,79 @@ fn a_20_fold_top_eigenvalue_fills_the_top_five() {
     for (mode, result) in both_modes(&a, &options) {
         assert_extremes(&format!("{mode:?}"), &result, &wanted, 1e-10, 10.0, tol);
     }
+}
+
+#[test]
+fn verdicts_separate_residuals_from_multiplicities() -> crate::testing::TestResult {
+    // A triple top eigenvalue far above the rest, k = 3: the first phase converges
+    // on copies of 5 (and at first a lesser value) with residuals far within the
+    // tolerance; only the multiplicity probes can show how many copies 5 has.
+    let values = spectrum(600, &[5.0, 5.0, 5.0, 2.0, 1.9], (0.0, 1.0), 6);
+    let a = with_spectrum(&values, 7);
+    let run = |budget: usize| {
+        let options = LanczosOptions {
+            k: 3,
+            tol: 1e-10,
+            max_products: budget,
+            ..LanczosOptions::default()
+        };
+        lanczos(&a, &HostSpace::new(600), &options, &Silent)
+    };
+    // 60 products: the residuals converge, a probe finds a missed copy, and the
+    // budget cuts the next probe short.
+    let short = run(60)?;
+    assert!(short.residual_converged.iter().all(|&c| c), "{short:?}");
+    assert!(short.residuals.iter().all(|&r| r <= 1e-10 * 5.0));
+    assert!(short.multiplicities_checked && !short.multiplicities_verified);
+    assert!(short.converged.iter().all(|&c| !c), "{:?}", short.converged);
+    let needed = short.products_to_verify.ok_or("no budget estimate")?;
+    assert!(needed > 60, "{needed}");
+    let verdict = LanczosVerdict::of(&short);
+    assert_eq!(verdict.additional_products_to_verify, Some(needed - 60));
+    assert!(
+        verdict.text("--iters").contains(&format!(
+            "multiplicities not verified within 60 products: raise --iters to about {needed} to \
+             check for missed repeated eigenvalues"
+        )),
+        "{}",
+        verdict.text("--iters")
+    );
+
+    // The budget it names is enough: every copy of 5, all three verdicts true.
+    let enough = run(needed as usize)?;
+    assert!(enough.multiplicities_verified, "{enough:?}");
+    assert!(enough.residual_converged.iter().all(|&c| c));
+    assert!(enough.converged.iter().all(|&c| c));
+    assert_eq!(enough.products_to_verify, None);
+    assert!(
+        enough
+            .eigenvalues
+            .iter()
+            .all(|v| (v - 5.0).abs() <= 1e-10 * 5.0),
+        "{:?}",
+        enough.eigenvalues
+    );
+    assert!(
+        LanczosVerdict::of(&enough)
+            .text("--iters")
+            .ends_with("multiplicities verified (no missed copy of a repeated eigenvalue)")
+    );
+
+    // Without the check the two verdicts coincide and nothing is estimated.
+    let unchecked = lanczos(
+        &a,
+        &HostSpace::new(600),
+        &LanczosOptions {
+            k: 3,
+            tol: 1e-10,
+            max_products: 60,
+            verify_multiplicity: false,
+            ..LanczosOptions::default()
+        },
+        &Silent,
+    )?;
+    assert!(!unchecked.multiplicities_checked);
+    assert_eq!(unchecked.converged, unchecked.residual_converged);
+    assert_eq!(unchecked.products_to_verify, None);
+    Ok(())
 }
