@@ -63,7 +63,7 @@ enum Command {
     Landscape(probe::LandscapeArgs),
     /// Fine-tune a checkpoint on a random mask's coordinates (or every parameter) as
     /// the paper does, tracking the distance from the start and the sharpness.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
     Sweep(probe::SweepArgs),
     /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
@@ -99,7 +99,7 @@ const MAIN_STACK_BYTES: usize = 8 << 20;
 fn run(command: Command) -> ExitCode {
     let done = |r: anyhow::Result<()>| r.map(|()| 0u8);
     let result: anyhow::Result<u8> = match command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Init(args) => done(init::run(args)),
         Command::Inspect(args) => done(inspect::run(args)),
         Command::Mask(args) => done(mask::run(args)),

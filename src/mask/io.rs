@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Mask, MaskSpec};
 use crate::error::{Error, Result};
-use crate::model::checkpoint::safetensors::{HeaderEntry, MappedSafetensors, SafetensorsWriter};
+use crate::model::checkpoint::safetensors::MappedSafetensors;
 use crate::model::layout::ParamLayout;
+use crate::report::tensors::{HeaderEntry, SafetensorsWriter};
 use crate::report::{Manifest, atomic};
 
 /// The name of the index tensor.

@@ -145,7 +145,7 @@ pub fn apply_delta<T: Scalar>(params: &mut [T], path: &Path, model_sha256: &str)
             ));
         }
         for (&i, &d) in mask.indices().iter().zip(&delta) {
-            params[i as usize] = params[i as usize] + T::from_f64(d);
+            params[i as usize] += T::from_f64(d);
         }
     } else {
         if delta.len() != n {
@@ -159,7 +159,7 @@ pub fn apply_delta<T: Scalar>(params: &mut [T], path: &Path, model_sha256: &str)
             ));
         }
         for (p, &d) in params.iter_mut().zip(&delta) {
-            *p = *p + T::from_f64(d);
+            *p += T::from_f64(d);
         }
     }
     Ok(())

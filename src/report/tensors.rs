@@ -1,13 +1,112 @@
-//! Small safetensors files of named vectors and matrices (deltas, trajectories,
-//! resumable state), written atomically and read back with every tensor checked.
+//! Safetensors files: a streaming writer (the header first, then each tensor's data
+//! in pieces, which is how `init` writes a 51 GB OPT-13b checkpoint in the memory
+//! of its largest tensor), and small files of named vectors and matrices (deltas,
+//! trajectories, resumable state) written atomically and read back checked.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use super::atomic;
 use crate::error::{Error, Result};
+use std::io::Write;
+
+/// A tensor announced in the header of a file being written.
+#[derive(Clone, Debug)]
+pub struct HeaderEntry {
+    pub name: String,
+    /// The safetensors dtype tag ("F32", "I64", ...).
+    pub dtype: &'static str,
+    pub element_size: usize,
+    pub shape: Vec<usize>,
+}
+
+impl HeaderEntry {
+    fn byte_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.element_size
+    }
+}
+
+/// Writes a safetensors file in one pass: the header first, then the data of each
+/// announced tensor, in announcement order, in pieces of any size.
+pub struct SafetensorsWriter<'w> {
+    out: &'w mut dyn Write,
+    path: PathBuf,
+    expected_bytes: usize,
+    written_bytes: usize,
+}
+
+impl<'w> SafetensorsWriter<'w> {
+    /// Writes the header for `tensors` (their data must follow in this order) and
+    /// the `__metadata__` strings; `path` names the file in errors.
+    pub fn begin(
+        out: &'w mut dyn Write,
+        path: &Path,
+        tensors: &[HeaderEntry],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let mut header = serde_json::Map::new();
+        if !metadata.is_empty() {
+            header.insert(
+                "__metadata__".into(),
+                serde_json::to_value(metadata)
+                    .map_err(|e| Error::file(path, format!("cannot encode metadata: {e}")))?,
+            );
+        }
+        let mut offset = 0;
+        for t in tensors {
+            let end = offset + t.byte_len();
+            header.insert(
+                t.name.clone(),
+                serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}),
+            );
+            offset = end;
+        }
+        let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+        // Pad the header with spaces so that the data starts 8-byte aligned, as the
+        // reference implementation does (readers may then map f64 data in place).
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let io = |e| Error::io(path, e);
+        out.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        out.write_all(&text).map_err(io)?;
+        Ok(SafetensorsWriter {
+            out,
+            path: path.to_path_buf(),
+            expected_bytes: offset,
+            written_bytes: 0,
+        })
+    }
+
+    /// Appends data bytes (the next part of the current tensor).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.written_bytes += bytes.len();
+        if self.written_bytes > self.expected_bytes {
+            return Err(Error::file(
+                &self.path,
+                "more tensor data than the header announced",
+            ));
+        }
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Checks that exactly the announced data was written.
+    pub fn finish(self) -> Result<()> {
+        if self.written_bytes != self.expected_bytes {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "wrote {} bytes of tensor data, the header announced {}",
+                    self.written_bytes, self.expected_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The values of one tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,14 +122,6 @@ impl Values {
             Values::F32(v) => v.len(),
             Values::F64(v) => v.len(),
             Values::I64(v) => v.len(),
-        }
-    }
-
-    fn dtype(&self) -> Dtype {
-        match self {
-            Values::F32(_) => Dtype::F32,
-            Values::F64(_) => Dtype::F64,
-            Values::I64(_) => Dtype::I64,
         }
     }
 
@@ -62,31 +153,42 @@ impl Tensor {
     }
 }
 
-/// Writes `tensors` and `metadata` to `path` atomically.
+/// Writes `tensors` and `metadata` to `path` atomically. The header's keys are
+/// sorted, so the same tensors give the same bytes.
 pub fn write_tensors(path: &Path, tensors: &[Tensor], metadata: &[(&str, String)]) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.values.bytes()).collect();
-    let views = tensors
+    let header = tensors
         .iter()
-        .zip(&bytes)
-        .map(|(t, data)| {
+        .map(|t| {
             if t.shape.iter().product::<usize>() != t.values.len() {
                 return Err(Error::file(
                     path,
                     format!("`{}`: shape {:?} does not hold its values", t.name, t.shape),
                 ));
             }
-            TensorView::new(t.values.dtype(), t.shape.clone(), data)
-                .map(|view| (t.name.clone(), view))
-                .map_err(|err| Error::file(path, format!("`{}`: {err}", t.name)))
+            let (dtype, element_size) = match t.values {
+                Values::F32(_) => ("F32", 4),
+                Values::F64(_) => ("F64", 8),
+                Values::I64(_) => ("I64", 8),
+            };
+            Ok(HeaderEntry {
+                name: t.name.clone(),
+                dtype,
+                element_size,
+                shape: t.shape.clone(),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata: HashMap<String, String> = metadata
+    let metadata: BTreeMap<String, String> = metadata
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    let serialized = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|err| Error::file(path, format!("cannot serialise: {err}")))?;
-    atomic::write_bytes(path, &serialized)
+    atomic::write_with(path, |out| {
+        let mut writer = SafetensorsWriter::begin(out, path, &header, &metadata)?;
+        for t in tensors {
+            writer.write(&t.values.bytes())?;
+        }
+        writer.finish()
+    })
 }
 
 /// A safetensors file read whole, for checked access by name.

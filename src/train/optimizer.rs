@@ -138,7 +138,8 @@ impl Schedule {
     /// step 0 a rate of 0), and `peak` after it.
     pub fn lr(&self, t: usize) -> f64 {
         if t < self.warmup_steps {
-            self.peak * (t + 1) as f64 / (self.warmup_steps + 1) as f64
+            // the factor first, then the product: PyTorch's LambdaLR rounds so
+            self.peak * ((t + 1) as f64 / (self.warmup_steps + 1) as f64)
         } else {
             self.peak
         }
@@ -331,7 +332,7 @@ mod tests {
             warmup_steps: 2,
         };
         let rates: Vec<f64> = (0..4).map(|t| s.lr(t)).collect();
-        assert_eq!(rates, vec![0.1, 0.2, 0.3, 0.3]);
+        assert_eq!(rates, vec![0.3 * (1.0 / 3.0), 0.3 * (2.0 / 3.0), 0.3, 0.3]);
         assert_eq!(
             Schedule {
                 peak: 0.3,

@@ -213,7 +213,7 @@ impl<T: Scalar, B: Backend<T>> Trainer<T, B> {
             });
         }
         for (a, &d) in self.theta.iter_mut().zip(&delta) {
-            *a = *a + d;
+            *a += d;
         }
         Ok(StepOutcome::Moved(StepStats {
             lr,

@@ -68,3 +68,13 @@ pub fn assert_user_error(args: &[&str], expected: &[&str]) -> String {
     }
     stderr.trim_end().to_string()
 }
+
+/// Runs the `maskscape` binary with `args` and extra environment variables.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maskscape"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the maskscape binary runs")
+}

@@ -1,14 +1,12 @@
-//! The safetensors format: memory-mapped reading and streaming writing.
+//! The safetensors format, memory-mapped for reading (writing streams through
+//! `report::tensors::SafetensorsWriter`).
 //!
 //! A safetensors file is an 8-byte little-endian header length, a JSON header
 //! mapping each tensor name to its dtype, shape and byte range, and the raw
-//! little-endian data. Because the byte ranges follow from the shapes alone, a
-//! writer can emit the header first and then stream one tensor at a time, which is
-//! how `init` writes a 51 GB OPT-13b checkpoint in the memory of its largest tensor.
+//! little-endian data.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,105 +112,10 @@ pub fn release_pages(map: &Mmap, range: Range<usize>) {
     let _ = (map, range);
 }
 
-/// A tensor announced in the header of a file being written.
-#[derive(Clone, Debug)]
-pub struct HeaderEntry {
-    pub name: String,
-    /// The safetensors dtype tag ("F32", "I64", ...).
-    pub dtype: &'static str,
-    pub element_size: usize,
-    pub shape: Vec<usize>,
-}
-
-impl HeaderEntry {
-    fn byte_len(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.element_size
-    }
-}
-
-/// Writes a safetensors file in one pass: the header first, then the data of each
-/// announced tensor, in announcement order, in pieces of any size.
-pub struct SafetensorsWriter<'w> {
-    out: &'w mut dyn Write,
-    path: PathBuf,
-    expected_bytes: usize,
-    written_bytes: usize,
-}
-
-impl<'w> SafetensorsWriter<'w> {
-    /// Writes the header for `tensors` (their data must follow in this order) and
-    /// the `__metadata__` strings; `path` names the file in errors.
-    pub fn begin(
-        out: &'w mut dyn Write,
-        path: &Path,
-        tensors: &[HeaderEntry],
-        metadata: &BTreeMap<String, String>,
-    ) -> Result<Self> {
-        let mut header = serde_json::Map::new();
-        if !metadata.is_empty() {
-            header.insert(
-                "__metadata__".into(),
-                serde_json::to_value(metadata)
-                    .map_err(|e| Error::file(path, format!("cannot encode metadata: {e}")))?,
-            );
-        }
-        let mut offset = 0;
-        for t in tensors {
-            let end = offset + t.byte_len();
-            header.insert(
-                t.name.clone(),
-                serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}),
-            );
-            offset = end;
-        }
-        let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-        // Pad the header with spaces so that the data starts 8-byte aligned, as the
-        // reference implementation does (readers may then map f64 data in place).
-        text.resize(text.len().next_multiple_of(8), b' ');
-        let io = |e| Error::io(path, e);
-        out.write_all(&(text.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        out.write_all(&text).map_err(io)?;
-        Ok(SafetensorsWriter {
-            out,
-            path: path.to_path_buf(),
-            expected_bytes: offset,
-            written_bytes: 0,
-        })
-    }
-
-    /// Appends data bytes (the next part of the current tensor).
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.written_bytes += bytes.len();
-        if self.written_bytes > self.expected_bytes {
-            return Err(Error::file(
-                &self.path,
-                "more tensor data than the header announced",
-            ));
-        }
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.path, e))
-    }
-
-    /// Checks that exactly the announced data was written.
-    pub fn finish(self) -> Result<()> {
-        if self.written_bytes != self.expected_bytes {
-            return Err(Error::file(
-                &self.path,
-                format!(
-                    "wrote {} bytes of tensor data, the header announced {}",
-                    self.written_bytes, self.expected_bytes
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::tensors::{HeaderEntry, SafetensorsWriter};
     use crate::testing::TestResult;
 
     #[test]

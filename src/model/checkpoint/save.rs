@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::dtype::StoredDtype;
-use super::safetensors::{HeaderEntry, SafetensorsWriter};
 use crate::error::Result;
 use crate::model::config::OptConfig;
 use crate::model::layout::{ParamEntry, ParamLayout};
 use crate::progress::Progress;
 use crate::report::atomic;
+use crate::report::tensors::{HeaderEntry, SafetensorsWriter};
 
 /// Elements encoded per write.
 const WRITE_BLOCK: usize = 1 << 16;
