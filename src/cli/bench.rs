@@ -8,13 +8,17 @@ use crate::backend::{Backend, Scalar};
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
+use crate::model::batch::padded_batch;
 use crate::model::bench::{PhaseTimes, bench_hvp, random_batch};
-use crate::model::{Checkpoint, Opt, ParamLayout};
-use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
+use crate::model::{Batch, Checkpoint, Opt, ParamLayout};
+use crate::probe::inputs::data_spec;
+use crate::probe::{BackendJob, DataInputs, DataRequest, Device, Dtype, Engine, GpuOptions};
 use crate::progress::Silent;
 use crate::report::Table;
 use crate::spectral::bench::{LanczosBench, lanczos_overhead};
 use crate::theory::{Part, Ratios, SweepSpec, run_sweep};
+use crate::train::OptimizerSettings;
+use crate::train::bench::bench_train_step;
 
 /// The benchmark groups.
 #[derive(clap::Subcommand)]
@@ -25,6 +29,9 @@ pub enum BenchCommand {
     /// Exact derivatives of OPT: forward, gradient, masked gradient, full and masked
     /// HVP of a random model on random tokens.
     Hvp(HvpArgs),
+    /// One masked AdamW training step of a random model on the first examples of a
+    /// dataset, and its masked gradient alone, against one forward's products F.
+    Train(TrainBenchArgs),
     /// The spectral toolkit: time per product spent outside the operator by the
     /// Lanczos modes at large dimensions (full reorthogonalization where its basis
     /// fits in memory, and the memory-bounded mode in f64 and f32), and the vector
@@ -51,6 +58,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Theory(args) => theory(args),
         BenchCommand::Hvp(args) => hvp(args),
+        BenchCommand::Train(args) => train(args),
         BenchCommand::Spectral(args) => spectral(args),
     }
 }
@@ -237,16 +245,7 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
     )?;
     drop(progress);
     let rows: Vec<&PhaseTimes> = bench.phases.iter().chain([&bench.floor]).collect();
-    let table = Table::new()
-        .with_str("phase", rows.iter().map(|p| p.phase.to_string()).collect())
-        .with_f64("median_ms", rows.iter().map(|p| p.median()).collect())
-        .with_f64("min_ms", rows.iter().map(|p| p.min()).collect())
-        .with_f64("max_ms", rows.iter().map(|p| p.max()).collect())
-        .with_f64(
-            "in_F",
-            rows.iter().map(|p| bench.in_floor_units(p)).collect(),
-        );
-    println!("{}", table.to_text());
+    print_phases(&rows, |p| bench.in_floor_units(p));
     println!(
         "F: one forward's matrix products back to back, {:.2} GFLOP at {:.0} GFLOP/s \
          (a full HVP needs about 8 F of products, a masked one about 4 F)",
@@ -254,6 +253,199 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         bench.floor_gflops()
     );
     Ok(())
+}
+
+/// Flags of `maskscape bench train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainBenchArgs {
+    /// A preset (opt-mini, opt-125m, ...) or the path of an OPT config.json (random
+    /// weights from --seed).
+    #[arg(long, default_value = "opt-125m")]
+    config: String,
+    /// The examples: the first --examples of this file, tokenized by --tokenizer.
+    #[arg(long, default_value = "bundled/sst2-mini/train.jsonl")]
+    data: PathBuf,
+    #[arg(long, default_value = "sst2")]
+    task: String,
+    #[arg(long, default_value = "bundled/opt-bundled")]
+    tokenizer: PathBuf,
+    /// Examples in the step's batch.
+    #[arg(long, default_value_t = 8)]
+    examples: usize,
+    #[arg(long, value_enum, default_value = "qv")]
+    mask_scope: Scope,
+    /// The mask's trainable ratio, as a fraction of all parameters.
+    #[arg(long, default_value_t = 1e-3)]
+    ratio: f64,
+    /// AdamW's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    #[command(flatten)]
+    gpu: GpuOptions,
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the batch (token ids, answer positions, gold candidates) and the
+    /// mask here, for PyTorch's benchmark of the same step
+    /// (scripts/torch_train_step_bench.py).
+    #[arg(long, value_name = "FILE")]
+    dump_batch: Option<PathBuf>,
+}
+
+fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
+    if args.examples == 0 {
+        return Err(crate::Error::arg("--examples", "must be at least 1").into());
+    }
+    let engine = Engine::open(args.device, args.gpu)?;
+    Ok(engine.run(
+        args.dtype,
+        TrainBenchJob {
+            args: &args,
+            device: engine.describe(),
+        },
+    )?)
+}
+
+/// `bench train` on the backend the engine opened.
+struct TrainBenchJob<'a> {
+    args: &'a TrainBenchArgs,
+    device: String,
+}
+
+impl BackendJob for TrainBenchJob<'_> {
+    type Output = ();
+
+    fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> crate::Result<()> {
+        let args = self.args;
+        let config = super::init::resolve_config(&args.config)?;
+        let layout = ParamLayout::new(&config);
+        let spec = MaskSpec {
+            scope: args.mask_scope,
+            ratio: args.ratio,
+            ratio_of: RatioOf::Total,
+            sampling: Sampling::Bernoulli,
+            structure: Structure::Elements,
+            seed: args.seed,
+        };
+        let mask = Mask::draw(&spec, &layout)?;
+        let request = DataRequest {
+            spec: data_spec(&args.data, Some(&args.task), None, None, &[], None, 0)?,
+            tokenizer: Some(args.tokenizer.clone()),
+            batch_rows: usize::MAX,
+        };
+        let data = DataInputs::load(&request, &args.tokenizer, &config)?;
+        let n = args.examples.min(data.examples());
+        let head: Vec<usize> = (0..n).collect();
+        let batch = padded_batch(&data.loaded.dataset.select(&head), config.pad_token_id, 0);
+        if let Some(path) = &args.dump_batch {
+            dump_batch(path, &batch, mask.indices())?;
+        }
+        let Checkpoint { config, params, .. } = Checkpoint::<T>::random(config, args.seed);
+        let model = Opt::new(backend, config, &params)?;
+        drop(params);
+        println!(
+            "{}: {} parameters, {} examples ({} sequences of {} tokens), {}, {} mask of ratio {} \
+             (k = {}), AdamW lr {}, {}, median of {} after {} warm-up",
+            args.config,
+            layout.total(),
+            n,
+            batch.tokens.batch,
+            batch.tokens.seq,
+            T::NAME,
+            args.mask_scope.name(),
+            args.ratio,
+            mask.len(),
+            args.lr,
+            self.device,
+            args.reps,
+            args.warmup
+        );
+        let settings = OptimizerSettings {
+            lr: args.lr,
+            ..OptimizerSettings::default()
+        };
+        let progress = super::BarProgress::new();
+        let bench = bench_train_step(
+            model,
+            &batch,
+            mask.indices(),
+            &settings,
+            args.reps,
+            args.warmup,
+            &progress,
+        )?;
+        drop(progress);
+        let rows: Vec<&PhaseTimes> = bench.phases.iter().chain([&bench.floor]).collect();
+        print_phases(&rows, |p| bench.in_floor_units(p));
+        println!(
+            "F: one forward's matrix products back to back, {:.2} GFLOP (a masked step's \
+             floor is about 2 F: the forward and the input adjoints)",
+            bench.floor_flops / 1e9
+        );
+        Ok(())
+    }
+}
+
+/// The batch and mask of `bench train` for PyTorch's benchmark: `input_ids` and
+/// `attention_mask` (rows x seq), per row its `answer_start`, `answer_end` and
+/// `question`, per question its `gold`, and the `mask_idx`.
+fn dump_batch(path: &std::path::Path, batch: &Batch, mask: &[u64]) -> crate::Result<()> {
+    use crate::model::Targets;
+    use crate::report::tensors::{Tensor, Values, write_tensors};
+    let Targets::Choice { questions } = &batch.targets else {
+        return Err(crate::Error::arg(
+            "--dump-batch",
+            "PyTorch's step benchmark scores classification tasks",
+        ));
+    };
+    let t = &batch.tokens;
+    let ints = |v: Vec<i64>| Values::I64(v);
+    let mut rows: Vec<(i64, i64, i64)> = vec![(0, 0, 0); t.batch];
+    for (q, question) in questions.iter().enumerate() {
+        for c in &question.candidates {
+            rows[c.row] = (c.answer.start as i64, c.answer.end as i64, q as i64);
+        }
+    }
+    let matrix = |name: &str, v: &[u32]| Tensor {
+        name: name.to_string(),
+        shape: vec![t.batch, t.seq],
+        values: ints(v.iter().map(|&x| i64::from(x)).collect()),
+    };
+    let tensors = [
+        matrix("input_ids", &t.input_ids),
+        matrix("attention_mask", &t.attention_mask),
+        Tensor::vector("answer_start", ints(rows.iter().map(|r| r.0).collect())),
+        Tensor::vector("answer_end", ints(rows.iter().map(|r| r.1).collect())),
+        Tensor::vector("question", ints(rows.iter().map(|r| r.2).collect())),
+        Tensor::vector(
+            "gold",
+            ints(questions.iter().map(|q| q.gold as i64).collect()),
+        ),
+        Tensor::vector("mask_idx", ints(mask.iter().map(|&i| i as i64).collect())),
+    ];
+    write_tensors(
+        path,
+        &tensors,
+        &[("format", "maskscape-train-bench".into())],
+    )
+}
+
+/// The phase table with each phase in units of F.
+fn print_phases(rows: &[&PhaseTimes], in_f: impl Fn(&PhaseTimes) -> f64) {
+    let table = Table::new()
+        .with_str("phase", rows.iter().map(|p| p.phase.to_string()).collect())
+        .with_f64("median_ms", rows.iter().map(|p| p.median()).collect())
+        .with_f64("min_ms", rows.iter().map(|p| p.min()).collect())
+        .with_f64("max_ms", rows.iter().map(|p| p.max()).collect())
+        .with_f64("in_F", rows.iter().map(|p| in_f(p)).collect());
+    println!("{}", table.to_text());
 }
 
 /// Flags of `maskscape bench spectral`.

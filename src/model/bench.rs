@@ -301,7 +301,7 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
 }
 
 /// The products of one forward sweep over `batch` (its LM head on the scored rows).
-fn floor_products<T: Scalar, B: Backend<T>>(model: &Opt<T, B>, batch: &Batch) -> Vec<Gemm> {
+pub fn floor_products<T: Scalar, B: Backend<T>>(model: &Opt<T, B>, batch: &Batch) -> Vec<Gemm> {
     let head_rows = scored_rows(&batch.row_targets()).len();
     forward_products(
         model.config(),

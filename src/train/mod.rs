@@ -12,8 +12,9 @@
 //!   one) during training, beside the stability thresholds;
 //! - [`trainer`]: one step (gradient, clipping, update in place);
 //! - [`state`]: what `--resume` continues from;
-//! - [`run`] the loop, [`output`] what a run writes.
+//! - [`run`] the loop, [`output`] what a run writes, [`bench`] a step's timing.
 
+pub mod bench;
 pub mod data;
 pub mod optimizer;
 pub mod output;
