@@ -478,3 +478,102 @@ fn bad_input_is_one_error_and_writes_nothing() {
     assert_user_error(&args, &["delta.safetensors", "made for the checkpoint"]);
     assert!(!out.exists());
 }
+
+#[test]
+fn a_training_path_draws_on_the_landscape_in_its_own_plane() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let (code, stdout, stderr) = bundled(
+        &run,
+        &[
+            "--lr",
+            "2e-2",
+            "--steps",
+            "12",
+            "--save-every",
+            "3",
+            "--dtype",
+            "f64",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let land = tmp.path().join("land");
+    let delta = run.join("delta.safetensors");
+    let (code, stdout, stderr) = maskscape(&[
+        "landscape",
+        "--model",
+        "bundled/opt-bundled",
+        "--data",
+        "bundled/sst2-mini/dev.jsonl",
+        "--task",
+        "sst2",
+        "--max-examples",
+        "8",
+        "--mask",
+        path_str(&delta),
+        "--directions",
+        "pca",
+        "--trajectory",
+        path_str(&run),
+        "--2d",
+        "--span",
+        "1",
+        "--points",
+        "5",
+        "--dtype",
+        "f64",
+        "--out",
+        path_str(&land),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("training path: 5 points"), "{stdout}");
+    for file in ["landscape.png", "landscape-path.png", "trajectory.csv"] {
+        assert!(land.join(file).is_file(), "{file}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(land.join("summary.json")).unwrap()).unwrap();
+    let path = &summary["path"];
+    let floats = |key: &str| -> Vec<f64> {
+        path[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    // step 0 is the landscape's own checkpoint: the origin of the plane, on it, at its loss
+    assert_eq!(path["steps"][0].as_u64(), Some(0));
+    assert_eq!((floats("alphas")[0], floats("betas")[0]), (0.0, 0.0));
+    assert_eq!(floats("off_plane")[0], 0.0);
+    let base = summary["base_loss"].as_f64().unwrap();
+    assert!((floats("loss")[0] - base).abs() <= 1e-12 * base);
+    // the plane is the path's: two directions share nearly all of its variance
+    let explained = floats("explained");
+    assert!(explained[0] >= explained[1] && explained[0] + explained[1] <= 1.0 + 1e-12);
+    assert!(explained[0] + explained[1] > 0.5, "{explained:?}");
+    // a landscape of other coordinates refuses the path
+    let other = tmp.path().join("other");
+    common::assert_user_error(
+        &[
+            "landscape",
+            "--model",
+            "bundled/opt-bundled",
+            "--data",
+            "bundled/sst2-mini/dev.jsonl",
+            "--task",
+            "sst2",
+            "--max-examples",
+            "8",
+            "--ratio",
+            "1e-3",
+            "--directions",
+            "pca",
+            "--trajectory",
+            path_str(&run),
+            "--2d",
+            "--out",
+            path_str(&other),
+        ],
+        &["trajectory.safetensors", "--mask"],
+    );
+}

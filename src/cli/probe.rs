@@ -382,6 +382,12 @@ pub struct LandscapeArgs {
     /// Read top-eigen directions from a probe's eigenvectors.safetensors.
     #[arg(long, value_name = "FILE")]
     eigenvectors: Option<PathBuf>,
+    /// A training run (its folder, kept with `train --save-every N`) whose path is
+    /// drawn on the 2-D map, with the loss along it; with `--directions pca` the map's
+    /// plane is the path's own (its two principal directions). The run must have
+    /// trained this landscape's coordinates: pass its delta.safetensors as --mask.
+    #[arg(long, value_name = "RUN")]
+    trajectory: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
     #[arg(long, value_name = "DIR")]
@@ -404,6 +410,7 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
             iters: args.iters,
             tol: args.tol,
             eigenvectors: args.eigenvectors.clone(),
+            trajectory: args.trajectory.clone(),
         },
         dtype: args.engine.dtype,
         device: args.engine.device,
@@ -452,6 +459,30 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
                 .with_extension("png")
                 .display()
         );
+    }
+    if let Some(p) = &l.path {
+        let far = |v: &[f64]| v.iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+        let (a, b) = (far(&p.alphas), far(&p.betas));
+        let off = p.off_plane.iter().fold(0.0_f64, |m, &x| m.max(x));
+        println!(
+            "training path: {} points, up to {} from the plane; loss from {} to {} along it (at \
+             its projections: {} to {})",
+            p.steps.len(),
+            format_significant(off, 3),
+            format_significant(p.loss[0], 4),
+            format_significant(p.loss[p.loss.len() - 1], 4),
+            format_significant(p.loss_projected[0], 4),
+            format_significant(p.loss_projected[p.loss_projected.len() - 1], 4)
+        );
+        if a > args.span || b > args.span {
+            println!(
+                "  the path reaches |α| = {}, |β| = {}, beyond --span {}: raise it to see all of \
+                 the path on the map",
+                format_significant(a, 3),
+                format_significant(b, 3),
+                args.span
+            );
+        }
     }
     println!("wrote {} files to {}", written.len(), args.out.display());
     Ok(())

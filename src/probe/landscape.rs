@@ -26,9 +26,12 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use super::device::{BackendJob, Device, Dtype, GpuOptions, dispatch};
-use super::inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs, record_inputs};
+use super::inputs::{
+    DataInputs, DataRequest, HessianChoice, ModelIdentity, ModelInputs, record_inputs,
+};
 use super::operator::HessianOperator;
 use super::output::{read_eigenvectors, record_identities};
+use super::trajectory::{Trajectory, principal_plane};
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 use crate::model::objective::ObjectiveBuffers;
@@ -50,6 +53,8 @@ pub enum DirectionKind {
     TopEigen,
     Random,
     Gradient,
+    /// The top two principal directions of a training path (`--trajectory`).
+    Pca,
 }
 
 impl DirectionKind {
@@ -58,6 +63,7 @@ impl DirectionKind {
             DirectionKind::TopEigen => "top-eigen",
             DirectionKind::Random => "random",
             DirectionKind::Gradient => "gradient",
+            DirectionKind::Pca => "pca",
         }
     }
 }
@@ -80,6 +86,9 @@ pub struct LandscapeOptions {
     pub tol: f64,
     /// Read `top-eigen` directions from a probe's eigenvector file instead.
     pub eigenvectors: Option<PathBuf>,
+    /// A training run (its folder or `trajectory.safetensors`) whose path is drawn
+    /// on the 2-D map.
+    pub trajectory: Option<PathBuf>,
 }
 
 impl Default for LandscapeOptions {
@@ -93,6 +102,7 @@ impl Default for LandscapeOptions {
             iters: 100,
             tol: 1e-6,
             eigenvectors: None,
+            trajectory: None,
         }
     }
 }
@@ -111,6 +121,15 @@ impl LandscapeOptions {
         }
         if self.iters < 4 {
             return Err(Error::arg("--iters", "must be at least 4"));
+        }
+        if self.trajectory.is_some() && !self.two_d {
+            return Err(Error::arg("--trajectory", "draws on a 2-D map: add --2d"));
+        }
+        if self.directions == DirectionKind::Pca && self.trajectory.is_none() {
+            return Err(Error::arg(
+                "--directions",
+                "pca takes the principal directions of a training path: add --trajectory RUN",
+            ));
         }
         if self.eigenvectors.is_some() && self.directions != DirectionKind::TopEigen {
             return Err(Error::arg(
@@ -172,6 +191,25 @@ pub struct Landscape {
     pub data_sha256: String,
     pub mask_spec: Option<crate::mask::MaskSpec>,
     pub indices_sha256: Option<String>,
+    /// The training path drawn on the map, with `--trajectory`.
+    pub path: Option<PathOnMap>,
+}
+
+/// A training path on the landscape's plane.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathOnMap {
+    pub file: String,
+    pub steps: Vec<usize>,
+    /// Each point's coordinates on the plane (the nearest point of the plane).
+    pub alphas: Vec<f64>,
+    pub betas: Vec<f64>,
+    /// Its distance from the plane.
+    pub off_plane: Vec<f64>,
+    /// The loss (on the landscape's data) at the point, and at its projection.
+    pub loss: Vec<f64>,
+    pub loss_projected: Vec<f64>,
+    /// With `--directions pca`: the variance share of the two directions.
+    pub explained: Option<[f64; 2]>,
 }
 
 impl Landscape {
@@ -277,8 +315,36 @@ impl BackendJob for LandscapeJob<'_> {
         let network = Opt::new(backend.clone(), model.config().clone(), params)?;
         let op = HessianOperator::new(&network, &data.batches, &resolved.restriction)?;
 
-        let (directions, eigenvector_verdict) =
-            directions(&op, options, &indices, params, model.layout(), progress)?;
+        // the path's offsets from the checkpoint, in the landscape's coordinates
+        let path = match &options.trajectory {
+            Some(run) => Some(read_path(run, &request.model, &indices, params)?),
+            None => None,
+        };
+        if let Some(path) = &path {
+            manifest.add_input("trajectory", &path.0.file)?;
+        }
+        let (directions, eigenvector_verdict, explained) = match &path {
+            Some((_, offsets)) if options.directions == DirectionKind::Pca => {
+                let plane = principal_plane(offsets)?;
+                let [d1, d2] = plane.directions;
+                let label = |i: usize| {
+                    format!(
+                        "principal direction {} of the path ({}% of its variance)",
+                        i + 1,
+                        format_significant(100.0 * plane.explained[i], 3)
+                    )
+                };
+                (
+                    vec![(label(0), d1), (label(1), d2)],
+                    None,
+                    Some(plane.explained),
+                )
+            }
+            _ => {
+                let (d, v) = directions(&op, options, &indices, params, model.layout(), progress)?;
+                (d, v, None)
+            }
+        };
         let mut summaries = Vec::new();
         let mut images = Vec::new();
         let mut base_loss = f64::NAN;
@@ -334,6 +400,54 @@ impl BackendJob for LandscapeJob<'_> {
                 progress.advance(1);
             }
         }
+        // the path: each point, and its projection onto the plane, evaluated
+        let path = match path {
+            None => None,
+            Some((trajectory, offsets)) => {
+                let (d1, d2) = (&directions[0].1, &directions[1].1);
+                let mut on_map = PathOnMap {
+                    file: trajectory.file.display().to_string(),
+                    steps: trajectory.steps.clone(),
+                    alphas: Vec::new(),
+                    betas: Vec::new(),
+                    off_plane: Vec::new(),
+                    loss: Vec::new(),
+                    loss_projected: Vec::new(),
+                    explained,
+                };
+                let mut loss_at = |values: &[T]| -> Result<f64> {
+                    network.set_at_mask(&plan, values)?;
+                    let mut o = Objective::with_buffers(
+                        &network,
+                        &data.batches,
+                        std::mem::take(&mut buffers),
+                    )?;
+                    let l = o.loss()?;
+                    buffers = o.into_buffers();
+                    Ok(l)
+                };
+                for offset in &offsets {
+                    progress.check()?;
+                    let ((a, b), off) = project_onto_plane(offset, d1, d2)?;
+                    let point: Vec<T> = base
+                        .iter()
+                        .zip(offset)
+                        .map(|(&x, &o)| x + T::from_f64(o))
+                        .collect();
+                    let projected: Vec<T> = base
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &x)| x + T::from_f64(a * d1[i] + b * d2[i]))
+                        .collect();
+                    on_map.alphas.push(a);
+                    on_map.betas.push(b);
+                    on_map.off_plane.push(off);
+                    on_map.loss.push(loss_at(&point)?);
+                    on_map.loss_projected.push(loss_at(&projected)?);
+                }
+                Some(on_map)
+            }
+        };
         let quadratic = betas
             .iter()
             .flat_map(|&beta| {
@@ -367,6 +481,7 @@ impl BackendJob for LandscapeJob<'_> {
             data_sha256: data.sha256.clone(),
             mask_spec: resolved.mask.as_ref().and_then(|m| m.spec.clone()),
             indices_sha256: resolved.mask_sha256(),
+            path,
         };
         Ok(LandscapeRun {
             landscape,
@@ -408,12 +523,41 @@ pub fn write_landscape(run: &LandscapeRun, dir: &Path, figure_stem: &Path) -> Re
             "model_sha256": l.model_sha256,
             "data_sha256": l.data_sha256,
             "indices_sha256": l.indices_sha256,
+            "path": l.path,
         }),
     )?;
     written.push(summary);
     if l.betas.len() > 1 {
-        written.extend(save_maps(&landscape_maps(l, &[])?, figure_stem)?);
+        let paths: Vec<MapPath> = l
+            .path
+            .iter()
+            .map(|p| MapPath {
+                label: format!(
+                    "training path (steps {} to {})",
+                    p.steps.first().copied().unwrap_or(0),
+                    p.steps.last().copied().unwrap_or(0)
+                ),
+                points: p
+                    .alphas
+                    .iter()
+                    .copied()
+                    .zip(p.betas.iter().copied())
+                    .collect(),
+            })
+            .collect();
+        written.extend(save_maps(&landscape_maps(l, &paths)?, figure_stem)?);
         written.extend(landscape_chart(l).save(&slices_stem(figure_stem))?);
+        if let Some(p) = &l.path {
+            let table = Table::new()
+                .with_i64("step", p.steps.iter().map(|&s| s as i64).collect())
+                .with_f64("alpha", p.alphas.clone())
+                .with_f64("beta", p.betas.clone())
+                .with_f64("off_plane", p.off_plane.clone())
+                .with_f64("loss", p.loss.clone())
+                .with_f64("loss_projected", p.loss_projected.clone());
+            written.extend(table.write_both(&dir.join("trajectory"))?);
+            written.extend(path_chart(p).save(&path_stem(figure_stem))?);
+        }
     } else {
         written.extend(landscape_chart(l).save(figure_stem)?);
     }
@@ -432,6 +576,42 @@ pub fn write_landscape(run: &LandscapeRun, dir: &Path, figure_stem: &Path) -> Re
     manifest.write(dir)?;
     written.push(dir.join("manifest.json"));
     Ok(written)
+}
+
+/// The loss along a training path, at its points and at their projections onto the
+/// map's plane: how much of the path the plane shows.
+fn path_chart(p: &PathOnMap) -> Chart {
+    let mut chart = Chart::new(
+        "Loss along the training path",
+        Axis::linear("step"),
+        Axis::linear("loss"),
+    );
+    let series = |values: &[f64]| -> Vec<(f64, f64)> {
+        p.steps
+            .iter()
+            .map(|&s| s as f64)
+            .zip(values.iter().copied())
+            .collect()
+    };
+    chart.add(Some("at θ_t"), 0, SeriesData::Line(series(&p.loss)));
+    chart
+        .add(
+            Some("at its projection onto the map's plane"),
+            1,
+            SeriesData::Line(series(&p.loss_projected)),
+        )
+        .dashed();
+    chart
+}
+
+/// Where the loss along a training path goes beside the map: `<stem>-path`.
+pub fn path_stem(figure_stem: &Path) -> PathBuf {
+    let mut name = figure_stem
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push("-path");
+    figure_stem.with_file_name(name)
 }
 
 /// Where a 2-D landscape's slices go beside its map: `<stem>-slices`.
@@ -723,6 +903,10 @@ fn directions<T: Scalar, B: Backend<T>>(
                 .collect(),
             None,
         )),
+        DirectionKind::Pca => Err(Error::arg(
+            "--directions",
+            "pca takes the principal directions of a training path: add --trajectory RUN",
+        )),
         DirectionKind::Gradient => {
             let (_, gradient) = op.with_objective(|o: &mut Objective<'_, T, B>| o.gradient())??;
             let mut g: Vec<f64> = indices
@@ -748,6 +932,55 @@ fn directions<T: Scalar, B: Backend<T>>(
             Ok((out, None))
         }
     }
+}
+
+/// A training run's path and its points' offsets `theta_t - theta` from the
+/// landscape's checkpoint, in the landscape's coordinates `indices` (the run must
+/// have trained exactly those: pass the run's `delta.safetensors` as `--mask`) and
+/// from the checkpoint in `model_dir` (checked by hash when the run recorded it).
+fn read_path<T: Scalar>(
+    run: &Path,
+    model_dir: &Path,
+    indices: &[u64],
+    params: &[T],
+) -> Result<(Trajectory, Vec<Vec<f64>>)> {
+    let trajectory = Trajectory::read(run)?;
+    let trained = match &trajectory.indices {
+        Some(idx) => idx.clone(),
+        None => (0..params.len() as u64).collect(),
+    };
+    if trained != indices {
+        return Err(Error::file(
+            &trajectory.file,
+            format!(
+                "the run trained {} coordinates, not the {} of this landscape's mask (pass the \
+                 run's delta.safetensors as --mask)",
+                trained.len(),
+                indices.len()
+            ),
+        ));
+    }
+    if let Some(sha) = &trajectory.model_sha256 {
+        let here = ModelIdentity::of(model_dir, None)?.sha256;
+        if &here != sha {
+            return Err(Error::file(
+                &trajectory.file,
+                format!(
+                    "the run started from the checkpoint with SHA-256 {sha}, not this one ({here})"
+                ),
+            ));
+        }
+    }
+    let center: Vec<f64> = indices
+        .iter()
+        .map(|&i| params[i as usize].to_f64())
+        .collect();
+    let offsets = trajectory
+        .theta
+        .iter()
+        .map(|t| t.iter().zip(&center).map(|(x, c)| x - c).collect())
+        .collect();
+    Ok((trajectory, offsets))
 }
 
 /// Scales `d`'s entries in each tensor so that they have the norm of the tensor's
@@ -896,6 +1129,7 @@ mod tests {
             data_sha256: String::new(),
             mask_spec: None,
             indices_sha256: None,
+            path: None,
         };
         let path = MapPath {
             label: "a trajectory".into(),

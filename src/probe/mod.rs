@@ -25,6 +25,7 @@ pub mod output;
 pub mod session;
 pub mod spectrum;
 pub mod sweep;
+pub mod trajectory;
 pub mod verify;
 
 pub use device::{
