@@ -103,7 +103,8 @@ for fixture in opt-tiny-preln opt-tiny-postln-proj opt-small-preln; do
     done
 done
 
-# Forward, gradient, full HVP and masked HVP (q/v mask of ratio 1e-3) per run.
+# Forward, gradient, masked gradient, full HVP and masked HVP (q/v mask of ratio
+# 1e-3) per run, and F, the floor they are stated in.
 for dtype in f32 f64; do
     step "bench-opt-125m-$dtype" 120 "$ms" bench hvp --device cuda --config opt-125m \
         --batch 8 --seq 128 --dtype "$dtype" --mask-scope qv --ratio 1e-3
@@ -112,6 +113,17 @@ step bench-opt-125m-f32-tf32 120 "$ms" bench hvp --device cuda --config opt-125m
     --batch 8 --seq 128 --dtype f32 --tf32 --mask-scope qv --ratio 1e-3
 # PyTorch's double backward on the same GPU, for the ratio.
 step torch-baseline 240 python3 scripts/torch_gpu_hvp_bench.py
+# One masked AdamW step (OPT-125m, 8 SST-2-mini examples) in units of F, and
+# PyTorch's eager dense-mask step on the same batch.
+for dtype in f32 f64; do
+    step "bench-train-$dtype" 120 "$ms" bench train --device cuda --config opt-125m \
+        --dtype "$dtype" --dump-batch "$work/train-batch-$dtype.safetensors"
+done
+torch_train_step() {
+    python3 scripts/torch_train_step_bench.py --device cuda --batch "$work/train-batch-f32.safetensors" \
+        --config opt-125m --dtype float32
+}
+step torch-train-step 180 torch_train_step
 
 # OPT-1.3b must fit in 30 GB: the device's memory in use, sampled every 50 ms.
 with_peak_memory() {

@@ -43,6 +43,7 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,11 +51,12 @@ def main():
     torch.manual_seed(0)
     cfg = OPTConfig(**CONFIGS[args.config], do_layer_norm_before=True)
     cfg._attn_implementation = "eager"
-    model = OPTForCausalLM(cfg).to(dtype).eval()
+    dev = torch.device(args.device)
+    model = OPTForCausalLM(cfg).to(dtype).to(dev).eval()
     for q in model.parameters():
         q.requires_grad_(False)
 
-    b = load_file(args.batch)
+    b = {k: v.to(dev) for k, v in load_file(args.batch).items()}
     ids, am = b["input_ids"], b["attention_mask"]
     start, end, question, gold = b["answer_start"], b["answer_end"], b["question"], b["gold"]
     flat = b["mask_idx"]
@@ -67,7 +69,7 @@ def main():
         size = base[n].numel()
         inside = flat[(flat >= offset) & (flat < offset + size)] - offset
         if inside.numel():
-            m = torch.zeros(size, dtype=dtype)
+            m = torch.zeros(size, dtype=dtype, device=dev)
             m[inside] = 1.0
             masks[n] = m.view(base[n].shape)
         offset += size
@@ -76,7 +78,7 @@ def main():
 
     rows = ids.shape[0]
     # the positions whose log-probabilities make each row's candidate score
-    pick = torch.zeros(rows, ids.shape[1] - 1, dtype=dtype)
+    pick = torch.zeros(rows, ids.shape[1] - 1, dtype=dtype, device=dev)
     for r in range(rows):
         pick[r, start[r] - 1:end[r] - 1] = 1.0 / float(end[r] - start[r])
     questions = int(question.max()) + 1
@@ -92,7 +94,7 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(deltas.values()), 1.0)
         opt.step()
-        return loss.item()
+        return loss.item()  # waits for the device
 
     times = []
     for i in range(args.warmup + args.reps):
