@@ -73,6 +73,8 @@ def main():
             m[inside] = 1.0
             masks[n] = m.view(base[n].shape)
         offset += size
+    if int(flat.max()) >= offset:
+        raise SystemExit(f"--batch: its mask indexes {int(flat.max()) + 1} parameters, --config {args.config} has {offset}")
     deltas = {n: torch.zeros_like(base[n], requires_grad=True) for n in masks}
     opt = torch.optim.AdamW(deltas.values(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
