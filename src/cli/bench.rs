@@ -207,15 +207,7 @@ impl BackendJob for HvpBench<'_> {
 fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) -> crate::Result<()> {
     let config = super::init::resolve_config(&args.config)?;
     let layout = ParamLayout::new(&config);
-    let spec = MaskSpec {
-        scope: args.mask_scope,
-        ratio: args.ratio,
-        ratio_of: RatioOf::Total,
-        sampling: Sampling::Bernoulli,
-        structure: Structure::Elements,
-        seed: args.seed,
-    };
-    let mask = Mask::draw(&spec, &layout)?;
+    let mask = bench_mask(args.mask_scope, args.ratio, args.seed, &layout)?;
     let data = [random_batch(&config, args.batch, args.seq, args.seed)?];
     let Checkpoint { config, params, .. } = Checkpoint::<T>::random(config, args.seed);
     let model = Opt::new(backend, config, &params)?;
@@ -253,6 +245,19 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         bench.floor_gflops()
     );
     Ok(())
+}
+
+/// The benchmarks' mask: Bernoulli elements of `scope`, `ratio` of all parameters.
+fn bench_mask(scope: Scope, ratio: f64, seed: u64, layout: &ParamLayout) -> crate::Result<Mask> {
+    let spec = MaskSpec {
+        scope,
+        ratio,
+        ratio_of: RatioOf::Total,
+        sampling: Sampling::Bernoulli,
+        structure: Structure::Elements,
+        seed,
+    };
+    Mask::draw(&spec, layout)
 }
 
 /// Flags of `maskscape bench train`.
@@ -326,15 +331,7 @@ impl BackendJob for TrainBenchJob<'_> {
         let args = self.args;
         let config = super::init::resolve_config(&args.config)?;
         let layout = ParamLayout::new(&config);
-        let spec = MaskSpec {
-            scope: args.mask_scope,
-            ratio: args.ratio,
-            ratio_of: RatioOf::Total,
-            sampling: Sampling::Bernoulli,
-            structure: Structure::Elements,
-            seed: args.seed,
-        };
-        let mask = Mask::draw(&spec, &layout)?;
+        let mask = bench_mask(args.mask_scope, args.ratio, args.seed, &layout)?;
         let request = DataRequest {
             spec: data_spec(&args.data, Some(&args.task), None, None, &[], None, 0)?,
             tokenizer: Some(args.tokenizer.clone()),

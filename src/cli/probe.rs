@@ -23,11 +23,11 @@ use crate::report::table::{format_float, format_significant};
 use crate::shard::Shard;
 use crate::spectral::{Reorthogonalization, Which};
 
-/// The dataset flags of the probes (the data flags of `maskscape data`, with the
-/// sampling seed renamed `--data-seed` beside the probes' own seeds).
+/// A dataset file and how its rows become examples: the data flags of `maskscape
+/// data` that `probe`, `landscape` and `train` share.
 #[derive(Args, Clone, Debug, Serialize)]
 #[command(group(ArgGroup::new("dataset").required(true).args(["data", "tokenized"])))]
-pub struct ProbeDataArgs {
+pub struct DataFileArgs {
     /// Dataset: JSON lines (.jsonl/.json), CSV, TSV, Parquet, or tokenized .safetensors.
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
@@ -48,24 +48,15 @@ pub struct ProbeDataArgs {
     /// Candidate answers of --task classification in label order, e.g. terrible,great.
     #[arg(long, value_delimiter = ',')]
     candidates: Option<Vec<String>>,
-    /// Keep this many examples, drawn at random with --data-seed, in file order.
-    #[arg(long)]
-    max_examples: Option<usize>,
-    /// Seed of the --max-examples draw.
-    #[arg(long, default_value_t = 0)]
-    data_seed: u64,
     /// A folder with the tokenizer (tokenizer.json, or vocab.json + merges.txt), for
     /// checkpoints that ship none.
     #[arg(long, value_name = "DIR")]
-    tokenizer: Option<PathBuf>,
-    /// Sequences per batch (a classification example's candidates stay together);
-    /// the loss is averaged exactly over all batches.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
+    pub(super) tokenizer: Option<PathBuf>,
 }
 
-impl ProbeDataArgs {
-    fn request(&self) -> Result<DataRequest> {
+impl DataFileArgs {
+    /// The spec of the file, keeping `max_examples` rows drawn with `seed`.
+    pub(super) fn spec(&self, max_examples: Option<usize>, seed: u64) -> Result<DataSpec> {
         let path = match (&self.data, &self.tokenized) {
             (Some(path), None) => path.clone(),
             (None, Some(path)) => {
@@ -83,21 +74,45 @@ impl ProbeDataArgs {
             // invariant: clap's `dataset` group requires exactly one of the two.
             _ => unreachable!("clap requires one of --data and --tokenized"),
         };
-        let spec: DataSpec = data_spec(
+        data_spec(
             &path,
             self.task.as_deref(),
             self.template.as_deref(),
             self.candidates.as_deref(),
             &self.columns,
-            self.max_examples,
-            self.data_seed,
-        )?;
+            max_examples,
+            seed,
+        )
+    }
+}
+
+/// The dataset flags of the probes (the data flags of `maskscape data`, with the
+/// sampling seed renamed `--data-seed` beside the probes' own seeds).
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct ProbeDataArgs {
+    #[command(flatten)]
+    file: DataFileArgs,
+    /// Keep this many examples, drawn at random with --data-seed, in file order.
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// Seed of the --max-examples draw.
+    #[arg(long, default_value_t = 0)]
+    data_seed: u64,
+    /// Sequences per batch (a classification example's candidates stay together);
+    /// the loss is averaged exactly over all batches.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+}
+
+impl ProbeDataArgs {
+    fn request(&self) -> Result<DataRequest> {
+        let spec = self.file.spec(self.max_examples, self.data_seed)?;
         if self.batch == 0 {
             return Err(Error::arg("--batch", "must be at least 1"));
         }
         Ok(DataRequest {
             spec,
-            tokenizer: self.tokenizer.clone(),
+            tokenizer: self.file.tokenizer.clone(),
             batch_rows: self.batch,
         })
     }

@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use clap::{ArgGroup, Args};
+use clap::Args;
 use serde::Serialize;
 
-use super::probe::HessianArgs;
+use super::probe::{DataFileArgs, HessianArgs};
 use super::theory::with_threads;
 use crate::error::{Error, Result};
-use crate::probe::inputs::data_spec;
 use crate::probe::{Device, Dtype, GpuOptions};
 use crate::progress::Progress;
 use crate::report::Manifest;
@@ -35,32 +34,12 @@ const STOP_AFTER_VARIABLE: &str = "MASKSCAPE_TRAIN_STOP_AFTER";
 /// delta.safetensors and a manifest to --out; Ctrl-C saves a state --resume
 /// continues from.
 #[derive(Args, Debug, Serialize)]
-#[command(group(ArgGroup::new("dataset").required(true).args(["data", "tokenized"])))]
 pub struct TrainArgs {
     /// A HuggingFace OPT checkpoint folder (the starting point).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// Training data: JSON lines, JSON, CSV, TSV, Parquet, or tokenized .safetensors.
-    #[arg(long, value_name = "FILE")]
-    data: Option<PathBuf>,
-    /// Already tokenized training data (language-modelling rows).
-    #[arg(long, value_name = "FILE")]
-    tokenized: Option<PathBuf>,
-    /// sst2, rte, cb, boolq (the paper's prompts), lm, or classification.
-    #[arg(long)]
-    task: Option<String>,
-    /// Read a field from another column, e.g. --column sentence=review (repeatable).
-    #[arg(long = "column", value_name = "FIELD=COLUMN")]
-    columns: Vec<String>,
-    /// Prompt template of --task classification.
-    #[arg(long)]
-    template: Option<String>,
-    /// Candidate answers of --task classification, in label order.
-    #[arg(long, value_delimiter = ',')]
-    candidates: Option<Vec<String>>,
-    /// A tokenizer folder, for checkpoints that ship none.
-    #[arg(long, value_name = "DIR")]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataFileArgs,
     /// Train on this many examples of the file (default: every one not in dev).
     #[arg(long)]
     train_examples: Option<usize>,
@@ -163,21 +142,7 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     fn request(&self) -> Result<TrainRequest> {
-        let (path, task) = match (&self.data, &self.tokenized) {
-            (Some(path), None) => (path.clone(), self.task.as_deref()),
-            (None, Some(path)) => (path.clone(), None),
-            // invariant: clap's `dataset` group requires exactly one of the two.
-            _ => unreachable!("clap requires one of --data and --tokenized"),
-        };
-        let train = data_spec(
-            &path,
-            task,
-            self.template.as_deref(),
-            self.candidates.as_deref(),
-            &self.columns,
-            None,
-            self.data_seed,
-        )?;
+        let train = self.data.spec(None, self.data_seed)?;
         if self.eval_batch == 0 {
             return Err(Error::arg("--eval-batch", "must be at least 1"));
         }
@@ -214,7 +179,7 @@ impl TrainArgs {
             model: self.model.clone(),
             data: TrainDataRequest {
                 train,
-                tokenizer: self.tokenizer.clone(),
+                tokenizer: self.data.tokenizer.clone(),
                 train_examples: self.train_examples,
                 dev_examples: self.dev_examples,
                 data_seed: self.data_seed,
