@@ -577,3 +577,43 @@ fn a_training_path_draws_on_the_landscape_in_its_own_plane() {
         &["trajectory.safetensors", "--mask"],
     );
 }
+
+#[test]
+fn a_saved_model_is_the_checkpoint_plus_the_delta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let saved = tmp.path().join("saved");
+    let (code, stdout, stderr) = bundled(
+        &run,
+        &[
+            "--lr",
+            "1e-2",
+            "--steps",
+            "3",
+            "--dtype",
+            "f64",
+            "--save-model",
+            path_str(&saved),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = maskscape(&["inspect", "--model", path_str(&saved)]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let base = maskscape::model::Checkpoint::<f64>::load(&repo("bundled/opt-bundled")).unwrap();
+    let moved = maskscape::model::Checkpoint::<f64>::load(&saved).unwrap();
+    let delta = TensorFile::read(&run.join("delta.safetensors")).unwrap();
+    let idx = delta.ints("mask_idx").unwrap();
+    let d = delta.finite_vector("delta").unwrap();
+    let mut want = base.params.clone();
+    for (&i, &x) in idx.iter().zip(&d) {
+        want[i as usize] += x;
+    }
+    let max_gap = want
+        .iter()
+        .zip(&moved.params)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    // the bundled checkpoint is f32: the saved f64 model holds its values exactly
+    assert!(max_gap < 1e-15, "{max_gap}");
+    assert!(d.iter().any(|&x| x != 0.0));
+}
