@@ -170,13 +170,15 @@ mod tests {
 
     #[test]
     fn principal_directions_are_orthonormal_and_explain_what_they_claim() -> TestResult {
-        // points a_t u + b_t v + small noise in R^7, u and v orthonormal
+        // points a_t u + b_t v + small noise in R^7, u and v orthonormal; b is
+        // symmetric about the path's middle, so it is uncorrelated with the linear
+        // a and the principal directions are u and v themselves (up to the noise)
         let u = [0.6, 0.8, 0.0, 0.0, 0.0, 0.0, 0.0];
         let v = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         let noise = |t: usize, j: usize| 1e-3 * (((t * 7 + j * 13) % 11) as f64 - 5.0);
         let points: Vec<Vec<f64>> = (0..12)
             .map(|t| {
-                let (a, b) = (3.0 * t as f64, (t as f64 * 0.9).sin());
+                let (a, b) = (3.0 * t as f64, ((t as f64 - 5.5) * 0.5).cos());
                 (0..7).map(|j| a * u[j] + b * v[j] + noise(t, j)).collect()
             })
             .collect();
