@@ -30,8 +30,14 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
         }
         let (p, c, t) = (&self.p, &self.m.config, &self.m.tensors);
         let (b, h, e) = (p.b, self.d.hidden, self.d.embed);
-        let (acts, live) = (&s.acts, &s.live);
-        let adj = s.adj.as_mut().expect("adjoints"); // invariant: allocated by `run` before the reverse sweep
+        let OptBuffers {
+            acts,
+            adj,
+            live,
+            recompute,
+        } = s;
+        let recompute = *recompute;
+        let adj = adj.as_mut().expect("adjoints"); // invariant: allocated by `run` before the reverse sweep
 
         // LM head, project_out, final_layer_norm
         let last = &acts.streams[layers];
@@ -82,8 +88,14 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
             if lowest > l + 1 {
                 return;
             }
+            // Recomputing: block l's activations again, from its input. The top
+            // block's are still in the scratch from the forward sweep.
+            let slot = if recompute { 0 } else { l };
+            if recompute && l + 1 < layers {
+                self.block_forward(l, slot, acts, live, batch);
+            }
             let need_below = lowest <= l;
-            let (a, ll) = (&acts.layers[l], &live.layers[l]);
+            let (a, ll) = (&acts.layers[slot], &live.layers[l]);
             let (inp, inp_live) = (&acts.streams[l], live.streams[l]);
             if c.do_layer_norm_before {
                 self.pre_ln_block_reverse(l, a, ll, inp, need_below, adj, outs);
