@@ -162,7 +162,7 @@ fn random_config(seed: u64) -> OptConfig {
     let mut r = maskscape::rng::stream(seed, 11);
     let heads = r.random_range(1..4usize);
     let hidden = heads * r.random_range(2..7usize);
-    let pre_ln = seed % 2 == 0;
+    let pre_ln = seed.is_multiple_of(2);
     let projections = seed % 3 == 1;
     OptConfig {
         vocab_size: r.random_range(20..60),
@@ -270,4 +270,152 @@ fn the_mode_travels_with_the_buffers() {
     let (_, g2) = obj.gradient().unwrap();
     assert_eq!(obj.into_buffers().recomputing(), Some(false));
     assert_eq!(bits(&g1), bits(&g2));
+}
+
+// ---- the flags ----
+
+const TINY: &str = "tests/fixtures/opt-tiny-preln";
+const REFERENCE: &str = "tests/fixtures/opt-tiny-preln/reference.safetensors";
+
+fn run_ok(args: &[&str]) -> String {
+    let out = common::run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `probe --recompute` gives the stored probe's numbers exactly.
+#[test]
+fn probe_recompute_gives_the_stored_summary() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = |memory: &str| {
+        let dir = out.path().join(memory);
+        let stdout = run_ok(&[
+            "probe",
+            "--model",
+            TINY,
+            "--tokenized",
+            REFERENCE,
+            "--ratio",
+            "0.1",
+            "--mask-scope",
+            "all",
+            "--method",
+            "all",
+            "--iters",
+            "30",
+            "--trace-products",
+            "12",
+            "--probes",
+            "2",
+            "--memory",
+            memory,
+            "--out",
+            common::path_str(&dir),
+        ]);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        let timing = json["timing"].take();
+        assert_eq!(timing["memory"], memory, "{stdout}");
+        assert!(timing["memory_planned_bytes"].as_u64().unwrap() > 0);
+        (json, stdout)
+    };
+    let (stored, _) = summary("stored");
+    let (recomputed, stdout) = summary("recompute");
+    assert!(
+        stdout.contains("activations recomputed in the reverse sweep"),
+        "{stdout}"
+    );
+    assert_eq!(stored, recomputed);
+}
+
+#[test]
+fn verify_passes_with_recompute() {
+    for dtype in ["f64", "f32"] {
+        let stdout = run_ok(&[
+            "verify",
+            "--model",
+            "tests/fixtures/opt-tiny-postln-proj",
+            "--reference",
+            "tests/fixtures/opt-tiny-postln-proj/reference.safetensors",
+            "--dtype",
+            dtype,
+            "--recompute",
+        ]);
+        assert!(stdout.contains("within tolerance"), "{stdout}");
+    }
+}
+
+#[test]
+fn bench_runs_chosen_phases_recomputing() {
+    let stdout = run_ok(&[
+        "bench",
+        "hvp",
+        "--config",
+        "opt-mini",
+        "--batch",
+        "1",
+        "--seq",
+        "8",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--phases",
+        "masked-hvp,gradient",
+        "--recompute",
+    ]);
+    assert!(
+        stdout.contains("recomputing (--memory recompute)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("masked hvp") && stdout.contains("gradient"),
+        "{stdout}"
+    );
+    let phases: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split("  ").find(|w| !w.trim().is_empty()))
+        .map(str::trim)
+        .collect();
+    assert!(!phases.contains(&"forward"), "{stdout}");
+}
+
+/// A model far beyond the host's memory is refused up front, from its
+/// config.json alone (the folder has no weights), with the figures.
+#[test]
+fn a_probe_that_cannot_fit_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::fixture("opt-tiny-preln").join("config.json"))
+        .unwrap()
+        .replace("\"ffn_dim\": 16", "\"ffn_dim\": 65536")
+        .replace("\"hidden_size\": 8", "\"hidden_size\": 16384")
+        .replace(
+            "\"word_embed_proj_dim\": 8",
+            "\"word_embed_proj_dim\": 16384",
+        )
+        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 200");
+    std::fs::write(dir.path().join("config.json"), text).unwrap();
+    for memory in ["auto", "recompute"] {
+        let out = common::run(&[
+            "probe",
+            "--model",
+            common::path_str(dir.path()),
+            "--tokenized",
+            REFERENCE,
+            "--full",
+            "--memory",
+            memory,
+            "--out",
+            common::path_str(&dir.path().join("out")),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.starts_with("error: memory: the probe"), "{stderr}");
+        assert!(
+            stderr.contains("recomputing") && stderr.contains("free"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
 }

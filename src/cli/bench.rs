@@ -5,11 +5,13 @@ use std::time::Instant;
 
 use super::BarProgress;
 use crate::backend::{Backend, Scalar};
+use crate::cli::MemoryArgs;
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
-use crate::model::bench::{PhaseTimes, bench_hvp, random_batch};
-use crate::model::{Checkpoint, Opt, ParamLayout};
+use crate::model::bench::{Phase, PhaseTimes, bench_footprint, bench_hvp, random_batch};
+use crate::model::memory::gb;
+use crate::model::{Checkpoint, Memory, Opt, ParamLayout};
 use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 use crate::progress::Silent;
 use crate::report::Table;
@@ -163,6 +165,12 @@ pub struct HvpArgs {
     /// Seed of the weights, tokens, mask and probe vectors.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The phases to time, comma separated (only their vectors are allocated:
+    /// a full HVP holds two N-vectors beside the weights, the gradient one).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
+    phases: Vec<Phase>,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 fn hvp(args: HvpArgs) -> anyhow::Result<()> {
@@ -209,9 +217,20 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
     };
     let mask = Mask::draw(&spec, &layout)?;
     let data = [random_batch(&config, args.batch, args.seq, args.seed)?];
+    // decided before the weights exist: refused here when it cannot fit
+    let mut phases = args.phases.clone();
+    phases.dedup();
+    let footprint = bench_footprint(
+        &config,
+        std::mem::size_of::<T>(),
+        &data,
+        mask.len(),
+        &phases,
+    );
+    let free = backend.available_memory();
+    let memory = footprint.choose_on(&backend, args.memory.mode())?;
     let Checkpoint { config, params, .. } = Checkpoint::<T>::random(config, args.seed);
-    let model = Opt::new(backend, config, &params)?;
-    drop(params);
+    let model = Opt::from_vec(backend, config, params)?;
     println!(
         "{}: {} parameters, {} x {} tokens, {}, {} mask of ratio {} (k = {}), {device}, median of {} after {} warm-up",
         args.config,
@@ -225,11 +244,23 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         args.reps,
         args.warmup
     );
+    println!(
+        "memory: {}; {} free: {} (--memory {})",
+        footprint.describe(),
+        free.map_or("unknown".to_string(), gb),
+        match memory {
+            Memory::Recompute => "recomputing",
+            _ => "storing",
+        },
+        args.memory.mode().name()
+    );
     let progress = super::BarProgress::new();
     let bench = bench_hvp(
         &model,
         &data,
         mask.indices(),
+        &phases,
+        memory,
         args.reps,
         args.warmup,
         args.seed,

@@ -21,6 +21,7 @@ use rand_distr::StandardNormal;
 
 use super::batch::{Batch, IGNORE_LABEL, Targets, TokenBatch, scored_rows};
 use super::config::OptConfig;
+use super::memory::{Footprint, Memory, Operation, PassShape};
 use super::objective::Objective;
 use super::opt::Opt;
 use crate::backend::{Backend, Gemm, Scalar};
@@ -107,6 +108,8 @@ pub struct HvpBench {
     pub floor: PhaseTimes,
     /// The flops of those products.
     pub floor_flops: f64,
+    /// Whether the passes recomputed the blocks' activations (`None`: no pass ran).
+    pub recomputed: Option<bool>,
 }
 
 impl HvpBench {
@@ -220,14 +223,85 @@ impl<T: Scalar, B: Backend<T>> Products<T, B> {
     }
 }
 
-/// Times forward (loss), gradient, masked gradient, full HVP and masked HVP of
-/// `model` on `data`
-/// with the mask `mask` (sorted flat indices), and the floor `F` of the first
-/// batch's shapes. The probe vectors are standard normal draws from `seed`.
+/// A phase of `bench hvp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The loss (forward sweeps only).
+    Forward,
+    /// The dense gradient (an N-vector).
+    Gradient,
+    /// The gradient at the mask.
+    MaskedGradient,
+    /// The full HVP (N-vectors in and out).
+    Hvp,
+    /// The masked HVP (k-vectors in and out).
+    MaskedHvp,
+}
+
+impl Phase {
+    /// Every phase, in the order they run.
+    pub const ALL: [Phase; 5] = [
+        Phase::Forward,
+        Phase::Gradient,
+        Phase::MaskedGradient,
+        Phase::Hvp,
+        Phase::MaskedHvp,
+    ];
+
+    /// The name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Gradient => "gradient",
+            Phase::MaskedGradient => "masked gradient",
+            Phase::Hvp => "hvp",
+            Phase::MaskedHvp => "masked hvp",
+        }
+    }
+
+    /// What the phase computes, for its memory.
+    pub fn operation(self) -> Operation {
+        match self {
+            Phase::Forward => Operation::Loss,
+            Phase::Gradient => Operation::Gradient,
+            Phase::MaskedGradient => Operation::MaskedGradient,
+            Phase::Hvp => Operation::Hvp { gradient: false },
+            Phase::MaskedHvp => Operation::MaskedHvp,
+        }
+    }
+}
+
+/// What `bench hvp` needs in memory for `phases` (their vectors are all allocated
+/// before the first runs): see [`Footprint::together`].
+pub fn bench_footprint(
+    config: &OptConfig,
+    scalar_bytes: usize,
+    data: &[Batch],
+    k: usize,
+    phases: &[Phase],
+) -> Footprint {
+    let shapes: Vec<PassShape> = data.iter().map(PassShape::of).collect();
+    let parts: Vec<Footprint> = phases
+        .iter()
+        .map(|p| Footprint::new(config, scalar_bytes, &shapes, p.operation(), k))
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|p| p.label()).collect();
+    Footprint::together(&parts, format!("bench hvp ({})", names.join(", ")))
+}
+
+/// Times `phases` (forward, gradient, masked gradient, full HVP, masked HVP) of
+/// `model` on `data` with the mask `mask` (sorted flat indices), the passes storing
+/// or recomputing the blocks' activations as `memory` says, and the floor `F` of
+/// the first batch's shapes. The probe vectors are standard normal draws from
+/// `seed`; only the phases' own vectors are allocated.
+#[allow(clippy::too_many_arguments)]
 pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     model: &Opt<T, B>,
     data: &[Batch],
     mask: &[u64],
+    phases: &[Phase],
+    memory: Memory,
     reps: usize,
     warmup: usize,
     seed: u64,
@@ -236,26 +310,41 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     if reps == 0 {
         return Err(Error::arg("--reps", "must be at least 1"));
     }
+    if phases.is_empty() {
+        return Err(Error::arg("--phases", "name at least one phase"));
+    }
     let b = model.backend();
     let n = model.num_params();
     let mut objective = Objective::new(model, data)?;
+    objective.set_memory(memory);
     objective.set_mask(mask)?;
     let mut r = rng::stream(seed, PROBE_STREAM);
-    let mut normal = |len: usize| -> Vec<T> {
+    let mut normal = |len: usize, keep: bool| -> Vec<T> {
+        if !keep {
+            for _ in 0..len {
+                let _: f64 = r.sample(StandardNormal);
+            }
+            return Vec::new();
+        }
         (0..len)
             .map(|_| T::from_f64(r.sample(StandardNormal)))
             .collect()
     };
-    let v = b.upload(&normal(n))?;
-    let vk = b.upload(&normal(mask.len()))?;
-    let mut grad = b.zeros(n)?;
-    let mut hvp = b.zeros(n)?;
-    let mut hvp_k = b.zeros(mask.len())?;
-    let mut grad_k = b.zeros(mask.len())?;
-    progress.start((6 * (reps + warmup)) as u64, "benchmark");
+    // The same draws whichever phases run: v first, then the k-vector (v is
+    // skipped over, not held, when no phase needs it: it is as large as the weights).
+    let has = |p: Phase| phases.contains(&p);
+    let v = b.upload_vec(normal(n, has(Phase::Hvp)))?;
+    let vk = b.upload(&normal(mask.len(), true))?;
+    let vector = |on: bool, len: usize| b.zeros(if on { len } else { 0 });
+    let mut grad = vector(has(Phase::Gradient), n)?;
+    let mut hvp = vector(has(Phase::Hvp), n)?;
+    let mut hvp_k = vector(has(Phase::MaskedHvp), mask.len())?;
+    let mut grad_k = vector(has(Phase::MaskedGradient), mask.len())?;
+    let sync = b.zeros(1)?;
+    progress.start(((phases.len() + 1) * (reps + warmup)) as u64, "benchmark");
     let mut first = [T::from_f64(0.0)];
     // A download is ordered after every kernel launched before it (one stream).
-    let mut wait_for_device = || b.download(b.sub(b.view(&v), 0..1), &mut first);
+    let wait_for_device = |first: &mut [T; 1]| b.download(b.view(&sync), first);
     let mut time =
         |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
             let mut samples_ms = Vec::with_capacity(reps);
@@ -263,7 +352,7 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
                 progress.check()?;
                 let start = Instant::now();
                 run()?;
-                wait_for_device()?;
+                wait_for_device(&mut first)?;
                 if i >= warmup {
                     samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
                 }
@@ -271,32 +360,38 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
             }
             Ok(PhaseTimes { phase, samples_ms })
         };
-    let phases = vec![
-        time("forward", &mut || objective.loss().map(drop))?,
-        time("gradient", &mut || {
-            objective.gradient_into(&mut grad).map(drop)
-        })?,
-        time("masked gradient", &mut || {
-            objective.masked_gradient_into(&mut grad_k).map(drop)
-        })?,
-        time("hvp", &mut || {
-            objective.hvp_into(&v, &mut hvp, None).map(drop)
-        })?,
-        time("masked hvp", &mut || {
-            objective.masked_hvp_into(&vk, &mut hvp_k).map(drop)
-        })?,
-    ];
-    // after the phases, so its buffers do not add to their memory;
+    let mut times = Vec::new();
+    for &phase in phases {
+        let o = &mut objective;
+        let t = match phase {
+            Phase::Forward => time(phase.label(), &mut || o.loss().map(drop))?,
+            Phase::Gradient => time(phase.label(), &mut || o.gradient_into(&mut grad).map(drop))?,
+            Phase::MaskedGradient => time(phase.label(), &mut || {
+                o.masked_gradient_into(&mut grad_k).map(drop)
+            })?,
+            Phase::Hvp => time(phase.label(), &mut || {
+                o.hvp_into(&v, &mut hvp, None).map(drop)
+            })?,
+            Phase::MaskedHvp => time(phase.label(), &mut || {
+                o.masked_hvp_into(&vk, &mut hvp_k).map(drop)
+            })?,
+        };
+        times.push(t);
+    }
+    let recomputed = objective.into_buffers().recomputing();
+    // the phases' buffers go before the floor's come, so they never add up;
     // invariant: Objective::new refused an empty dataset
+    drop((v, vk, grad, hvp, hvp_k, grad_k));
     let mut floor = Products::new(b, floor_products(model, &data[0]))?;
     let floor_times = time("forward products (F)", &mut || {
         floor.run(b);
         Ok(())
     })?;
     Ok(HvpBench {
-        phases,
+        phases: times,
         floor: floor_times,
         floor_flops: floor.flops(),
+        recomputed,
     })
 }
 

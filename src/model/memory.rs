@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::OptConfig;
+use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 
 /// Whether a pass stores every block's activations or recomputes them.
@@ -118,6 +119,17 @@ pub struct PassShape {
     pub head_rows: usize,
 }
 
+impl PassShape {
+    /// The shape of a pass over `batch` (its LM head on the scored rows).
+    pub fn of(batch: &super::Batch) -> PassShape {
+        PassShape {
+            batch: batch.tokens.batch,
+            seq: batch.tokens.seq,
+            head_rows: super::batch::scored_rows(&batch.row_targets()).len(),
+        }
+    }
+}
+
 /// Scalars of the buffers one pass over `shape` holds: the residual stream at
 /// every block boundary, every block's activations (one block's when
 /// `recompute`), the final LayerNorm and projections, one block's adjoints (with a
@@ -170,7 +182,7 @@ pub fn workspace_elements(
 }
 
 /// The bytes a computation needs on its device, in parts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Footprint {
     /// The parameters: N scalars.
     pub weights: u64,
@@ -183,7 +195,7 @@ pub struct Footprint {
     /// The same with one block's activations, recomputed.
     pub recompute: u64,
     /// What the computation is, for messages.
-    pub what: &'static str,
+    pub what: String,
 }
 
 /// The share of the free memory a computation may plan to fill: the rest is
@@ -215,8 +227,33 @@ impl Footprint {
             vectors: bytes(op.vector_elements(n, k)),
             stored: bytes(pass(false)),
             recompute: bytes(pass(true)),
-            what: op.describe(),
+            what: op.describe().to_string(),
         }
+    }
+
+    /// The footprint of several computations whose vectors are all held at once
+    /// and whose passes run one after the other (sharing one workspace at a time):
+    /// the vectors add up, the passes take the largest.
+    pub fn together(parts: &[Footprint], what: impl Into<String>) -> Footprint {
+        let max = |f: fn(&Footprint) -> u64| parts.iter().map(f).max().unwrap_or(0);
+        Footprint {
+            weights: max(|f| f.weights),
+            vectors: parts.iter().map(|f| f.vectors).sum(),
+            stored: max(|f| f.stored),
+            recompute: max(|f| f.recompute),
+            what: what.into(),
+        }
+    }
+
+    /// [`Footprint::choose`] against the free memory of `backend` (the host's for
+    /// the CPU, the GPU's for CUDA).
+    pub fn choose_on<T: Scalar, B: Backend<T>>(&self, backend: &B, mode: Memory) -> Result<Memory> {
+        let device = if backend.name() == "cpu" {
+            "the host (MemAvailable)"
+        } else {
+            "the GPU"
+        };
+        self.choose(mode, backend.available_memory(), device)
     }
 
     /// Adds `bytes` of vectors (an operator's or an algorithm's).
@@ -349,7 +386,7 @@ mod tests {
             vectors: 10,
             stored: 40,
             recompute: 5,
-            what: "masked HVP",
+            what: "masked HVP".into(),
         };
         let choose = |mode, free| f.choose(mode, free, "the host").ok();
         assert_eq!(choose(Memory::Auto, Some(200)), Some(Memory::Stored));

@@ -33,7 +33,13 @@ impl<T: Scalar> ModelInputs<T> {
     /// Loads the checkpoint in `dir` (see [`Checkpoint::load`]) and hashes its files
     /// (a pass over the weights: about a second per 500 MB).
     pub fn load(dir: &Path) -> Result<Self> {
-        let checkpoint = Checkpoint::<T>::load(dir)?;
+        let config = OptConfig::from_file(&dir.join("config.json"))?;
+        Self::load_with_config(dir, config)
+    }
+
+    /// As [`ModelInputs::load`], with `config.json` already read into `config`.
+    pub fn load_with_config(dir: &Path, config: OptConfig) -> Result<Self> {
+        let checkpoint = Checkpoint::<T>::load_weights(config, dir)?;
         let ModelIdentity { files, sha256 } = ModelIdentity::of(dir)?;
         Ok(ModelInputs {
             dir: dir.to_path_buf(),
