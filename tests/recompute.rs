@@ -152,7 +152,7 @@ fn recomputing_gives_the_stored_bits_on_the_fixtures_in_f64() {
 
 #[test]
 fn recomputing_gives_the_stored_bits_on_the_fixtures_in_f32() {
-    for name in ["opt-tiny-preln", "opt-tiny-postln-proj"] {
+    for name in ["opt-tiny-preln", "opt-tiny-postln-proj", "opt-small-preln"] {
         check_fixture::<f32>(name);
     }
 }

@@ -9,7 +9,9 @@ use crate::cli::MemoryArgs;
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
-use crate::model::bench::{Phase, PhaseTimes, bench_footprint, bench_hvp, random_batch};
+use crate::model::bench::{
+    HvpBenchOptions, Phase, PhaseTimes, bench_footprint, bench_hvp, random_batch,
+};
 use crate::model::memory::gb;
 use crate::model::{Checkpoint, Memory, Opt, ParamLayout};
 use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
@@ -171,6 +173,11 @@ pub struct HvpArgs {
     phases: Vec<Phase>,
     #[command(flatten)]
     memory: MemoryArgs,
+    /// Also time F right before every timed run, and give each phase in units of F
+    /// as the median of its runs' ratios to them: on a shared machine the drift
+    /// between phases cancels.
+    #[arg(long)]
+    paired_floor: bool,
 }
 
 fn hvp(args: HvpArgs) -> anyhow::Result<()> {
@@ -226,6 +233,7 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         &data,
         mask.len(),
         &phases,
+        args.paired_floor,
     );
     let free = backend.available_memory();
     let memory = footprint.choose_on(&backend, args.memory.mode())?;
@@ -255,17 +263,15 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         args.memory.mode().name()
     );
     let progress = super::BarProgress::new();
-    let bench = bench_hvp(
-        &model,
-        &data,
-        mask.indices(),
-        &phases,
+    let options = HvpBenchOptions {
+        phases,
         memory,
-        args.reps,
-        args.warmup,
-        args.seed,
-        &progress,
-    )?;
+        reps: args.reps,
+        warmup: args.warmup,
+        seed: args.seed,
+        paired_floor: args.paired_floor,
+    };
+    let bench = bench_hvp(&model, &data, mask.indices(), &options, &progress)?;
     drop(progress);
     let rows: Vec<&PhaseTimes> = bench.phases.iter().chain([&bench.floor]).collect();
     let table = Table::new()
@@ -284,6 +290,12 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         bench.floor_flops / 1e9,
         bench.floor_gflops()
     );
+    if args.paired_floor {
+        println!(
+            "in_F: each phase's median ratio of a run to the F timed right before it \
+             (--paired-floor)"
+        );
+    }
     Ok(())
 }
 

@@ -68,6 +68,21 @@ pub fn random_batch(config: &OptConfig, batch: usize, seq: usize, seed: u64) -> 
 pub struct PhaseTimes {
     pub phase: &'static str,
     pub samples_ms: Vec<f64>,
+    /// With a paired floor: `F` timed right before each sample.
+    pub floor_ms: Vec<f64>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
 }
 
 impl PhaseTimes {
@@ -79,15 +94,7 @@ impl PhaseTimes {
 
     /// The median (the mean of the middle two for an even count).
     pub fn median(&self) -> f64 {
-        let s = self.sorted();
-        let n = s.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            0.5 * (s[n / 2 - 1] + s[n / 2])
-        }
+        median(self.samples_ms.clone())
     }
 
     pub fn min(&self) -> f64 {
@@ -113,9 +120,16 @@ pub struct HvpBench {
 }
 
 impl HvpBench {
-    /// A phase's median in units of the floor's median `F`.
+    /// A phase's median in units of the floor's median `F`; with a paired floor,
+    /// the median of each sample over the `F` timed right before it (which cancels
+    /// a shared machine's drift between the phases).
     pub fn in_floor_units(&self, phase: &PhaseTimes) -> f64 {
-        phase.median() / self.floor.median()
+        if phase.floor_ms.len() == phase.samples_ms.len() && !phase.floor_ms.is_empty() {
+            let ratios = phase.samples_ms.iter().zip(&phase.floor_ms);
+            median(ratios.map(|(s, f)| s / f).collect())
+        } else {
+            phase.median() / self.floor.median()
+        }
     }
 
     /// The rate of the floor's products, in GFLOP/s (at its median).
@@ -189,19 +203,25 @@ pub struct Products<T: Scalar, B: Backend<T>> {
     out: B::Buf,
 }
 
+/// The lengths of the three buffers [`Products`] runs `products` on.
+fn extents(products: &[Gemm]) -> [usize; 3] {
+    let extent = |pick: fn((usize, usize, usize)) -> usize| {
+        products
+            .iter()
+            .map(|g| pick(g.extents()))
+            .max()
+            .unwrap_or(0)
+    };
+    [extent(|e| e.0), extent(|e| e.1), extent(|e| e.2)]
+}
+
 impl<T: Scalar, B: Backend<T>> Products<T, B> {
     pub fn new(b: &B, products: Vec<Gemm>) -> Result<Self> {
-        let extent = |pick: fn((usize, usize, usize)) -> usize| {
-            products
-                .iter()
-                .map(|g| pick(g.extents()))
-                .max()
-                .unwrap_or(0)
-        };
+        let [lhs, rhs, out] = extents(&products);
         Ok(Products {
-            lhs: b.zeros(extent(|e| e.0))?,
-            rhs: b.zeros(extent(|e| e.1))?,
-            out: b.zeros(extent(|e| e.2))?,
+            lhs: b.zeros(lhs)?,
+            rhs: b.zeros(rhs)?,
+            out: b.zeros(out)?,
             products,
         })
     }
@@ -273,13 +293,15 @@ impl Phase {
 }
 
 /// What `bench hvp` needs in memory for `phases` (their vectors are all allocated
-/// before the first runs): see [`Footprint::together`].
+/// before the first runs: see [`Footprint::together`]), with the floor's buffers
+/// beside them when `paired_floor`.
 pub fn bench_footprint(
     config: &OptConfig,
     scalar_bytes: usize,
     data: &[Batch],
     k: usize,
     phases: &[Phase],
+    paired_floor: bool,
 ) -> Footprint {
     let shapes: Vec<PassShape> = data.iter().map(PassShape::of).collect();
     let parts: Vec<Footprint> = phases
@@ -287,26 +309,53 @@ pub fn bench_footprint(
         .map(|p| Footprint::new(config, scalar_bytes, &shapes, p.operation(), k))
         .collect();
     let names: Vec<&str> = phases.iter().map(|p| p.label()).collect();
-    Footprint::together(&parts, format!("bench hvp ({})", names.join(", ")))
+    let footprint = Footprint::together(&parts, format!("bench hvp ({})", names.join(", ")));
+    let floor = match (paired_floor, data.first()) {
+        (true, Some(batch)) => {
+            let head_rows = PassShape::of(batch).head_rows;
+            let list = forward_products(config, batch.tokens.batch, batch.tokens.seq, head_rows);
+            extents(&list).iter().sum::<usize>() * scalar_bytes
+        }
+        _ => 0,
+    };
+    footprint.plus_vectors(floor as u64)
 }
 
-/// Times `phases` (forward, gradient, masked gradient, full HVP, masked HVP) of
-/// `model` on `data` with the mask `mask` (sorted flat indices), the passes storing
-/// or recomputing the blocks' activations as `memory` says, and the floor `F` of
-/// the first batch's shapes. The probe vectors are standard normal draws from
-/// `seed`; only the phases' own vectors are allocated.
-#[allow(clippy::too_many_arguments)]
+/// How `bench hvp` runs.
+#[derive(Clone, Debug)]
+pub struct HvpBenchOptions {
+    pub phases: Vec<Phase>,
+    /// Whether the passes store or recompute the blocks' activations.
+    pub memory: Memory,
+    /// Timed runs per phase, after `warmup` untimed ones.
+    pub reps: usize,
+    pub warmup: usize,
+    /// Seed of the probe vectors.
+    pub seed: u64,
+    /// Time `F` right before every timed run too (its buffers then live beside the
+    /// phases'), for in-pair ratios on a shared machine.
+    pub paired_floor: bool,
+}
+
+/// Times `options.phases` (forward, gradient, masked gradient, full HVP, masked
+/// HVP) of `model` on `data` with the mask `mask` (sorted flat indices), and the
+/// floor `F` of the first batch's shapes. The probe vectors are standard normal
+/// draws from the seed; only the phases' own vectors are allocated.
 pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     model: &Opt<T, B>,
     data: &[Batch],
     mask: &[u64],
-    phases: &[Phase],
-    memory: Memory,
-    reps: usize,
-    warmup: usize,
-    seed: u64,
+    options: &HvpBenchOptions,
     progress: &dyn Progress,
 ) -> Result<HvpBench> {
+    let HvpBenchOptions {
+        ref phases,
+        memory,
+        reps,
+        warmup,
+        seed,
+        paired_floor,
+    } = *options;
     if reps == 0 {
         return Err(Error::arg("--reps", "must be at least 1"));
     }
@@ -342,51 +391,85 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     let mut grad_k = vector(has(Phase::MaskedGradient), mask.len())?;
     let sync = b.zeros(1)?;
     progress.start(((phases.len() + 1) * (reps + warmup)) as u64, "benchmark");
+    // invariant: Objective::new refused an empty dataset
+    let floor_list = floor_products(model, &data[0]);
+    let mut paired = if paired_floor {
+        Some(Products::new(b, floor_list.clone())?)
+    } else {
+        None
+    };
     let mut first = [T::from_f64(0.0)];
     // A download is ordered after every kernel launched before it (one stream).
     let wait_for_device = |first: &mut [T; 1]| b.download(b.view(&sync), first);
-    let mut time =
-        |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
-            let mut samples_ms = Vec::with_capacity(reps);
-            for i in 0..warmup + reps {
-                progress.check()?;
-                let start = Instant::now();
-                run()?;
+    let mut time = |phase: &'static str,
+                    run: &mut dyn FnMut() -> Result<()>,
+                    mut pair: Option<&mut Products<T, B>>|
+     -> Result<PhaseTimes> {
+        let mut samples_ms = Vec::with_capacity(reps);
+        let mut floor_ms = Vec::new();
+        for i in 0..warmup + reps {
+            progress.check()?;
+            if let (Some(floor), true) = (pair.as_deref_mut(), i >= warmup) {
                 wait_for_device(&mut first)?;
-                if i >= warmup {
-                    samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
-                }
-                progress.advance(1);
+                let start = Instant::now();
+                floor.run(b);
+                wait_for_device(&mut first)?;
+                floor_ms.push(start.elapsed().as_secs_f64() * 1e3);
             }
-            Ok(PhaseTimes { phase, samples_ms })
-        };
+            let start = Instant::now();
+            run()?;
+            wait_for_device(&mut first)?;
+            if i >= warmup {
+                samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            progress.advance(1);
+        }
+        Ok(PhaseTimes {
+            phase,
+            samples_ms,
+            floor_ms,
+        })
+    };
     let mut times = Vec::new();
-    for &phase in phases {
-        let o = &mut objective;
+    for &phase in phases.iter() {
+        let (o, pair) = (&mut objective, paired.as_mut());
+        let label = phase.label();
         let t = match phase {
-            Phase::Forward => time(phase.label(), &mut || o.loss().map(drop))?,
-            Phase::Gradient => time(phase.label(), &mut || o.gradient_into(&mut grad).map(drop))?,
-            Phase::MaskedGradient => time(phase.label(), &mut || {
-                o.masked_gradient_into(&mut grad_k).map(drop)
-            })?,
-            Phase::Hvp => time(phase.label(), &mut || {
-                o.hvp_into(&v, &mut hvp, None).map(drop)
-            })?,
-            Phase::MaskedHvp => time(phase.label(), &mut || {
-                o.masked_hvp_into(&vk, &mut hvp_k).map(drop)
-            })?,
+            Phase::Forward => time(label, &mut || o.loss().map(drop), pair)?,
+            Phase::Gradient => time(label, &mut || o.gradient_into(&mut grad).map(drop), pair)?,
+            Phase::MaskedGradient => time(
+                label,
+                &mut || o.masked_gradient_into(&mut grad_k).map(drop),
+                pair,
+            )?,
+            Phase::Hvp => time(
+                label,
+                &mut || o.hvp_into(&v, &mut hvp, None).map(drop),
+                pair,
+            )?,
+            Phase::MaskedHvp => time(
+                label,
+                &mut || o.masked_hvp_into(&vk, &mut hvp_k).map(drop),
+                pair,
+            )?,
         };
         times.push(t);
     }
     let recomputed = objective.into_buffers().recomputing();
-    // the phases' buffers go before the floor's come, so they never add up;
-    // invariant: Objective::new refused an empty dataset
+    // the phases' buffers go before the floor's come, so they never add up
     drop((v, vk, grad, hvp, hvp_k, grad_k));
-    let mut floor = Products::new(b, floor_products(model, &data[0]))?;
-    let floor_times = time("forward products (F)", &mut || {
-        floor.run(b);
-        Ok(())
-    })?;
+    let mut floor = match paired.take() {
+        Some(floor) => floor,
+        None => Products::new(b, floor_list)?,
+    };
+    let floor_times = time(
+        "forward products (F)",
+        &mut || {
+            floor.run(b);
+            Ok(())
+        },
+        None,
+    )?;
     Ok(HvpBench {
         phases: times,
         floor: floor_times,
