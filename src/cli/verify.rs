@@ -6,7 +6,7 @@ use anyhow::bail;
 
 use super::MemoryArgs;
 use crate::backend::{Backend, Scalar};
-use crate::model::{Checkpoint, Footprint, Operation, Opt, OptConfig, ParamLayout, PassShape};
+use crate::model::{Checkpoint, Footprint, Operation, Opt, OptConfig, ParamLayout};
 use crate::probe::verify::{Reference, VerifyReport, verify_with};
 use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 
@@ -74,25 +74,19 @@ impl BackendJob for VerifyJob<'_> {
     fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> crate::Result<VerifyReport> {
         let reference = Reference::load(&self.args.reference)?;
         // planned (or refused) before the weights are read: one forward-over-reverse
-        // pass with the gradient (N-vectors v, H v and g, and on the CPU their host
-        // copies), the reference's f64 vectors beside them
+        // pass with the gradient (N-vectors v, H v and g), and on the CPU, in the
+        // same memory, their host copies and the reference's f64 vectors
         let config = OptConfig::from_file(&self.args.model.join("config.json"))?;
         let batch = reference.to_batch(config.vocab_size)?;
         let n = ParamLayout::new(&config).total();
         let host = if backend.name() == "cpu" {
-            3 * n * std::mem::size_of::<T>()
+            3 * n * (std::mem::size_of::<T>() + 8)
         } else {
             0
         };
         let op = Operation::Hvp { gradient: true };
-        let footprint = Footprint::new(
-            &config,
-            std::mem::size_of::<T>(),
-            &[PassShape::of(&batch)],
-            op,
-            0,
-        )
-        .plus_vectors((host + 3 * n * 8) as u64);
+        let footprint =
+            Footprint::for_batches::<T>(&config, &[batch], op, 0).plus_vectors(host as u64);
         let memory = footprint.choose_on(&backend, self.args.memory.mode())?;
         let checkpoint = Checkpoint::<T>::load_weights(config, &self.args.model)?;
         let model = Opt::from_vec(backend, checkpoint.config, checkpoint.params)?;

@@ -32,6 +32,7 @@ use crate::rng;
 /// Stream tags, so the benchmark's draws are independent of other uses of the seed.
 const TOKENS_STREAM: u64 = 0x746f_6b73; // "toks"
 const PROBE_STREAM: u64 = 0x7072_6f62; // "prob"
+const MASKED_PROBE_STREAM: u64 = 0x6d70_726f; // "mpro"
 
 /// `batch` sequences of `seq` token ids drawn uniformly from `[4, vocab)` (no
 /// special tokens), scored on every next token, as in PyTorch's reference benchmark.
@@ -367,23 +368,17 @@ pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     let mut objective = Objective::new(model, data)?;
     objective.set_memory(memory);
     objective.set_mask(mask)?;
-    let mut r = rng::stream(seed, PROBE_STREAM);
-    let mut normal = |len: usize, keep: bool| -> Vec<T> {
-        if !keep {
-            for _ in 0..len {
-                let _: f64 = r.sample(StandardNormal);
-            }
-            return Vec::new();
-        }
+    // v and the k-vector from streams of their own, so a run without the full HVP
+    // neither holds nor draws v (as large as the weights).
+    let normal = |len: usize, stream: u64| -> Vec<T> {
+        let mut r = rng::stream(seed, stream);
         (0..len)
             .map(|_| T::from_f64(r.sample(StandardNormal)))
             .collect()
     };
-    // The same draws whichever phases run: v first, then the k-vector (v is
-    // skipped over, not held, when no phase needs it: it is as large as the weights).
     let has = |p: Phase| phases.contains(&p);
-    let v = b.upload_vec(normal(n, has(Phase::Hvp)))?;
-    let vk = b.upload(&normal(mask.len(), true))?;
+    let v = b.upload_vec(normal(if has(Phase::Hvp) { n } else { 0 }, PROBE_STREAM))?;
+    let vk = b.upload(&normal(mask.len(), MASKED_PROBE_STREAM))?;
     let vector = |on: bool, len: usize| b.zeros(if on { len } else { 0 });
     let mut grad = vector(has(Phase::Gradient), n)?;
     let mut hvp = vector(has(Phase::Hvp), n)?;

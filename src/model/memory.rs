@@ -256,6 +256,19 @@ impl Footprint {
         self.choose(mode, backend.available_memory(), device)
     }
 
+    /// [`Footprint::new`] for a dataset of `batches` in `T` (the batch shapes, their
+    /// LM head on the scored rows): what a command plans from `config.json` and its
+    /// data before it reads the weights.
+    pub fn for_batches<T: Scalar>(
+        config: &OptConfig,
+        batches: &[super::Batch],
+        op: Operation,
+        k: usize,
+    ) -> Self {
+        let shapes: Vec<PassShape> = batches.iter().map(PassShape::of).collect();
+        Self::new(config, std::mem::size_of::<T>(), &shapes, op, k)
+    }
+
     /// Adds `bytes` of vectors (an operator's or an algorithm's).
     pub fn plus_vectors(mut self, bytes: u64) -> Self {
         self.vectors += bytes;
