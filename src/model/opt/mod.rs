@@ -8,7 +8,9 @@
 //! same list of ops run backwards.
 //!
 //! - [`tensors`]: where each of OPT's tensors sits in the flat parameter vector;
-//! - [`buffers`]: what a pass keeps from the forward sweep for the reverse sweep;
+//! - [`buffers`]: what a pass keeps from the forward sweep for the reverse sweep
+//!   (every block's activations, or each block's input and one block's scratch
+//!   when recomputing: `model::memory`);
 //! - [`forward`] and [`reverse`]: the two sweeps, on the machinery of `model::pass`.
 //!
 //! The parameters live on the backend and can move in place ([`Opt::add_at_mask`],

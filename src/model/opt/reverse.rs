@@ -2,6 +2,8 @@
 //! adjoint (pair) of its output into those of its inputs and its parameters'
 //! outputs. The sweep stops below the lowest stage whose parameters want an output
 //! (a masked gradient or `H v` never reaches the embeddings unless they are masked).
+//! When the buffers recompute (`model::memory`), each block below the top one is
+//! first rerun forward from its stored input into the one block of scratch.
 
 use super::buffers::{
     Adjoints, AttnActs, AttnAdjoints, LayerActs, LayerLive, MlpActs, MlpAdjoints,
