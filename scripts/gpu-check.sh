@@ -190,6 +190,21 @@ if [[ ${PROFILE:-0} == 1 ]]; then
     step kernel-profile 150 kernel_profile
 fi
 
+# With RECOMPUTE=1 (e.g. `RECOMPUTE=1 BUDGET_S=560 ONLY='unpack|recompute' scripts/gpu-check.sh`):
+# OPT-1.3b's masked and full HVP with stored and with recomputed activations (time,
+# F and peak device memory each), then OPT-13b's masked HVP (q/v, 1e-3) recomputing
+# on one 80 GB GPU (its 51 GB of random weights are drawn on the host first).
+if [[ ${RECOMPUTE:-0} == 1 ]]; then
+    for memory in stored recompute; do
+        step "bench-opt-1.3b-f32-$memory-recompute-check" 150 with_peak_memory "$ms" bench hvp \
+            --device cuda --config opt-1.3b --batch 4 --seq 128 --dtype f32 \
+            --phases masked-hvp,hvp --memory "$memory" --reps 3
+    done
+    step bench-opt-13b-f32-recompute 400 with_peak_memory "$ms" bench hvp --device cuda \
+        --config opt-13b --batch 4 --seq 128 --dtype f32 --mask-scope qv --ratio 1e-3 \
+        --phases masked-hvp --recompute --reps 3
+fi
+
 echo "steps (status 0 = passed, 124 = timed out, 125 = no time left):" >&2
 column -t "$out/steps.tsv" >&2 2>/dev/null || cat "$out/steps.tsv" >&2
 exit "$status"

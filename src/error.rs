@@ -41,6 +41,10 @@ pub enum Error {
     /// The GPU (driver, NVRTC, cuBLAS or a kernel) reported a failure, or is absent.
     #[error("cuda: {0}")]
     Device(String),
+    /// A computation would not fit in the device's free memory (refused before
+    /// allocating it).
+    #[error("memory: {0}")]
+    OutOfMemory(String),
     /// The user interrupted the computation (Ctrl-C) between two steps.
     #[error("cancelled")]
     Cancelled,

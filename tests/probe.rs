@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use maskscape::backend::Cpu;
 use maskscape::data::{ClassificationExample, Dataset};
 use maskscape::model::batch::{IGNORE_LABEL, Padding, batches};
-use maskscape::model::{Batch, Checkpoint, Objective, Opt, Targets, TokenBatch};
+use maskscape::model::{Batch, Checkpoint, Memory, Objective, Opt, Targets, TokenBatch};
 use maskscape::probe::inputs::data_spec;
 use maskscape::probe::operator::ProductPath;
 use maskscape::probe::sweep::{CellRecord, CheckpointEntry};
@@ -63,6 +63,7 @@ fn request(hessian: HessianChoice, options: ProbeOptions) -> ProbeRequest {
         dtype: Dtype::F64,
         device: Device::Cpu,
         gpu: GpuOptions::default(),
+        memory: Memory::Auto,
     }
 }
 
@@ -393,6 +394,7 @@ fn landscape_matches_its_quadratic_model_near_the_checkpoint() {
                 dtype: Dtype::F64,
                 device: Device::Cpu,
                 gpu: GpuOptions::default(),
+                memory: Memory::Recompute,
             },
             Manifest::new("test", Some(0), &()).unwrap(),
             &Silent,

@@ -149,7 +149,7 @@ const RESULTS: [&str; 4] = [
 ];
 
 #[test]
-fn a_resumed_run_and_any_thread_count_give_the_same_bits() {
+fn a_resumed_run_any_thread_count_and_recomputing_give_the_same_bits() {
     let tmp = tempfile::tempdir().unwrap();
     let flags = [
         "--dev-examples",
@@ -173,7 +173,8 @@ fn a_resumed_run_and_any_thread_count_give_the_same_bits() {
         "a finished run keeps no state"
     );
 
-    // two threads, interrupted after 11 steps (as Ctrl-C would), then resumed
+    // two threads recomputing the blocks' activations, interrupted after 11 steps
+    // (as Ctrl-C would), then resumed storing them
     let parts = tmp.path().join("parts");
     let out = common::run_with_env(
         &[
@@ -192,6 +193,7 @@ fn a_resumed_run_and_any_thread_count_give_the_same_bits() {
                 path_str(&parts),
                 "--threads",
                 "2",
+                "--recompute",
             ],
             &flags,
         ]
@@ -208,7 +210,11 @@ fn a_resumed_run_and_any_thread_count_give_the_same_bits() {
     );
     let (code, stdout, stderr) = bundled(
         &parts,
-        &[&flags[..], &["--threads", "2", "--resume"]].concat(),
+        &[
+            &flags[..],
+            &["--threads", "2", "--memory", "stored", "--resume"],
+        ]
+        .concat(),
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     for name in RESULTS {

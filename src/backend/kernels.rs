@@ -212,6 +212,16 @@ pub trait Backend<T: Scalar>: Sync {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     /// A copy of host data.
     fn upload(&self, host: &[T]) -> Result<Self::Buf>;
+    /// Host data moved to the backend: on the CPU the vector itself (no second
+    /// copy of, say, the weights), elsewhere a copy.
+    fn upload_vec(&self, host: Vec<T>) -> Result<Self::Buf> {
+        self.upload(&host)
+    }
+    /// Bytes of memory free for new buffers (the host's `MemAvailable` for the
+    /// CPU, the device's free memory for a GPU); `None` when unknown.
+    fn available_memory(&self) -> Option<u64> {
+        None
+    }
     /// A copy of host indices.
     fn upload_index(&self, host: &[u32]) -> Result<Self::Index>;
     /// Copies host data into device memory of the same length.

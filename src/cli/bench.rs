@@ -5,12 +5,16 @@ use std::time::Instant;
 
 use super::BarProgress;
 use crate::backend::{Backend, Scalar};
+use crate::cli::MemoryArgs;
 use crate::cli::theory::with_threads;
 use crate::experiment::{ReproduceOptions, reproduce};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
 use crate::model::batch::padded_batch;
-use crate::model::bench::{PhaseTimes, bench_hvp, random_batch};
-use crate::model::{Batch, Checkpoint, Opt, ParamLayout};
+use crate::model::bench::{
+    HvpBenchOptions, Phase, PhaseTimes, bench_footprint, bench_hvp, random_batch,
+};
+use crate::model::memory::gb;
+use crate::model::{Batch, Checkpoint, Memory, Opt, ParamLayout};
 use crate::probe::inputs::data_spec;
 use crate::probe::{BackendJob, DataInputs, DataRequest, Device, Dtype, Engine, GpuOptions};
 use crate::progress::Silent;
@@ -171,6 +175,17 @@ pub struct HvpArgs {
     /// Seed of the weights, tokens, mask and probe vectors.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The phases to time, comma separated (only their vectors are allocated:
+    /// a full HVP holds two N-vectors beside the weights, the gradient one).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
+    phases: Vec<Phase>,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    /// Also time F right before every timed run, and give each phase in units of F
+    /// as the median of its runs' ratios to them: on a shared machine the drift
+    /// between phases cancels.
+    #[arg(long)]
+    paired_floor: bool,
 }
 
 fn hvp(args: HvpArgs) -> anyhow::Result<()> {
@@ -209,9 +224,21 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
     let layout = ParamLayout::new(&config);
     let mask = bench_mask(args.mask_scope, args.ratio, args.seed, &layout)?;
     let data = [random_batch(&config, args.batch, args.seq, args.seed)?];
+    // decided before the weights exist: refused here when it cannot fit
+    let mut phases = args.phases.clone();
+    phases.dedup();
+    let footprint = bench_footprint(
+        &config,
+        std::mem::size_of::<T>(),
+        &data,
+        mask.len(),
+        &phases,
+        args.paired_floor,
+    );
+    let free = backend.available_memory();
+    let memory = footprint.choose_on(&backend, args.memory.mode())?;
     let Checkpoint { config, params, .. } = Checkpoint::<T>::random(config, args.seed);
-    let model = Opt::new(backend, config, &params)?;
-    drop(params);
+    let model = Opt::from_vec(backend, config, params)?;
     println!(
         "{}: {} parameters, {} x {} tokens, {}, {} mask of ratio {} (k = {}), {device}, median of {} after {} warm-up",
         args.config,
@@ -225,16 +252,26 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         args.reps,
         args.warmup
     );
+    println!(
+        "memory: {}; {} free: {} (--memory {})",
+        footprint.describe(),
+        free.map_or("unknown".to_string(), gb),
+        match memory {
+            Memory::Recompute => "recomputing",
+            _ => "storing",
+        },
+        args.memory.mode().name()
+    );
     let progress = super::BarProgress::new();
-    let bench = bench_hvp(
-        &model,
-        &data,
-        mask.indices(),
-        args.reps,
-        args.warmup,
-        args.seed,
-        &progress,
-    )?;
+    let options = HvpBenchOptions {
+        phases,
+        memory,
+        reps: args.reps,
+        warmup: args.warmup,
+        seed: args.seed,
+        paired_floor: args.paired_floor,
+    };
+    let bench = bench_hvp(&model, &data, mask.indices(), &options, &progress)?;
     drop(progress);
     let rows: Vec<&PhaseTimes> = bench.phases.iter().chain([&bench.floor]).collect();
     print_phases(&rows, |p| bench.in_floor_units(p));
@@ -244,6 +281,12 @@ fn hvp_on<T: Scalar, B: Backend<T>>(backend: B, args: &HvpArgs, device: &str) ->
         bench.floor_flops / 1e9,
         bench.floor_gflops()
     );
+    if args.paired_floor {
+        println!(
+            "in_F: each phase's median ratio of a run to the F timed right before it \
+             (--paired-floor)"
+        );
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod data;
 mod init;
 mod inspect;
 mod mask;
+mod memory;
 mod probe;
 mod progress;
 mod reproduce;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use data::DataArgs;
+pub use memory::MemoryArgs;
 pub use progress::BarProgress;
 
 /// Exit status for every user error (bad flag, bad file), as clap uses for usage errors.

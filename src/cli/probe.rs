@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args};
 use serde::Serialize;
 
+use super::MemoryArgs;
 use crate::data::DataSpec;
 use crate::error::{Error, Result};
 use crate::experiment::Spec;
@@ -188,6 +189,8 @@ pub struct EngineArgs {
     device: Device,
     #[command(flatten)]
     gpu: GpuOptions,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 /// Which end of the spectrum Lanczos computes (`--which` of `probe` and `spectrum`;
@@ -310,6 +313,7 @@ pub fn run_probe_command(args: ProbeArgs) -> anyhow::Result<()> {
         dtype: args.engine.dtype,
         device: args.engine.device,
         gpu: args.engine.gpu,
+        memory: args.engine.memory.mode(),
     };
     let manifest = Manifest::new("probe", Some(args.seed), &args)?;
     let progress = super::BarProgress::new();
@@ -355,6 +359,14 @@ fn print_probe(report: &crate::probe::ProbeReport) {
             "{} Hessian-vector products; wall {:.2} s = load {:.2} + evaluation {:.2} + HVPs {:.2} \
              ({:.1} ms each) + other {:.2}",
             report.hvps, t.total_s, t.load_s, t.evaluation_s, t.hvp_s, t.ms_per_hvp, t.other_s
+        );
+        println!(
+            "memory: activations {} (planned {})",
+            match t.memory {
+                crate::model::Memory::Recompute => "recomputed in the reverse sweep",
+                _ => "stored",
+            },
+            crate::model::memory::gb(t.memory_planned_bytes)
         );
     }
 }
@@ -430,6 +442,7 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
         dtype: args.engine.dtype,
         device: args.engine.device,
         gpu: args.engine.gpu,
+        memory: args.engine.memory.mode(),
     };
     let manifest = Manifest::new("landscape", Some(args.seed), &args)?;
     let progress = super::BarProgress::new();
@@ -534,6 +547,10 @@ pub struct SweepArgs {
     /// cell's key: give --status and --report the same.
     #[arg(long, value_enum)]
     device: Option<Device>,
+    /// Recompute the blocks' activations in the reverse sweep (the spec's
+    /// `recompute = true`); not part of a cell's key (the products are the same).
+    #[arg(long)]
+    recompute: bool,
 }
 
 /// What `maskscape sweep` was asked to do.
@@ -591,6 +608,7 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(device) = args.device {
         sweep.device = device;
     }
+    sweep.recompute |= args.recompute;
     let out = args
         .out
         .clone()

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::Args;
 use serde::Serialize;
 
+use super::MemoryArgs;
 use super::probe::{DataFileArgs, HessianArgs};
 use super::theory::with_threads;
 use crate::error::{Error, Result};
@@ -129,6 +130,8 @@ pub struct TrainArgs {
     device: Device,
     #[command(flatten)]
     gpu: GpuOptions,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// Worker threads (default: all cores); results are the same for any count.
     #[arg(long)]
     threads: Option<usize>,
@@ -215,6 +218,7 @@ impl TrainArgs {
             out: self.out.clone(),
             resume: self.resume,
             keep_model: self.save_model.is_some(),
+            memory: self.memory.mode(),
         })
     }
 }

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
+use super::MemoryArgs;
 use crate::backend::{Backend, Scalar};
-use crate::model::{Checkpoint, Opt};
-use crate::probe::verify::{Reference, VerifyReport, verify};
+use crate::model::{Checkpoint, Footprint, Operation, Opt, OptConfig, ParamLayout};
+use crate::probe::verify::{Reference, VerifyReport, verify_with};
 use crate::probe::{BackendJob, Device, Dtype, Engine, GpuOptions};
 
 /// Checks the engine on a checkpoint against a reference computed elsewhere
@@ -30,6 +31,8 @@ pub struct VerifyArgs {
     device: Device,
     #[command(flatten)]
     gpu: GpuOptions,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
@@ -70,9 +73,24 @@ impl BackendJob for VerifyJob<'_> {
 
     fn run<T: Scalar, B: Backend<T> + Clone>(self, backend: B) -> crate::Result<VerifyReport> {
         let reference = Reference::load(&self.args.reference)?;
-        let checkpoint = Checkpoint::<T>::load(&self.args.model)?;
-        let model = Opt::new(backend, checkpoint.config, &checkpoint.params)?;
+        // planned (or refused) before the weights are read: one forward-over-reverse
+        // pass with the gradient (N-vectors v, H v and g), and on the CPU, in the
+        // same memory, their host copies and the reference's f64 vectors
+        let config = OptConfig::from_file(&self.args.model.join("config.json"))?;
+        let batch = reference.to_batch(config.vocab_size)?;
+        let n = ParamLayout::new(&config).total();
+        let host = if backend.name() == "cpu" {
+            3 * n * (std::mem::size_of::<T>() + 8)
+        } else {
+            0
+        };
+        let op = Operation::Hvp { gradient: true };
+        let footprint =
+            Footprint::for_batches::<T>(&config, &[batch], op, 0).plus_vectors(host as u64);
+        let memory = footprint.choose_on(&backend, self.args.memory.mode())?;
+        let checkpoint = Checkpoint::<T>::load_weights(config, &self.args.model)?;
+        let model = Opt::from_vec(backend, checkpoint.config, checkpoint.params)?;
         let progress = super::BarProgress::new();
-        verify(&model, &reference, &progress)
+        verify_with(&model, &reference, memory, &progress)
     }
 }

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use super::{Context, Runner, Section, Spec};
 use crate::error::{Error, Result};
 use crate::mask::{MaskSpec, RatioOf, Sampling, Scope, Structure};
+use crate::model::Memory;
 use crate::probe::inputs::data_spec;
 use crate::probe::landscape::{agreement_fraction, slices_stem, write_landscape};
 use crate::probe::output::ritz_table;
@@ -79,6 +80,10 @@ struct ModelTable {
     /// Which GPU, and TF32 (with `device = "cuda"`).
     #[serde(default)]
     gpu: GpuOptions,
+    /// Recompute the blocks' activations in the reverse sweep (`--recompute`);
+    /// otherwise stored when they fit in the free memory.
+    #[serde(default)]
+    recompute: bool,
 }
 
 /// `[data]`: the dataset, as the data flags describe it.
@@ -232,6 +237,7 @@ fn parse_probe(spec: &Spec) -> Result<ProbeRequest> {
         dtype: params.model.dtype,
         device: params.model.device,
         gpu: params.model.gpu,
+        memory: Memory::from_flag(params.model.recompute),
     })
 }
 
@@ -250,6 +256,7 @@ fn parse_landscape(spec: &Spec) -> Result<LandscapeRequest> {
         dtype: params.model.dtype,
         device: params.model.device,
         gpu: params.model.gpu,
+        memory: Memory::from_flag(params.model.recompute),
     })
 }
 

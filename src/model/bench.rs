@@ -21,6 +21,7 @@ use rand_distr::StandardNormal;
 
 use super::batch::{Batch, IGNORE_LABEL, Targets, TokenBatch, scored_rows};
 use super::config::OptConfig;
+use super::memory::{Footprint, Memory, Operation, PassShape};
 use super::objective::Objective;
 use super::opt::Opt;
 use crate::backend::{Backend, Gemm, Scalar};
@@ -31,6 +32,7 @@ use crate::rng;
 /// Stream tags, so the benchmark's draws are independent of other uses of the seed.
 const TOKENS_STREAM: u64 = 0x746f_6b73; // "toks"
 const PROBE_STREAM: u64 = 0x7072_6f62; // "prob"
+const MASKED_PROBE_STREAM: u64 = 0x6d70_726f; // "mpro"
 
 /// `batch` sequences of `seq` token ids drawn uniformly from `[4, vocab)` (no
 /// special tokens), scored on every next token, as in PyTorch's reference benchmark.
@@ -67,6 +69,21 @@ pub fn random_batch(config: &OptConfig, batch: usize, seq: usize, seed: u64) -> 
 pub struct PhaseTimes {
     pub phase: &'static str,
     pub samples_ms: Vec<f64>,
+    /// With a paired floor: `F` timed right before each sample.
+    pub floor_ms: Vec<f64>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
 }
 
 impl PhaseTimes {
@@ -78,15 +95,7 @@ impl PhaseTimes {
 
     /// The median (the mean of the middle two for an even count).
     pub fn median(&self) -> f64 {
-        let s = self.sorted();
-        let n = s.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            0.5 * (s[n / 2 - 1] + s[n / 2])
-        }
+        median(self.samples_ms.clone())
     }
 
     pub fn min(&self) -> f64 {
@@ -107,12 +116,21 @@ pub struct HvpBench {
     pub floor: PhaseTimes,
     /// The flops of those products.
     pub floor_flops: f64,
+    /// Whether the passes recomputed the blocks' activations (`None`: no pass ran).
+    pub recomputed: Option<bool>,
 }
 
 impl HvpBench {
-    /// A phase's median in units of the floor's median `F`.
+    /// A phase's median in units of the floor's median `F`; with a paired floor,
+    /// the median of each sample over the `F` timed right before it (which cancels
+    /// a shared machine's drift between the phases).
     pub fn in_floor_units(&self, phase: &PhaseTimes) -> f64 {
-        phase.median() / self.floor.median()
+        if phase.floor_ms.len() == phase.samples_ms.len() && !phase.floor_ms.is_empty() {
+            let ratios = phase.samples_ms.iter().zip(&phase.floor_ms);
+            median(ratios.map(|(s, f)| s / f).collect())
+        } else {
+            phase.median() / self.floor.median()
+        }
     }
 
     /// The rate of the floor's products, in GFLOP/s (at its median).
@@ -186,19 +204,25 @@ pub struct Products<T: Scalar, B: Backend<T>> {
     out: B::Buf,
 }
 
+/// The lengths of the three buffers [`Products`] runs `products` on.
+fn extents(products: &[Gemm]) -> [usize; 3] {
+    let extent = |pick: fn((usize, usize, usize)) -> usize| {
+        products
+            .iter()
+            .map(|g| pick(g.extents()))
+            .max()
+            .unwrap_or(0)
+    };
+    [extent(|e| e.0), extent(|e| e.1), extent(|e| e.2)]
+}
+
 impl<T: Scalar, B: Backend<T>> Products<T, B> {
     pub fn new(b: &B, products: Vec<Gemm>) -> Result<Self> {
-        let extent = |pick: fn((usize, usize, usize)) -> usize| {
-            products
-                .iter()
-                .map(|g| pick(g.extents()))
-                .max()
-                .unwrap_or(0)
-        };
+        let [lhs, rhs, out] = extents(&products);
         Ok(Products {
-            lhs: b.zeros(extent(|e| e.0))?,
-            rhs: b.zeros(extent(|e| e.1))?,
-            out: b.zeros(extent(|e| e.2))?,
+            lhs: b.zeros(lhs)?,
+            rhs: b.zeros(rhs)?,
+            out: b.zeros(out)?,
             products,
         })
     }
@@ -220,83 +244,232 @@ impl<T: Scalar, B: Backend<T>> Products<T, B> {
     }
 }
 
-/// Times forward (loss), gradient, masked gradient, full HVP and masked HVP of
-/// `model` on `data`
-/// with the mask `mask` (sorted flat indices), and the floor `F` of the first
-/// batch's shapes. The probe vectors are standard normal draws from `seed`.
+/// A phase of `bench hvp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The loss (forward sweeps only).
+    Forward,
+    /// The dense gradient (an N-vector).
+    Gradient,
+    /// The gradient at the mask.
+    MaskedGradient,
+    /// The full HVP (N-vectors in and out).
+    Hvp,
+    /// The masked HVP (k-vectors in and out).
+    MaskedHvp,
+}
+
+impl Phase {
+    /// Every phase, in the order they run.
+    pub const ALL: [Phase; 5] = [
+        Phase::Forward,
+        Phase::Gradient,
+        Phase::MaskedGradient,
+        Phase::Hvp,
+        Phase::MaskedHvp,
+    ];
+
+    /// The name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Gradient => "gradient",
+            Phase::MaskedGradient => "masked gradient",
+            Phase::Hvp => "hvp",
+            Phase::MaskedHvp => "masked hvp",
+        }
+    }
+
+    /// What the phase computes, for its memory.
+    pub fn operation(self) -> Operation {
+        match self {
+            Phase::Forward => Operation::Loss,
+            Phase::Gradient => Operation::Gradient,
+            Phase::MaskedGradient => Operation::MaskedGradient,
+            Phase::Hvp => Operation::Hvp { gradient: false },
+            Phase::MaskedHvp => Operation::MaskedHvp,
+        }
+    }
+}
+
+/// What `bench hvp` needs in memory for `phases` (their vectors are all allocated
+/// before the first runs: see [`Footprint::together`]), with the floor's buffers
+/// beside them when `paired_floor`.
+pub fn bench_footprint(
+    config: &OptConfig,
+    scalar_bytes: usize,
+    data: &[Batch],
+    k: usize,
+    phases: &[Phase],
+    paired_floor: bool,
+) -> Footprint {
+    let shapes: Vec<PassShape> = data.iter().map(PassShape::of).collect();
+    let parts: Vec<Footprint> = phases
+        .iter()
+        .map(|p| Footprint::new(config, scalar_bytes, &shapes, p.operation(), k))
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|p| p.label()).collect();
+    let footprint = Footprint::together(&parts, format!("bench hvp ({})", names.join(", ")));
+    let floor = match (paired_floor, data.first()) {
+        (true, Some(batch)) => {
+            let head_rows = PassShape::of(batch).head_rows;
+            let list = forward_products(config, batch.tokens.batch, batch.tokens.seq, head_rows);
+            extents(&list).iter().sum::<usize>() * scalar_bytes
+        }
+        _ => 0,
+    };
+    footprint.plus_vectors(floor as u64)
+}
+
+/// How `bench hvp` runs.
+#[derive(Clone, Debug)]
+pub struct HvpBenchOptions {
+    pub phases: Vec<Phase>,
+    /// Whether the passes store or recompute the blocks' activations.
+    pub memory: Memory,
+    /// Timed runs per phase, after `warmup` untimed ones.
+    pub reps: usize,
+    pub warmup: usize,
+    /// Seed of the probe vectors.
+    pub seed: u64,
+    /// Time `F` right before every timed run too (its buffers then live beside the
+    /// phases'), for in-pair ratios on a shared machine.
+    pub paired_floor: bool,
+}
+
+/// Times `options.phases` (forward, gradient, masked gradient, full HVP, masked
+/// HVP) of `model` on `data` with the mask `mask` (sorted flat indices), and the
+/// floor `F` of the first batch's shapes. The probe vectors are standard normal
+/// draws from the seed; only the phases' own vectors are allocated.
 pub fn bench_hvp<T: Scalar, B: Backend<T>>(
     model: &Opt<T, B>,
     data: &[Batch],
     mask: &[u64],
-    reps: usize,
-    warmup: usize,
-    seed: u64,
+    options: &HvpBenchOptions,
     progress: &dyn Progress,
 ) -> Result<HvpBench> {
+    let HvpBenchOptions {
+        ref phases,
+        memory,
+        reps,
+        warmup,
+        seed,
+        paired_floor,
+    } = *options;
     if reps == 0 {
         return Err(Error::arg("--reps", "must be at least 1"));
+    }
+    if phases.is_empty() {
+        return Err(Error::arg("--phases", "name at least one phase"));
     }
     let b = model.backend();
     let n = model.num_params();
     let mut objective = Objective::new(model, data)?;
+    objective.set_memory(memory);
     objective.set_mask(mask)?;
-    let mut r = rng::stream(seed, PROBE_STREAM);
-    let mut normal = |len: usize| -> Vec<T> {
+    // v and the k-vector from streams of their own, so a run without the full HVP
+    // neither holds nor draws v (as large as the weights).
+    let normal = |len: usize, stream: u64| -> Vec<T> {
+        let mut r = rng::stream(seed, stream);
         (0..len)
             .map(|_| T::from_f64(r.sample(StandardNormal)))
             .collect()
     };
-    let v = b.upload(&normal(n))?;
-    let vk = b.upload(&normal(mask.len()))?;
-    let mut grad = b.zeros(n)?;
-    let mut hvp = b.zeros(n)?;
-    let mut hvp_k = b.zeros(mask.len())?;
-    let mut grad_k = b.zeros(mask.len())?;
-    progress.start((6 * (reps + warmup)) as u64, "benchmark");
+    let has = |p: Phase| phases.contains(&p);
+    let v = b.upload_vec(normal(if has(Phase::Hvp) { n } else { 0 }, PROBE_STREAM))?;
+    let vk = b.upload(&normal(mask.len(), MASKED_PROBE_STREAM))?;
+    let vector = |on: bool, len: usize| b.zeros(if on { len } else { 0 });
+    let mut grad = vector(has(Phase::Gradient), n)?;
+    let mut hvp = vector(has(Phase::Hvp), n)?;
+    let mut hvp_k = vector(has(Phase::MaskedHvp), mask.len())?;
+    let mut grad_k = vector(has(Phase::MaskedGradient), mask.len())?;
+    let sync = b.zeros(1)?;
+    progress.start(((phases.len() + 1) * (reps + warmup)) as u64, "benchmark");
+    // invariant: Objective::new refused an empty dataset
+    let floor_list = floor_products(model, &data[0]);
+    let mut paired = if paired_floor {
+        Some(Products::new(b, floor_list.clone())?)
+    } else {
+        None
+    };
     let mut first = [T::from_f64(0.0)];
     // A download is ordered after every kernel launched before it (one stream).
-    let mut wait_for_device = || b.download(b.sub(b.view(&v), 0..1), &mut first);
-    let mut time =
-        |phase: &'static str, run: &mut dyn FnMut() -> Result<()>| -> Result<PhaseTimes> {
-            let mut samples_ms = Vec::with_capacity(reps);
-            for i in 0..warmup + reps {
-                progress.check()?;
+    let wait_for_device = |first: &mut [T; 1]| b.download(b.view(&sync), first);
+    let mut time = |phase: &'static str,
+                    run: &mut dyn FnMut() -> Result<()>,
+                    mut pair: Option<&mut Products<T, B>>|
+     -> Result<PhaseTimes> {
+        let mut samples_ms = Vec::with_capacity(reps);
+        let mut floor_ms = Vec::new();
+        for i in 0..warmup + reps {
+            progress.check()?;
+            if let (Some(floor), true) = (pair.as_deref_mut(), i >= warmup) {
+                wait_for_device(&mut first)?;
                 let start = Instant::now();
-                run()?;
-                wait_for_device()?;
-                if i >= warmup {
-                    samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
-                }
-                progress.advance(1);
+                floor.run(b);
+                wait_for_device(&mut first)?;
+                floor_ms.push(start.elapsed().as_secs_f64() * 1e3);
             }
-            Ok(PhaseTimes { phase, samples_ms })
+            let start = Instant::now();
+            run()?;
+            wait_for_device(&mut first)?;
+            if i >= warmup {
+                samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            progress.advance(1);
+        }
+        Ok(PhaseTimes {
+            phase,
+            samples_ms,
+            floor_ms,
+        })
+    };
+    let mut times = Vec::new();
+    for &phase in phases.iter() {
+        let (o, pair) = (&mut objective, paired.as_mut());
+        let label = phase.label();
+        let t = match phase {
+            Phase::Forward => time(label, &mut || o.loss().map(drop), pair)?,
+            Phase::Gradient => time(label, &mut || o.gradient_into(&mut grad).map(drop), pair)?,
+            Phase::MaskedGradient => time(
+                label,
+                &mut || o.masked_gradient_into(&mut grad_k).map(drop),
+                pair,
+            )?,
+            Phase::Hvp => time(
+                label,
+                &mut || o.hvp_into(&v, &mut hvp, None).map(drop),
+                pair,
+            )?,
+            Phase::MaskedHvp => time(
+                label,
+                &mut || o.masked_hvp_into(&vk, &mut hvp_k).map(drop),
+                pair,
+            )?,
         };
-    let phases = vec![
-        time("forward", &mut || objective.loss().map(drop))?,
-        time("gradient", &mut || {
-            objective.gradient_into(&mut grad).map(drop)
-        })?,
-        time("masked gradient", &mut || {
-            objective.masked_gradient_into(&mut grad_k).map(drop)
-        })?,
-        time("hvp", &mut || {
-            objective.hvp_into(&v, &mut hvp, None).map(drop)
-        })?,
-        time("masked hvp", &mut || {
-            objective.masked_hvp_into(&vk, &mut hvp_k).map(drop)
-        })?,
-    ];
-    // after the phases, so its buffers do not add to their memory;
-    // invariant: Objective::new refused an empty dataset
-    let mut floor = Products::new(b, floor_products(model, &data[0]))?;
-    let floor_times = time("forward products (F)", &mut || {
-        floor.run(b);
-        Ok(())
-    })?;
+        times.push(t);
+    }
+    let recomputed = objective.into_buffers().recomputing();
+    // the phases' buffers go before the floor's come, so they never add up
+    drop((v, vk, grad, hvp, hvp_k, grad_k));
+    let mut floor = match paired.take() {
+        Some(floor) => floor,
+        None => Products::new(b, floor_list)?,
+    };
+    let floor_times = time(
+        "forward products (F)",
+        &mut || {
+            floor.run(b);
+            Ok(())
+        },
+        None,
+    )?;
     Ok(HvpBench {
-        phases,
+        phases: times,
         floor: floor_times,
         floor_flops: floor.flops(),
+        recomputed,
     })
 }
 

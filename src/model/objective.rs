@@ -6,6 +6,7 @@
 //! big batch (up to rounding).
 
 use super::batch::Batch;
+use super::memory::{Footprint, Memory, Operation, PassShape};
 use super::opt::{Opt, OptPass, OptWorkspace};
 use super::pass::{Direction, MaskPlan, Outputs, PassScalars, Prepared, Sink};
 use crate::backend::{Backend, Scalar};
@@ -19,13 +20,15 @@ pub struct Objective<'m, T: Scalar, B: Backend<T>> {
     buffers: ObjectiveBuffers<T, B>,
 }
 
-/// What an [`Objective`] reuses from one call to the next: the pass's workspace and
-/// a prepared mask. They outlive the objective ([`Objective::into_buffers`]), so a
-/// training loop can move the model's parameters between steps, which needs the
-/// model free of borrows, and keep its buffers and mask.
+/// What an [`Objective`] reuses from one call to the next: the pass's workspace, a
+/// prepared mask and the memory mode. They outlive the objective
+/// ([`Objective::into_buffers`]), so a training loop can move the model's
+/// parameters between steps, which needs the model free of borrows, and keep its
+/// buffers, mask and mode.
 pub struct ObjectiveBuffers<T: Scalar, B: Backend<T>> {
     workspace: Option<OptWorkspace<T, B>>,
     mask: Option<MaskState<T, B>>,
+    memory: Memory,
 }
 
 impl<T: Scalar, B: Backend<T>> Default for ObjectiveBuffers<T, B> {
@@ -33,6 +36,7 @@ impl<T: Scalar, B: Backend<T>> Default for ObjectiveBuffers<T, B> {
         ObjectiveBuffers {
             workspace: None,
             mask: None,
+            memory: Memory::Auto,
         }
     }
 }
@@ -50,12 +54,38 @@ impl<T: Scalar, B: Backend<T>> ObjectiveBuffers<T, B> {
                 hvp_scratch: plan.output_scratch(b)?,
                 plan,
             }),
+            ..Self::default()
         })
+    }
+
+    /// Empty buffers whose passes store or recompute the blocks' activations as
+    /// `memory` says (see [`Objective::set_memory`]).
+    pub fn with_memory(memory: Memory) -> Self {
+        ObjectiveBuffers {
+            memory,
+            ..Self::default()
+        }
     }
 
     /// The prepared mask, once one is set.
     pub fn mask_plan(&self) -> Option<&MaskPlan<T, B>> {
         self.mask.as_ref().map(|m| &m.plan)
+    }
+
+    /// Whether the passes store or recompute the blocks' activations.
+    pub fn memory(&self) -> Memory {
+        self.memory
+    }
+
+    /// Store or recompute the blocks' activations from the next pass on (a
+    /// workspace of the other mode is dropped then).
+    pub fn set_memory(&mut self, memory: Memory) {
+        self.memory = memory;
+    }
+
+    /// Whether the current workspace recomputes (`None` before the first pass).
+    pub fn recomputing(&self) -> Option<bool> {
+        self.workspace.as_ref().map(|ws| ws.shape().recompute)
     }
 }
 
@@ -139,6 +169,36 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         self.buffers
     }
 
+    /// Whether the forward-over-reverse passes keep every block's activations
+    /// ([`Memory::Stored`]) or only each block's input, recomputing the activations
+    /// in the reverse sweep ([`Memory::Recompute`]: the same results to the bit, one
+    /// more forward sweep of the blocks, a workspace about `layers` times smaller).
+    /// [`Memory::Auto`] (the default) decides per workspace from the memory free
+    /// when it is made (see `Opt::workspace`); a caller that knows the whole run
+    /// decides up front with [`Objective::footprint`] and [`Footprint::choose`].
+    /// Takes effect at the next pass (a workspace of the other mode is dropped).
+    pub fn set_memory(&mut self, memory: Memory) {
+        self.buffers.memory = memory;
+    }
+
+    pub fn memory(&self) -> Memory {
+        self.buffers.memory
+    }
+
+    /// The bytes `op` needs on this objective's batches: the weights, its vectors,
+    /// and the pass's buffers stored or recomputed (see `model::memory`).
+    pub fn footprint(&self, op: Operation) -> Footprint {
+        let shapes: Vec<PassShape> = self.batches.iter().map(Prepared::pass_shape).collect();
+        let k = self.mask_len().unwrap_or(0);
+        Footprint::new(
+            self.model.config(),
+            std::mem::size_of::<T>(),
+            &shapes,
+            op,
+            k,
+        )
+    }
+
     pub fn model(&self) -> &Opt<T, B> {
         self.model
     }
@@ -162,7 +222,8 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         })?;
         let scale = self.scale();
         let m = self.model;
-        let ws = m.workspace(&mut self.buffers.workspace, batch, false)?;
+        let memory = self.buffers.memory;
+        let ws = m.workspace(&mut self.buffers.workspace, batch, false, false, memory)?;
         OptPass::new(m, batch, &Direction::None)
             .all_rows()
             .run(ws, batch, scale, None)?;
@@ -182,8 +243,9 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         let m = self.model;
         let mut loss = 0.0;
         let mut scores = Vec::with_capacity(self.batches.len());
+        let memory = self.buffers.memory;
         for batch in &self.batches {
-            let ws = m.workspace(&mut self.buffers.workspace, batch, false)?;
+            let ws = m.workspace(&mut self.buffers.workspace, batch, false, false, memory)?;
             loss += OptPass::new(m, batch, &Direction::None)
                 .run(ws, batch, scale, None)?
                 .loss;
@@ -205,9 +267,10 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         let m: &'d Opt<T, B> = self.model;
         let scale = self.scale();
         let dual = !matches!(dir, Direction::None);
+        let (reverse, memory) = (outs.is_some(), self.buffers.memory);
         let mut total = PassScalars::default();
         for batch in &self.batches {
-            let ws = m.workspace(&mut self.buffers.workspace, batch, dual)?;
+            let ws = m.workspace(&mut self.buffers.workspace, batch, dual, reverse, memory)?;
             total += OptPass::new(m, batch, dir).run(ws, batch, scale, outs.as_deref_mut())?;
         }
         if let Some(outs) = outs {
@@ -377,5 +440,76 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
         let mut out = b.zeros(k)?;
         self.masked_hvp_into(&v, &mut out)?;
         self.download(&out, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::mask::{Mask, MaskSpec};
+    use crate::model::Checkpoint;
+    use crate::model::bench::random_batch;
+    use crate::model::memory::workspace_elements;
+    use crate::model::presets::preset;
+
+    /// Scalars the objective's workspace holds, counted buffer by buffer.
+    fn held(objective: &Objective<'_, f32, Cpu>) -> usize {
+        let ws = objective.buffers.workspace.as_ref().expect("a pass ran");
+        let mut n = 0;
+        ws.stored.for_each_buf(|b| n += b.len());
+        ws.head.for_each_buf(|b| n += b.len());
+        n
+    }
+
+    /// `workspace_elements` (the README's formula) counts exactly what a pass
+    /// allocates, for every operation and mode, pre-LN and post-LN with
+    /// projections.
+    #[test]
+    fn the_memory_formula_counts_the_allocated_buffers() {
+        let mut pre = preset("opt-mini").unwrap();
+        pre.vocab_size = 97;
+        pre.num_hidden_layers = 3;
+        let mut post = preset("opt-350m").unwrap();
+        (post.vocab_size, post.hidden_size, post.ffn_dim) = (89, 48, 80);
+        (post.word_embed_proj_dim, post.num_hidden_layers) = (24, 2);
+        post.num_attention_heads = 4;
+        for config in [pre, post] {
+            let params = Checkpoint::<f32>::random(config.clone(), 1).params;
+            let model = Opt::new(Cpu, config.clone(), &params).unwrap();
+            let data = [random_batch(&config, 3, 9, 2).unwrap()];
+            let mask = Mask::draw(&MaskSpec::paper(0.01, 0), model.layout()).unwrap();
+            let ops = [
+                Operation::Loss,
+                Operation::Gradient,
+                Operation::MaskedGradient,
+                Operation::Hvp { gradient: false },
+                Operation::MaskedHvp,
+            ];
+            for memory in [Memory::Stored, Memory::Recompute] {
+                for op in ops {
+                    let mut o = Objective::new(&model, &data).unwrap();
+                    o.set_memory(memory);
+                    o.set_mask(mask.indices()).unwrap();
+                    let n = model.num_params();
+                    match op {
+                        Operation::Loss => drop(o.loss().unwrap()),
+                        Operation::Gradient => drop(o.gradient().unwrap()),
+                        Operation::MaskedGradient => drop(o.masked_gradient().unwrap()),
+                        Operation::Hvp { .. } => drop(o.hvp(&vec![0.5; n]).unwrap()),
+                        Operation::MaskedHvp => drop(o.masked_hvp(&vec![0.5; mask.len()]).unwrap()),
+                    }
+                    let shape = o.batches[0].pass_shape();
+                    let recompute = memory == Memory::Recompute;
+                    let want =
+                        workspace_elements(&config, shape, op.dual(), op.reverse(), recompute);
+                    assert_eq!(held(&o), want, "{op:?}, {memory:?}, {config:?}");
+                    let f = o.footprint(op);
+                    let bytes = if recompute { f.recompute } else { f.stored };
+                    assert_eq!(bytes, 4 * want as u64);
+                    assert_eq!(f.weights, 4 * n as u64);
+                }
+            }
+        }
     }
 }

@@ -35,7 +35,13 @@ impl<T: Scalar> ModelInputs<T> {
     /// moves of a `delta` file when one is given (see [`apply_delta`]), and hashes
     /// the files (a pass over the weights: about a second per 500 MB).
     pub fn load(dir: &Path, delta: Option<&Path>) -> Result<Self> {
-        let mut checkpoint = Checkpoint::<T>::load(dir)?;
+        let config = OptConfig::from_file(&dir.join("config.json"))?;
+        Self::load_with_config(dir, config, delta)
+    }
+
+    /// As [`ModelInputs::load`], with `config.json` already read into `config`.
+    pub fn load_with_config(dir: &Path, config: OptConfig, delta: Option<&Path>) -> Result<Self> {
+        let mut checkpoint = Checkpoint::<T>::load_weights(config, dir)?;
         let mut identity = ModelIdentity::of(dir, None)?;
         if let Some(path) = delta {
             apply_delta(&mut checkpoint.params, path, &identity.sha256)?;

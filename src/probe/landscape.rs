@@ -29,13 +29,14 @@ use super::device::{BackendJob, Device, Dtype, GpuOptions, dispatch};
 use super::inputs::{
     DataInputs, DataRequest, HessianChoice, ModelIdentity, ModelInputs, record_inputs,
 };
-use super::operator::HessianOperator;
+use super::memory;
+use super::operator::{HessianOperator, ProductPath};
 use super::output::{read_eigenvectors, record_identities};
 use super::trajectory::{Trajectory, principal_plane};
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 use crate::model::objective::ObjectiveBuffers;
-use crate::model::{Objective, Opt, ParamLayout};
+use crate::model::{Memory, Objective, Opt, OptConfig, ParamLayout};
 use crate::progress::Progress;
 use crate::report::map::{Grid, MapPanel, MapPath, Overlay, Region, round_levels, save_maps};
 use crate::report::table::format_significant;
@@ -260,6 +261,8 @@ pub struct LandscapeRequest {
     pub device: Device,
     /// Which GPU, and whether TF32 is allowed (with `Device::Cuda`).
     pub gpu: GpuOptions,
+    /// Whether the passes store or recompute the blocks' activations.
+    pub memory: Memory,
 }
 
 /// A landscape with the inputs for its manifest.
@@ -303,9 +306,30 @@ impl BackendJob for LandscapeJob<'_> {
         } = self;
         let options = &request.options;
         options.validate()?;
-        let model = ModelInputs::<T>::load(&request.model, request.delta.as_deref())?;
-        let data = DataInputs::load(&request.data, &model.dir, model.config())?;
-        let resolved = request.hessian.resolve(model.layout())?;
+        // planned (or refused) before the weights are read
+        let config = OptConfig::from_file(&request.model.join("config.json"))?;
+        let data = DataInputs::load(&request.data, &request.model, &config)?;
+        let resolved = request.hessian.resolve(&ParamLayout::new(&config))?;
+        let dim = memory::dim(&config, &resolved.restriction);
+        // Lanczos's basis for top-eigen and the directions, in f64; on the CPU the
+        // host copy of the weights the grid moves from shares the memory too
+        let basis = (options.iters + 8) * dim * 8;
+        let host_weights = if backend.name() == "cpu" {
+            ParamLayout::new(&config).total() * std::mem::size_of::<T>()
+        } else {
+            0
+        };
+        let (_, mode) = memory::plan(
+            &backend,
+            &config,
+            &data.batches,
+            memory::restricted(&resolved.restriction),
+            (basis + host_weights) as u64,
+            request.memory,
+            "the landscape",
+        )?;
+        let model =
+            ModelInputs::<T>::load_with_config(&request.model, config, request.delta.as_deref())?;
         record_inputs(&mut manifest, &model, &data.files, &request.hessian)?;
         if let Some(path) = &options.eigenvectors {
             manifest.add_input("eigenvectors", path)?;
@@ -313,7 +337,13 @@ impl BackendJob for LandscapeJob<'_> {
         let params = &model.checkpoint.params;
         let indices = resolved.restriction.indices(params.len());
         let network = Opt::new(backend.clone(), model.config().clone(), params)?;
-        let op = HessianOperator::new(&network, &data.batches, &resolved.restriction)?;
+        let op = HessianOperator::with_options(
+            &network,
+            &data.batches,
+            &resolved.restriction,
+            ProductPath::Auto,
+            mode,
+        )?;
 
         // the path's offsets from the checkpoint, in the landscape's coordinates
         let path = match &options.trajectory {
@@ -380,7 +410,7 @@ impl BackendJob for LandscapeJob<'_> {
         let plan = network.mask_plan(&indices)?;
         let base: Vec<T> = indices.iter().map(|&i| params[i as usize]).collect();
         let mut moved = base.clone();
-        let mut buffers = ObjectiveBuffers::default();
+        let mut buffers = ObjectiveBuffers::with_memory(mode);
         let mut loss = Vec::with_capacity(alphas.len() * betas.len());
         progress.start((alphas.len() * betas.len()) as u64, "landscape");
         for &beta in &betas {

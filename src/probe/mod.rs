@@ -14,12 +14,14 @@
 //! - [`sweep`]: ratio x seed (x checkpoint) grids, cached cell by cell, against the
 //!   interlacing ceiling, the trace identity and p-proportional scaling.
 //! - [`device`]: the device and precision enums, dispatched once to generic code.
+//! - [`memory`]: what a probe needs in memory, decided before the weights load.
 
 pub mod device;
 pub mod evaluate;
 pub mod history;
 pub mod inputs;
 pub mod landscape;
+pub mod memory;
 pub mod operator;
 pub mod output;
 pub mod session;

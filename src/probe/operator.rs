@@ -23,7 +23,10 @@ use std::time::Instant;
 
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
-use crate::model::{Batch, Objective, Opt, PassScalars};
+use crate::model::{
+    Batch, Footprint, Memory, Objective, Operation, Opt, OptConfig, ParamLayout, PassScalars,
+    PassShape,
+};
 use crate::spectral::LinearOperator;
 use crate::spectral::operator::check_apply;
 
@@ -70,6 +73,49 @@ pub enum ProductPath {
 
 /// The largest `k / N` for which [`ProductPath::Auto`] takes the masked path.
 const MASKED_DENSITY_LIMIT: f64 = 0.05;
+
+impl ProductPath {
+    /// Whether a restriction to `k` of `total` coordinates takes the engine's
+    /// masked product.
+    pub fn is_masked(self, k: usize, total: usize) -> bool {
+        match self {
+            ProductPath::Masked => true,
+            ProductPath::Gathered => false,
+            ProductPath::Auto => k as f64 <= MASKED_DENSITY_LIMIT * total as f64,
+        }
+    }
+}
+
+/// The memory of a [`HessianOperator`] on a model of `config` in a scalar of
+/// `scalar_bytes` over batches of `shapes`, restricted to `k` coordinates (`None`:
+/// the full Hessian): the weights, the product's pass (stored or recomputed), its
+/// input and output on the backend (k-vectors on the masked path, N-vectors
+/// otherwise) and, when `host_too` (the CPU, where both are the same memory), their
+/// host images.
+pub fn operator_footprint(
+    config: &OptConfig,
+    scalar_bytes: usize,
+    shapes: &[PassShape],
+    k: Option<usize>,
+    path: ProductPath,
+    host_too: bool,
+) -> Footprint {
+    let total = ParamLayout::new(config).total();
+    let masked = k.is_some_and(|k| path.is_masked(k, total));
+    let k = k.unwrap_or(total);
+    let (op, width) = if masked {
+        (Operation::MaskedHvp, k)
+    } else {
+        (Operation::Hvp { gradient: false }, total)
+    };
+    let footprint = Footprint::new(config, scalar_bytes, shapes, op, k);
+    let host = if host_too {
+        2 * width * scalar_bytes
+    } else {
+        0
+    };
+    footprint.plus_vectors(host as u64)
+}
 
 /// What a product also measures besides `H v`: the loss and the directional
 /// derivative `g · v` (both over the whole dataset).
@@ -118,8 +164,22 @@ impl<'m, T: Scalar, B: Backend<T>> HessianOperator<'m, T, B> {
         restriction: &Restriction,
         path: ProductPath,
     ) -> Result<Self> {
+        Self::with_options(model, batches, restriction, path, Memory::Auto)
+    }
+
+    /// As [`HessianOperator::with_path`], the products' passes storing or
+    /// recomputing the blocks' activations as `memory` says (see
+    /// [`Objective::set_memory`]; [`operator_footprint`] counts what each needs).
+    pub fn with_options(
+        model: &'m Opt<T, B>,
+        batches: &[Batch],
+        restriction: &Restriction,
+        path: ProductPath,
+        memory: Memory,
+    ) -> Result<Self> {
         let total = model.num_params();
         let mut objective = Objective::new(model, batches)?;
+        objective.set_memory(memory);
         let (restriction_is_full, gather) = match restriction {
             Restriction::Full => (true, None),
             Restriction::Indices(idx) => {
@@ -137,12 +197,7 @@ impl<'m, T: Scalar, B: Backend<T>> HessianOperator<'m, T, B> {
                         format!("index {last} is outside the model's {total} parameters"),
                     ));
                 }
-                let masked = match path {
-                    ProductPath::Masked => true,
-                    ProductPath::Gathered => false,
-                    ProductPath::Auto => idx.len() as f64 <= MASKED_DENSITY_LIMIT * total as f64,
-                };
-                if masked {
+                if path.is_masked(idx.len(), total) {
                     objective.set_mask(idx)?;
                     (false, None)
                 } else {

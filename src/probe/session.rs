@@ -11,12 +11,13 @@ use super::device::{
 };
 use super::evaluate::{Evaluation, evaluate};
 use super::inputs::{DataInputs, DataRequest, HessianChoice, ModelInputs, record_inputs};
-use super::operator::HessianOperator;
+use super::memory;
+use super::operator::{HessianOperator, ProductPath};
 use super::spectrum::{ProbeOptions, SpectrumReport, probe_spectrum};
 use crate::backend::Scalar;
 use crate::error::Result;
 use crate::mask::MaskSpec;
-use crate::model::Opt;
+use crate::model::{Memory, Opt, OptConfig, ParamLayout};
 use crate::progress::Progress;
 use crate::report::Manifest;
 use crate::spectral::LinearOperator;
@@ -35,6 +36,8 @@ pub struct ProbeRequest {
     pub device: Device,
     /// Which GPU, and whether TF32 is allowed (with `Device::Cuda`).
     pub gpu: GpuOptions,
+    /// Whether the passes store or recompute the blocks' activations.
+    pub memory: Memory,
 }
 
 /// The checkpoint as the report records it.
@@ -89,6 +92,12 @@ pub struct Timing {
     /// Everything else: the algorithms' own vector work and bookkeeping.
     pub other_s: f64,
     pub ms_per_hvp: f64,
+    /// How the passes kept the blocks' activations (`stored` or `recompute`; with
+    /// `--memory auto`, decided from the free memory, so it lives with the timing).
+    pub memory: Memory,
+    /// The bytes the probe was planned to need in that mode (weights, the pass,
+    /// the operator's and the algorithms' vectors: `probe::memory`).
+    pub memory_planned_bytes: u64,
 }
 
 /// The summary of a probe (`summary.json`).
@@ -168,14 +177,33 @@ impl BackendJob for ProbeJob<'_> {
         } = self;
         request.options.validate()?;
         let started = Instant::now();
-        let mut model = ModelInputs::<T>::load(&request.model, request.delta.as_deref())?;
-        let data = DataInputs::load(&request.data, &model.dir, model.config())?;
-        let resolved = request.hessian.resolve(model.layout())?;
+        // Everything but the weights first: the memory is planned (and a run that
+        // cannot fit refused) before they are read.
+        let config = OptConfig::from_file(&request.model.join("config.json"))?;
+        let data = DataInputs::load(&request.data, &request.model, &config)?;
+        let resolved = request.hessian.resolve(&ParamLayout::new(&config))?;
+        let dim = memory::dim(&config, &resolved.restriction);
+        let (footprint, mode) = memory::plan(
+            &backend,
+            &config,
+            &data.batches,
+            memory::restricted(&resolved.restriction),
+            memory::spectral_bytes(&request.options, dim),
+            request.memory,
+            "the probe",
+        )?;
+        let mut model =
+            ModelInputs::<T>::load_with_config(&request.model, config, request.delta.as_deref())?;
         record_inputs(&mut manifest, &model, &data.files, &request.hessian)?;
         let params = std::mem::take(&mut model.checkpoint.params);
-        let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
-        drop(params);
-        let op = HessianOperator::new(&network, &data.batches, &resolved.restriction)?;
+        let network = Opt::from_vec(backend.clone(), model.config().clone(), params)?;
+        let op = HessianOperator::with_options(
+            &network,
+            &data.batches,
+            &resolved.restriction,
+            ProductPath::Auto,
+            mode,
+        )?;
         let load_s = started.elapsed().as_secs_f64();
 
         let evaluation = op.with_objective(|o| evaluate(o, &data.batches, progress))??;
@@ -255,6 +283,8 @@ impl BackendJob for ProbeJob<'_> {
                 } else {
                     0.0
                 },
+                memory: mode,
+                memory_planned_bytes: footprint.total(mode == Memory::Recompute),
             }),
         };
         Ok(ProbeRun {

@@ -30,12 +30,13 @@ use super::device::{BackendJob, Device, Dtype, GpuOptions, OnBackend, SpectralBa
 use super::inputs::{
     DataInputs, DataRequest, ModelIdentity, ModelInputs, data_spec, indices_hash, scope_indices,
 };
-use super::operator::{HessianOperator, Restriction};
+use super::memory;
+use super::operator::{HessianOperator, ProductPath, Restriction};
 use super::spectrum::RitzPair;
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
-use crate::model::{Opt, ParamLayout};
+use crate::model::{Memory, Opt, OptConfig, ParamLayout};
 use crate::progress::Progress;
 use crate::report::manifest::{sha256_bytes, sha256_file};
 use crate::report::table::{format_float, format_significant};
@@ -102,6 +103,11 @@ pub struct SweepSpec {
     /// Budgets of the whole-scope reference probe.
     pub scope_iters: usize,
     pub scope_trace_products: usize,
+    /// Recompute the blocks' activations in the reverse sweep (`--recompute`);
+    /// otherwise they are stored when they fit in the free memory. Not part of a
+    /// cell's key: both give the same products.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recompute: bool,
 }
 
 impl Default for SweepSpec {
@@ -132,6 +138,7 @@ impl Default for SweepSpec {
             seed: 0,
             scope_iters: 150,
             scope_trace_products: 90,
+            recompute: false,
         }
     }
 }
@@ -617,12 +624,32 @@ impl BackendJob for SweepJob<'_> {
             if todo.is_empty() {
                 continue;
             }
-            let mut model = ModelInputs::<T>::load(&checkpoint.path, checkpoint.delta.as_deref())?;
-            let data = DataInputs::load(&request, &checkpoint.path, model.config())?;
-            let layout = model.layout().clone();
+            // The largest cell to come decides the memory, before the weights load.
+            let config = OptConfig::from_file(&checkpoint.path.join("config.json"))?;
+            let data = DataInputs::load(&request, &checkpoint.path, &config)?;
+            let layout = ParamLayout::new(&config);
+            let widest = todo
+                .iter()
+                .map(|&i| expected_cell_dim(spec, &grid[i], &layout))
+                .max()
+                .unwrap_or(0);
+            let basis = (spec.iters.max(spec.scope_iters) + 8) * widest * 8;
+            let (_, memory) = memory::plan(
+                &backend,
+                &config,
+                &data.batches,
+                Some(widest),
+                basis as u64,
+                Memory::from_flag(spec.recompute),
+                &format!("the sweep on {}", checkpoint.path.display()),
+            )?;
+            let mut model = ModelInputs::<T>::load_with_config(
+                &checkpoint.path,
+                config,
+                checkpoint.delta.as_deref(),
+            )?;
             let params = std::mem::take(&mut model.checkpoint.params);
-            let network = Opt::new(backend.clone(), model.config().clone(), &params)?;
-            drop(params);
+            let network = Opt::from_vec(backend.clone(), model.config().clone(), params)?;
             for i in todo {
                 progress.check()?;
                 let cell = &grid[i];
@@ -636,6 +663,7 @@ impl BackendJob for SweepJob<'_> {
                     cell,
                     keys.key(spec, cell),
                     keep_probability,
+                    memory,
                     &inner,
                 )?;
                 atomic::write_json(&cell.path(cache_dir), &record)?;
@@ -648,6 +676,21 @@ impl BackendJob for SweepJob<'_> {
         result.fill(&grid, records);
         Ok(result)
     }
+}
+
+/// About how many coordinates a cell probes, without drawing its mask: the
+/// scope's size, or its expected share of it (1% and 64 over, for the draw's
+/// spread).
+fn expected_cell_dim(spec: &SweepSpec, cell: &GridCell, layout: &ParamLayout) -> usize {
+    let scope = spec.scope.size(layout);
+    let (Some(ratio), Some(seed)) = (cell.ratio, cell.seed) else {
+        return scope;
+    };
+    let q = spec
+        .mask_spec(ratio, seed)
+        .keep_probability(layout)
+        .unwrap_or(1.0);
+    ((q * scope as f64 * 1.01) as usize + 64).min(scope)
 }
 
 /// The coordinates a cell probes and their keep probability: the whole scope, or
@@ -703,11 +746,19 @@ fn compute_cell<T: Scalar, B: SpectralBackend<T>>(
     cell: &GridCell,
     key: String,
     keep_probability: f64,
+    memory: Memory,
     progress: &dyn Progress,
 ) -> Result<CellRecord> {
     let (iters, trace_products) = cell.budgets(spec);
     let indices_sha256 = indices_hash(&indices);
-    let op = HessianOperator::new(network, &data.batches, &Restriction::Indices(indices))?;
+    let restriction = Restriction::Indices(indices);
+    let op = HessianOperator::with_options(
+        network,
+        &data.batches,
+        &restriction,
+        ProductPath::Auto,
+        memory,
+    )?;
     let space = network.backend().space(op.dim())?;
     let seed = |part: u64| rng::stream_id(&[spec.seed, part]);
     let top = lanczos(

@@ -19,6 +19,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 use crate::mask::Mask;
+use crate::model::Memory;
 use crate::model::batch::{Batch, Targets, TokenBatch};
 use crate::model::objective::Objective;
 use crate::model::opt::Opt;
@@ -391,12 +392,24 @@ pub fn verify<T: Scalar, B: Backend<T>>(
     reference: &Reference,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    verify_with(model, reference, Memory::Auto, progress)
+}
+
+/// As [`verify`], the passes storing or recomputing the blocks' activations as
+/// `memory` says (both must pass).
+pub fn verify_with<T: Scalar, B: Backend<T>>(
+    model: &Opt<T, B>,
+    reference: &Reference,
+    memory: Memory,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let tol = Tolerances::for_scalar::<T>();
     let n = model.num_params();
     let vocab = model.config().vocab_size;
     let batch = reference.to_batch(vocab)?;
     let mut objective = Objective::new(model, std::slice::from_ref(&batch))
         .map_err(|e| Error::file(&reference.path, e.to_string()))?;
+    objective.set_memory(memory);
     let mut checks = Vec::new();
     let mut push = |quantity: &'static str, ours: &[f64], theirs: &[f64], tolerance: f64| {
         checks.push(Check {

@@ -63,7 +63,11 @@ pub fn bench_train_step<T: Scalar, B: Backend<T>>(
             }
             progress.advance(1);
         }
-        Ok(PhaseTimes { phase, samples_ms })
+        Ok(PhaseTimes {
+            phase,
+            samples_ms,
+            floor_ms: Vec::new(),
+        })
     };
     let step = time("masked AdamW step", &mut || match trainer.step(batches)? {
         StepOutcome::Moved(_) => Ok(()),

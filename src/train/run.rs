@@ -16,7 +16,7 @@ use super::trainer::{StepOutcome, Trainer};
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::model::objective::ObjectiveBuffers;
-use crate::model::{Objective, Opt, OptConfig};
+use crate::model::{Memory, Objective, Opt, OptConfig};
 use crate::probe::Restriction;
 use crate::probe::device::{BackendJob, Device, Dtype, Engine, GpuOptions, SpectralBackend};
 use crate::probe::evaluate::{Evaluation, evaluate};
@@ -104,6 +104,10 @@ pub struct TrainRequest {
     pub resume: bool,
     /// Also return the best state's whole parameter vector (to save as a model).
     pub keep_model: bool,
+    /// Store or recompute the blocks' activations (not part of the run's identity:
+    /// the results are the same bits either way, so a run may resume in the other
+    /// mode).
+    pub memory: Memory,
 }
 
 /// The run's summary (`summary.json`).
@@ -231,6 +235,7 @@ impl BackendJob for TrainJob<'_> {
         let config = model.config().clone();
         let network = Opt::new(backend.clone(), config.clone(), &model.checkpoint.params)?;
         let mut trainer = Trainer::new(network, indices.as_deref(), &settings.optimizer)?;
+        trainer.set_memory(request.memory);
         let to_f64 = |x: &[T]| x.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
 
         // the run so far: fresh, or as saved
@@ -568,6 +573,7 @@ fn sharpness_row<T: Scalar, B: SpectralBackend<T>>(
         trainer.model(),
         batches,
         restriction,
+        trainer.memory(),
         p.as_deref(),
         settings,
         &Silent,

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
-use crate::model::{Batch, Opt};
+use crate::model::{Batch, Memory, Opt};
+use crate::probe::operator::ProductPath;
 use crate::probe::{HessianOperator, OnBackend, Restriction, SpectralBackend};
 use crate::progress::Progress;
 use crate::rng;
@@ -104,17 +105,19 @@ fn top<S: VectorSpace>(
 
 /// The sharpness of `model` on `batches` over `restriction`'s coordinates:
 /// `(lambda_max, residual, converged)`, and the preconditioned pair for a
-/// diagonal preconditioner `p` (in the restriction's coordinates).
-#[allow(clippy::type_complexity)]
+/// diagonal preconditioner `p` (in the restriction's coordinates). The products
+/// store or recompute the blocks' activations as `memory` says.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn measure<T: Scalar, B: SpectralBackend<T>>(
     model: &Opt<T, B>,
     batches: &[Batch],
     restriction: &Restriction,
+    memory: Memory,
     p: Option<&[f64]>,
     settings: &SharpnessSettings,
     progress: &dyn Progress,
 ) -> Result<((f64, f64, bool), Option<(f64, f64)>)> {
-    let op = HessianOperator::new(model, batches, restriction)?;
+    let op = HessianOperator::with_options(model, batches, restriction, ProductPath::Auto, memory)?;
     let space = model.backend().space(LinearOperator::dim(&op))?;
     let plain = top(&OnBackend(&op), &space, settings, 1, progress)?;
     let plain = (plain.eigenvalues[0], plain.residuals[0], plain.converged[0]);

@@ -6,7 +6,7 @@ use super::optimizer::{Optimizer, OptimizerSettings, Schedule, clip_to_norm, nor
 use crate::backend::{Backend, Scalar};
 use crate::error::{Error, Result};
 use crate::model::objective::ObjectiveBuffers;
-use crate::model::{Batch, Objective, Opt};
+use crate::model::{Batch, Memory, Objective, Opt};
 
 /// A loss this many times the first step's, or not finite, ends a run as diverged.
 pub const DIVERGENCE_FACTOR: f64 = 1e6;
@@ -76,6 +76,16 @@ impl<T: Scalar, B: Backend<T>> Trainer<T, B> {
             buffers,
             initial_loss: None,
         })
+    }
+
+    /// Store or recompute the blocks' activations in the training passes (and the
+    /// sharpness's Hessian products): the same bits either way, see `model::memory`.
+    pub fn set_memory(&mut self, memory: Memory) {
+        self.buffers.set_memory(memory);
+    }
+
+    pub fn memory(&self) -> Memory {
+        self.buffers.memory()
     }
 
     pub fn model(&self) -> &Opt<T, B> {

@@ -152,6 +152,14 @@ impl<T: CpuScalar> Backend<T> for Cpu {
         Ok(host.to_vec())
     }
 
+    fn upload_vec(&self, host: Vec<T>) -> Result<Vec<T>> {
+        Ok(host)
+    }
+
+    fn available_memory(&self) -> Option<u64> {
+        crate::model::memory::host_available()
+    }
+
     fn upload_index(&self, host: &[u32]) -> Result<Vec<u32>> {
         Ok(host.to_vec())
     }

@@ -133,6 +133,10 @@ impl<T: CudaScalar> Backend<T> for Cuda {
         self.upload_slice(host)
     }
 
+    fn available_memory(&self) -> Option<u64> {
+        self.memory().ok().map(|(free, _)| free as u64)
+    }
+
     fn upload_index(&self, host: &[u32]) -> Result<CudaSlice<u32>> {
         self.upload_slice(host)
     }

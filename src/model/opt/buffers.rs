@@ -58,6 +58,9 @@ pub(crate) struct Activations<Buf> {
     pub tok: Buf,
     /// The residual stream: `streams[l]` enters block `l`, `streams[layers]` leaves the last.
     pub streams: Vec<Buf>,
+    /// Every block's activations, or, when recomputing, one block's: the scratch
+    /// that the forward sweep runs each block in and the reverse sweep reruns each
+    /// block into (`acts.layers[0]`).
     pub layers: Vec<LayerActs<Buf>>,
     pub lnf: Buf,
     pub lnf_mean: Buf,
@@ -106,15 +109,19 @@ pub struct OptBuffers<Buf> {
     pub(crate) acts: Activations<Buf>,
     pub(crate) adj: Option<Adjoints<Buf>>,
     pub(crate) live: Live,
+    /// One block's activations (recomputed by the reverse sweep) or every block's.
+    pub(crate) recompute: bool,
 }
 
 impl<Buf> OptBuffers<Buf> {
-    /// Buffers for `dims`; `dual` doubles them for tangents.
+    /// Buffers for `dims`; `dual` doubles them for tangents; `recompute` keeps one
+    /// block's activations instead of every block's.
     pub(crate) fn new<T: Scalar, B: Backend<T, Buf = Buf>>(
         b: &B,
         c: &OptConfig,
         dims: Dims,
         dual: bool,
+        recompute: bool,
     ) -> Result<Self> {
         let p = if dual { 2 } else { 1 };
         let (r, h, f) = (dims.rows, dims.hidden, dims.ffn);
@@ -122,7 +129,12 @@ impl<Buf> OptBuffers<Buf> {
         let proj = c.has_projections();
         let pair = |w: usize| b.zeros(p * r * w);
         let opt = |on: bool, n: usize| b.zeros(if on { n } else { 0 });
-        let layers = (0..dims.layers)
+        let blocks = if recompute {
+            dims.layers.min(1)
+        } else {
+            dims.layers
+        };
+        let layers = (0..blocks)
             .map(|_| {
                 Ok(LayerActs {
                     attn_in: opt(pre, p * r * h)?,
@@ -160,7 +172,56 @@ impl<Buf> OptBuffers<Buf> {
             acts,
             adj: None,
             live: Live::default(),
+            recompute,
         })
+    }
+
+    /// Calls `f` on every buffer (for counting what a workspace holds).
+    #[cfg(test)]
+    pub(crate) fn for_each_buf(&self, mut f: impl FnMut(&Buf)) {
+        let a = &self.acts;
+        for buf in [&a.tok, &a.lnf, &a.lnf_mean, &a.lnf_rstd, &a.proj] {
+            f(buf);
+        }
+        a.streams.iter().for_each(&mut f);
+        for l in &a.layers {
+            let (att, mlp) = (&l.att, &l.mlp);
+            for buf in [
+                &l.attn_in,
+                &l.ln1_mean,
+                &l.ln1_rstd,
+                &att.q,
+                &att.k,
+                &att.v,
+                &att.probs,
+                &att.attn,
+                &l.mid,
+                &l.ffn_in,
+                &l.ln2_mean,
+                &l.ln2_rstd,
+                &mlp.fc1,
+                &mlp.act,
+                &l.ffn_sum,
+            ] {
+                f(buf);
+            }
+        }
+        if let Some(d) = &self.adj {
+            for buf in [
+                &d.stream,
+                &d.tmp,
+                &d.ln,
+                &d.att.attn,
+                &d.att.q,
+                &d.att.k,
+                &d.att.v,
+                &d.mlp.fc,
+                &d.mlp.act,
+                &d.emb,
+            ] {
+                f(buf);
+            }
+        }
     }
 
     /// The reverse sweep's buffers, allocated on first use.

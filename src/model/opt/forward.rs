@@ -3,7 +3,7 @@
 //! `model::pass::Pass` computes a value (and in a tangent pass its tangent) and
 //! returns whether the tangent may be nonzero, which the next ops read as `*_live`.
 
-use super::buffers::{AttnActs, LayerActs, LayerLive, MlpActs, OptBuffers};
+use super::buffers::{Activations, AttnActs, LayerActs, LayerLive, Live, MlpActs, OptBuffers};
 use super::{LAYER_NORM_EPS, OptPass};
 use crate::backend::{Backend, Scalar};
 use crate::model::ops::attention::{Attention, Qkv};
@@ -16,6 +16,7 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
     pub(super) fn forward(&self, s: &mut OptBuffers<B::Buf>, batch: &Prepared<T, B>) -> bool {
         let (p, c, t) = (&self.p, &self.m.config, &self.m.tensors);
         let (h, e, layers) = (self.d.hidden, self.d.embed, self.d.layers);
+        let recompute = s.recompute;
         let (acts, live) = (&mut s.acts, &mut s.live);
         live.streams = vec![false; layers + 1];
         live.layers = vec![LayerLive::default(); layers];
@@ -32,14 +33,8 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
         live.streams[0] |= p.embedding_forward(x0, &batch.positions, t.position, h, true);
 
         for l in 0..layers {
-            let (below, above) = acts.streams.split_at_mut(l + 1);
-            let (inp, out) = (&below[l], &mut above[0]);
-            let (a, ll) = (&mut acts.layers[l], &mut live.layers[l]);
-            live.streams[l + 1] = if c.do_layer_norm_before {
-                self.pre_ln_block(l, a, ll, inp, live.streams[l], out, batch)
-            } else {
-                self.post_ln_block(l, a, ll, inp, live.streams[l], out, batch)
-            };
+            let slot = if recompute { 0 } else { l };
+            self.block_forward(l, slot, acts, live, batch);
         }
 
         // final_layer_norm, then project_out
@@ -56,6 +51,27 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
             live.proj = x_live;
         }
         x_live
+    }
+
+    /// Block `l` from `streams[l]` into `streams[l + 1]`, its activations into
+    /// `acts.layers[slot]` and their liveness into `live`. The reverse sweep reruns it
+    /// when recomputing: the same kernels on the same inputs, the same bits.
+    pub(super) fn block_forward(
+        &self,
+        l: usize,
+        slot: usize,
+        acts: &mut Activations<B::Buf>,
+        live: &mut Live,
+        batch: &Prepared<T, B>,
+    ) {
+        let (below, above) = acts.streams.split_at_mut(l + 1);
+        let (inp, out) = (&below[l], &mut above[0]);
+        let (a, ll) = (&mut acts.layers[slot], &mut live.layers[l]);
+        live.streams[l + 1] = if self.m.config.do_layer_norm_before {
+            self.pre_ln_block(l, a, ll, inp, live.streams[l], out, batch)
+        } else {
+            self.post_ln_block(l, a, ll, inp, live.streams[l], out, batch)
+        };
     }
 
     /// A LayerNorm over the hidden features.

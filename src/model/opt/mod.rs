@@ -8,7 +8,9 @@
 //! same list of ops run backwards.
 //!
 //! - [`tensors`]: where each of OPT's tensors sits in the flat parameter vector;
-//! - [`buffers`]: what a pass keeps from the forward sweep for the reverse sweep;
+//! - [`buffers`]: what a pass keeps from the forward sweep for the reverse sweep
+//!   (every block's activations, or each block's input and one block's scratch
+//!   when recomputing: `model::memory`);
 //! - [`forward`] and [`reverse`]: the two sweeps, on the machinery of `model::pass`.
 //!
 //! The parameters live on the backend and can move in place ([`Opt::add_at_mask`],
@@ -27,6 +29,7 @@ use tensors::Tensors;
 use super::batch::Batch;
 use super::config::OptConfig;
 use super::layout::{ParamLayout, ParamRole};
+use super::memory::{Memory, PassShape, USABLE_SHARE, workspace_elements};
 use super::ops::embedding;
 use super::pass::head::LmHead;
 use super::pass::workspace::Shape;
@@ -70,19 +73,42 @@ fn check_finite<T: Scalar>(
 impl<T: Scalar, B: Backend<T>> Opt<T, B> {
     /// Uploads `params` (the flat vector in [`ParamLayout`] order) to `backend`.
     pub fn new(backend: B, config: OptConfig, params: &[T]) -> Result<Self> {
-        let layout = ParamLayout::new(&config);
+        let (layout, tensors) = Self::check_params(&config, params)?;
+        let params = backend.upload(params)?;
+        Ok(Self::assemble(backend, config, layout, tensors, params))
+    }
+
+    /// As [`Opt::new`], moving `params` to the backend: on the CPU the model keeps
+    /// the vector itself, so the weights are never held twice.
+    pub fn from_vec(backend: B, config: OptConfig, params: Vec<T>) -> Result<Self> {
+        let (layout, tensors) = Self::check_params(&config, &params)?;
+        let params = backend.upload_vec(params)?;
+        Ok(Self::assemble(backend, config, layout, tensors, params))
+    }
+
+    fn check_params(config: &OptConfig, params: &[T]) -> Result<(ParamLayout, Tensors)> {
+        let layout = ParamLayout::new(config);
         check_len(&layout, params.len())?;
         check_finite("parameter", params, |i| describe(&layout, i))?;
-        let tensors = Tensors::resolve(&layout, &config)?;
-        let params = backend.upload(params)?;
-        Ok(Opt {
+        let tensors = Tensors::resolve(&layout, config)?;
+        Ok((layout, tensors))
+    }
+
+    fn assemble(
+        backend: B,
+        config: OptConfig,
+        layout: ParamLayout,
+        tensors: Tensors,
+        params: B::Buf,
+    ) -> Self {
+        Opt {
             backend,
             config,
             layout,
             params,
             tensors,
             _scalar: PhantomData,
-        })
+        }
     }
 
     pub fn config(&self) -> &OptConfig {
@@ -223,22 +249,60 @@ impl<T: Scalar, B: Backend<T>> Opt<T, B> {
         Prepared::upload(&self.backend, batch, &positions)
     }
 
-    /// The workspace for `prepared`'s shape, reusing `slot` when it fits.
+    /// The workspace for `prepared`'s shape, reusing `slot` when it fits, storing or
+    /// recomputing the blocks' activations as `memory` says. [`Memory::Auto`] keeps
+    /// the slot's choice for its shape; for a new workspace it stores when the
+    /// stored buffers fit in [`USABLE_SHARE`] of the backend's free memory (plus
+    /// the old workspace's, dropped first), else recomputes. That sees only what is
+    /// already resident: callers that know the whole computation decide up front
+    /// with [`crate::model::Footprint::choose`] and pass the result.
     pub(crate) fn workspace<'w>(
         &self,
         slot: &'w mut Option<OptWorkspace<T, B>>,
         prepared: &Prepared<T, B>,
         dual: bool,
+        reverse: bool,
+        memory: Memory,
     ) -> Result<&'w mut OptWorkspace<T, B>> {
-        let shape = Shape {
+        let shape = |recompute| Shape {
             batch: prepared.batch,
             seq: prepared.seq,
             dual,
+            recompute,
         };
+        let recompute = match memory {
+            Memory::Stored => false,
+            Memory::Recompute => true,
+            Memory::Auto => match slot {
+                Some(ws) if ws.shape() == shape(ws.shape().recompute) => ws.shape().recompute,
+                _ => {
+                    let held = slot
+                        .as_ref()
+                        .map_or(0, |ws| self.workspace_bytes(ws.shape(), true));
+                    let wanted = self.workspace_bytes(shape(false), reverse);
+                    self.backend
+                        .available_memory()
+                        .is_some_and(|free| wanted as f64 > USABLE_SHARE * (free + held) as f64)
+                }
+            },
+        };
+        let shape = shape(recompute);
         let dims = Dims::new(&self.config, shape.batch, shape.seq);
         Workspace::reuse(slot, &self.backend, shape, || {
-            OptBuffers::new(&self.backend, &self.config, dims, dual)
+            OptBuffers::new(&self.backend, &self.config, dims, dual, recompute)
         })
+    }
+
+    /// Bytes of a workspace of `shape` (with the adjoints when `reverse`), its LM
+    /// head on every row (an upper bound).
+    fn workspace_bytes(&self, shape: Shape, reverse: bool) -> u64 {
+        let pass = PassShape {
+            batch: shape.batch,
+            seq: shape.seq,
+            head_rows: shape.batch * shape.seq,
+        };
+        let n = workspace_elements(&self.config, pass, shape.dual, reverse, shape.recompute);
+        (n * std::mem::size_of::<T>()) as u64
     }
 
     /// The LM head as the passes run it.

@@ -2,6 +2,8 @@
 //! adjoint (pair) of its output into those of its inputs and its parameters'
 //! outputs. The sweep stops below the lowest stage whose parameters want an output
 //! (a masked gradient or `H v` never reaches the embeddings unless they are masked).
+//! When the buffers recompute (`model::memory`), each block below the top one is
+//! first rerun forward from its stored input into the one block of scratch.
 
 use super::buffers::{
     Adjoints, AttnActs, AttnAdjoints, LayerActs, LayerLive, MlpActs, MlpAdjoints,
@@ -30,8 +32,14 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
         }
         let (p, c, t) = (&self.p, &self.m.config, &self.m.tensors);
         let (b, h, e) = (p.b, self.d.hidden, self.d.embed);
-        let (acts, live) = (&s.acts, &s.live);
-        let adj = s.adj.as_mut().expect("adjoints"); // invariant: allocated by `run` before the reverse sweep
+        let OptBuffers {
+            acts,
+            adj,
+            live,
+            recompute,
+        } = s;
+        let recompute = *recompute;
+        let adj = adj.as_mut().expect("adjoints"); // invariant: allocated by `run` before the reverse sweep
 
         // LM head, project_out, final_layer_norm
         let last = &acts.streams[layers];
@@ -82,8 +90,14 @@ impl<T: Scalar, B: Backend<T>> OptPass<'_, T, B> {
             if lowest > l + 1 {
                 return;
             }
+            // Recomputing: block l's activations again, from its input. The top
+            // block's are still in the scratch from the forward sweep.
+            let slot = if recompute { 0 } else { l };
+            if recompute && l + 1 < layers {
+                self.block_forward(l, slot, acts, live, batch);
+            }
             let need_below = lowest <= l;
-            let (a, ll) = (&acts.layers[l], &live.layers[l]);
+            let (a, ll) = (&acts.layers[slot], &live.layers[l]);
             let (inp, inp_live) = (&acts.streams[l], live.streams[l]);
             if c.do_layer_norm_before {
                 self.pre_ln_block_reverse(l, a, ll, inp, need_below, adj, outs);

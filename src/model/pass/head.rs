@@ -61,6 +61,19 @@ impl<Buf> HeadBuffers<Buf> {
         })
     }
 
+    /// Calls `f` on every buffer (for counting what a workspace holds).
+    #[cfg(test)]
+    pub(crate) fn for_each_buf(&self, mut f: impl FnMut(&Buf)) {
+        for buf in [&self.x, &self.logits, &self.probs, &self.lp] {
+            f(buf);
+        }
+        if let Some(a) = &self.adj {
+            for buf in [&a.x, &a.logits, &a.lp] {
+                f(buf);
+            }
+        }
+    }
+
     /// Makes the buffers hold `rows` rows of pairs of `pair` halves (and their
     /// adjoints when `reverse`), growing them when they are too small.
     pub fn reserve<T: Scalar, B: Backend<T, Buf = Buf>>(

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use crate::backend::{Backend, Scalar};
 use crate::error::Result;
 use crate::model::batch::{Batch, scored_rows};
+use crate::model::memory::PassShape;
 use crate::model::ops::loss::LossHead;
 
 /// A batch checked against a model and uploaded to its backend.
@@ -64,6 +65,16 @@ impl<T: Scalar, B: Backend<T>> Prepared<T, B> {
     /// next-token batch).
     pub(crate) fn choice_scores(&self, row_lp: &[f64]) -> Vec<Vec<f64>> {
         self.head.choice_scores(row_lp)
+    }
+
+    /// The sizes a pass over this batch allocates for (the LM head on the scored
+    /// rows).
+    pub fn pass_shape(&self) -> PassShape {
+        PassShape {
+            batch: self.batch,
+            seq: self.seq,
+            head_rows: self.scored.len(),
+        }
     }
 
     /// Tokens in the batch.

@@ -14,6 +14,9 @@ pub(crate) struct Shape {
     pub seq: usize,
     /// Pairs (a tangent pass) or values only.
     pub dual: bool,
+    /// One block's activations, recomputed by the reverse sweep, or every block's
+    /// stored (see `model::memory`).
+    pub recompute: bool,
 }
 
 /// A pass's buffers: the architecture's activations and adjoints (`S`), and the
