@@ -116,7 +116,8 @@ fn one_adamw_step_is_minus_lr_times_the_sign_with_eps() {
 }
 
 /// Runs `train` on the bundled model and SST-2-mini with `extra` flags into `out`.
-fn bundled(out: &Path, extra: &[&str]) -> (i32, String, String) {
+/// `train` on the bundled model and data, q/v at 1e-2, into `out`, with `extra`.
+fn bundled_args<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "train",
         "--model",
@@ -133,7 +134,11 @@ fn bundled(out: &Path, extra: &[&str]) -> (i32, String, String) {
         path_str(out),
     ];
     args.extend_from_slice(extra);
-    maskscape(&args)
+    args
+}
+
+fn bundled(out: &Path, extra: &[&str]) -> (i32, String, String) {
+    maskscape(&bundled_args(out, extra))
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -177,27 +182,10 @@ fn a_resumed_run_any_thread_count_and_recomputing_give_the_same_bits() {
     // (as Ctrl-C would), then resumed storing them
     let parts = tmp.path().join("parts");
     let out = common::run_with_env(
-        &[
-            &["train", "--model", "bundled/opt-bundled", "--data"][..],
-            &[
-                "bundled/sst2-mini/train.jsonl",
-                "--task",
-                "sst2",
-                "--mask-scope",
-                "qv",
-            ],
-            &[
-                "--ratio",
-                "1e-2",
-                "--out",
-                path_str(&parts),
-                "--threads",
-                "2",
-                "--recompute",
-            ],
-            &flags,
-        ]
-        .concat(),
+        &bundled_args(
+            &parts,
+            &[&["--threads", "2", "--recompute"][..], &flags].concat(),
+        ),
         &[("MASKSCAPE_TRAIN_STOP_AFTER", "11")],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -227,19 +215,7 @@ fn a_resumed_run_any_thread_count_and_recomputing_give_the_same_bits() {
     let (code, stdout, stderr) = {
         let other = tmp.path().join("other");
         let out = common::run_with_env(
-            &[
-                &["train", "--model", "bundled/opt-bundled", "--data"][..],
-                &[
-                    "bundled/sst2-mini/train.jsonl",
-                    "--task",
-                    "sst2",
-                    "--mask-scope",
-                    "qv",
-                ],
-                &["--ratio", "1e-2", "--out", path_str(&other)],
-                &flags,
-            ]
-            .concat(),
+            &bundled_args(&other, &flags),
             &[("MASKSCAPE_TRAIN_STOP_AFTER", "3")],
         );
         assert_eq!(out.status.code(), Some(130));
@@ -485,6 +461,19 @@ fn bad_input_is_one_error_and_writes_nothing() {
     assert!(!out.exists());
 }
 
+/// `landscape` of the bundled model on 8 dev examples (the flags before the mask).
+const LANDSCAPE_ON_DEV: [&str; 9] = [
+    "landscape",
+    "--model",
+    "bundled/opt-bundled",
+    "--data",
+    "bundled/sst2-mini/dev.jsonl",
+    "--task",
+    "sst2",
+    "--max-examples",
+    "8",
+];
+
 #[test]
 fn a_training_path_draws_on_the_landscape_in_its_own_plane() {
     let tmp = tempfile::tempdir().unwrap();
@@ -505,32 +494,29 @@ fn a_training_path_draws_on_the_landscape_in_its_own_plane() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let land = tmp.path().join("land");
     let delta = run.join("delta.safetensors");
-    let (code, stdout, stderr) = maskscape(&[
-        "landscape",
-        "--model",
-        "bundled/opt-bundled",
-        "--data",
-        "bundled/sst2-mini/dev.jsonl",
-        "--task",
-        "sst2",
-        "--max-examples",
-        "8",
-        "--mask",
-        path_str(&delta),
-        "--directions",
-        "pca",
-        "--trajectory",
-        path_str(&run),
-        "--2d",
-        "--span",
-        "1",
-        "--points",
-        "5",
-        "--dtype",
-        "f64",
-        "--out",
-        path_str(&land),
-    ]);
+    let (code, stdout, stderr) = maskscape(
+        &[
+            &LANDSCAPE_ON_DEV[..],
+            &[
+                "--mask",
+                path_str(&delta),
+                "--directions",
+                "pca",
+                "--trajectory",
+                path_str(&run),
+                "--2d",
+                "--span",
+                "1",
+                "--points",
+                "5",
+                "--dtype",
+                "f64",
+                "--out",
+                path_str(&land),
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("training path: 5 points"), "{stdout}");
     for file in ["landscape.png", "landscape-path.png", "trajectory.csv"] {
@@ -561,25 +547,20 @@ fn a_training_path_draws_on_the_landscape_in_its_own_plane() {
     let other = tmp.path().join("other");
     common::assert_user_error(
         &[
-            "landscape",
-            "--model",
-            "bundled/opt-bundled",
-            "--data",
-            "bundled/sst2-mini/dev.jsonl",
-            "--task",
-            "sst2",
-            "--max-examples",
-            "8",
-            "--ratio",
-            "1e-3",
-            "--directions",
-            "pca",
-            "--trajectory",
-            path_str(&run),
-            "--2d",
-            "--out",
-            path_str(&other),
-        ],
+            &LANDSCAPE_ON_DEV[..],
+            &[
+                "--ratio",
+                "1e-3",
+                "--directions",
+                "pca",
+                "--trajectory",
+                path_str(&run),
+                "--2d",
+                "--out",
+                path_str(&other),
+            ],
+        ]
+        .concat(),
         &["trajectory.safetensors", "--mask"],
     );
 }
