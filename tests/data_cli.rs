@@ -8,7 +8,6 @@ use std::path::Path;
 
 use maskscape::data::{self, DataSpec, Dataset, LmExample, Task, TextDataset, TextEncoder};
 use maskscape::model::OptConfig;
-use maskscape::model::ParamLayout;
 use maskscape::model::checkpoint::Checkpoint;
 use maskscape::model::tokenizer::OptTokenizer;
 use maskscape::report::table::Table;
@@ -442,39 +441,11 @@ fn inspect_prints_columns_balance_and_token_lengths() {
 }
 
 #[test]
-fn bundled_default_is_consistent() {
-    // The bundled tokenizer is what `tokenizer train` makes of the bundled text.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("tok");
-    let (code, _, stderr) = maskscape(&[
-        "tokenizer",
-        "train",
-        "--text",
-        "bundled/sst2-mini/train.jsonl",
-        "--column",
-        "sentence",
-        "--vocab-size",
-        "1000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    for name in ["vocab.json", "merges.txt", "tokenizer.json"] {
-        let committed = std::fs::read(repo("bundled/opt-bundled").join(name)).unwrap();
-        assert_eq!(std::fs::read(out.join(name)).unwrap(), committed, "{name}");
-    }
-
-    // The bundled weights are `maskscape init --seed 0` of the bundled config.
+fn bundled_sentiment_data_is_balanced_and_fits_the_bundled_model() {
+    // The bundled tokenizer and weights are checked against the commands that make
+    // them in tests/bundled.rs; here the sentiment data meets the model.
     let model_dir = repo("bundled/opt-bundled");
-    let checkpoint = Checkpoint::<f32>::load(&model_dir).unwrap();
-    let config = checkpoint.config.clone();
-    assert!(checkpoint.params == Checkpoint::<f32>::random(config.clone(), 0).params);
-    let tokenizer = OptTokenizer::from_dir(&model_dir).unwrap();
-    assert_eq!(config.vocab_size, tokenizer.vocab_size());
-    assert!(config.do_layer_norm_before);
-    let params = ParamLayout::new(&config).total();
-    assert_eq!(params, 272_384);
-
+    let config = Checkpoint::<f32>::load(&model_dir).unwrap().config;
     for split in ["train", "dev"] {
         let spec = DataSpec::new(
             repo(&format!("bundled/sst2-mini/{split}.jsonl")),
@@ -487,6 +458,9 @@ fn bundled_default_is_consistent() {
         assert_eq!(loaded.dataset.len(), counts[0] + counts[1]);
         assert_eq!(loaded.truncated, 0, "{split} fits the positions");
     }
+    // A vocabulary too small for the byte alphabet is refused in one line.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tok");
     let (code, _, stderr) = maskscape(&[
         "tokenizer",
         "train",
