@@ -332,13 +332,23 @@ fn sharpness(result: &TrainSweepResult, arms: &[&ArmSummary], checkpoint: &str) 
                 ))
             })
             .collect();
+        let relative_se = random
+            .iter()
+            .flat_map(|a| a.starts.iter())
+            .map(|s| s.point.trace.standard_error / s.point.trace.estimate.abs())
+            .fold(0.0, f64::max);
         lines.push(format!(
             "Ceiling λmax(H_scope) = {} (residual {}); {above} of the points lie above it (interlacing \
              forbids it at θ₀; after training the Hessian is another one). Trace identity \
-             E[tr H_m] = p tr H_scope at θ₀, measured/expected by ratio: {}.",
+             E[tr H_m] = p tr H_scope at θ₀, measured/expected by ratio: {} (each trace by \
+             Hutch++ with {} products, relative standard errors up to {}; the identity holds \
+             in expectation over masks, and each ratio averages {} of them).",
             num(ceiling),
             num(scope.point.lambda_max.residual),
-            trace_ratio.join(", ")
+            trace_ratio.join(", "),
+            result.spec.hessian.trace_products,
+            num(relative_se),
+            result.spec.sweep.seeds.len()
         ));
     }
     let points = result
@@ -495,6 +505,10 @@ fn structured(arms: &[&ArmSummary]) -> Vec<String> {
     if compared.is_empty() {
         return lines;
     }
+    let tested = arms
+        .iter()
+        .flat_map(|a| a.lrs.iter().flat_map(|l| l.runs.iter()))
+        .find_map(|r| r.test_examples);
     lines.push(format!(
         "Test accuracy at each arm's optimal rate (mean [min, max] over seeds; k the mean trained \
          count): {}.",
@@ -502,7 +516,7 @@ fn structured(arms: &[&ArmSummary]) -> Vec<String> {
     ));
     lines.push(format!(
         "Structured masks score below random ones at {below} of {} ratios (the paper: they do \
-         worse); at {beyond_seeds} of them the seed ranges do not overlap, so {}.",
+         worse); at {beyond_seeds} of them the seed ranges do not overlap, so {}{}.",
         compared.len(),
         if beyond_seeds == compared.len() {
             "the difference is larger than the spread over seeds at every ratio"
@@ -510,7 +524,11 @@ fn structured(arms: &[&ArmSummary]) -> Vec<String> {
             "with these seeds the toy cannot tell the two apart"
         } else {
             "only some of the differences exceed the spread over seeds"
-        }
+        },
+        tested.map_or(String::new(), |n| format!(
+            " (an accuracy on {n} test examples has a binomial standard error up to {})",
+            num((0.25 / n as f64).sqrt())
+        ))
     ));
     lines
 }
