@@ -6,9 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
-    ArmSummary, LrSummary, RunRecord, Spread, arms, lambda_after, optimal_lr_fit, trace_after,
-};
+use super::{ArmSummary, RunRecord, Spread, arms, lambda_after, optimal_lr_fit, trace_after};
 use crate::error::Result;
 use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, SeriesData, plot};
 use crate::train::sweep::records::TrainSweepResult;
@@ -222,11 +220,6 @@ fn accuracy(result: &TrainSweepResult, summaries: &[ArmSummary], several: bool) 
     vec![dev, test, optimum]
 }
 
-/// The runs of an arm at its optimal learning rate that did not diverge.
-fn at_optimum<'a>(arm: &'a ArmSummary) -> Option<&'a LrSummary<'a>> {
-    arm.at_optimum()
-}
-
 /// Fig. 4a: λmax (and the trace) of the masked Hessian before and after training
 /// against the ratio, with the p-proportional line and the whole-scope ceiling.
 fn sharpness(result: &TrainSweepResult, summaries: &[ArmSummary], several: bool) -> Vec<Chart> {
@@ -252,7 +245,7 @@ fn sharpness(result: &TrainSweepResult, summaries: &[ArmSummary], several: bool)
             .collect();
         let after: Vec<ErrorPoint> = random
             .iter()
-            .filter_map(|a| at_optimum(a)?.spread(lambda_after).map(|s| bar(a.x(), s)))
+            .filter_map(|a| a.at_optimum()?.spread(lambda_after).map(|s| bar(a.x(), s)))
             .collect();
         let base = 4 * c;
         if !before.is_empty() {
@@ -277,7 +270,7 @@ fn sharpness(result: &TrainSweepResult, summaries: &[ArmSummary], several: bool)
             .collect();
         let trace_after_points: Vec<ErrorPoint> = random
             .iter()
-            .filter_map(|a| at_optimum(a)?.spread(trace_after).map(|s| bar(a.x(), s)))
+            .filter_map(|a| a.at_optimum()?.spread(trace_after).map(|s| bar(a.x(), s)))
             .collect();
         traces.push((tag("tr H_m before"), base, trace_before, false));
         traces.push((
@@ -405,7 +398,7 @@ fn distance(
                 random
                     .iter()
                     .filter_map(|a| {
-                        let s = at_optimum(a)?.spread(|r| r.distance_best)?;
+                        let s = a.at_optimum()?.spread(|r| r.distance_best)?;
                         Some((a, s))
                     })
                     .collect::<Vec<_>>(),
@@ -491,7 +484,7 @@ fn structured(summaries: &[ArmSummary], several: bool) -> Chart {
                     Arm::Full => false,
                 })
                 .filter_map(|a| {
-                    at_optimum(a)?
+                    a.at_optimum()?
                         .spread(|r| r.test_accuracy)
                         .map(|s| bar(a.x(), s))
                 })
@@ -517,7 +510,9 @@ fn structured(summaries: &[ArmSummary], several: bool) -> Chart {
         };
         let mine = summaries.iter().filter(|a| a.checkpoint == *checkpoint);
         if let Some(full) = mine.clone().find(|a| a.arm == Arm::Full)
-            && let Some(s) = at_optimum(full).and_then(|s| s.spread(|r| r.test_accuracy))
+            && let Some(s) = full
+                .at_optimum()
+                .and_then(|s| s.spread(|r| r.test_accuracy))
         {
             chart
                 .add(
