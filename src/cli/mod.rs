@@ -14,6 +14,7 @@ mod spectrum;
 mod theory;
 mod tokenizer;
 mod train;
+mod train_sweep;
 mod verify;
 
 use std::process::ExitCode;
@@ -66,7 +67,8 @@ enum Command {
     /// Fine-tune a checkpoint on a random mask's coordinates (or every parameter) as
     /// the paper does, tracking the distance from the start and the sharpness.
     Train(Box<train::TrainArgs>),
-    /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
+    /// Run a sweep spec (a ratio x mask seed x checkpoint probe sweep, or a training
+    /// sweep), resuming cached cells; one shard of it; or its status or report.
     Sweep(probe::SweepArgs),
     /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
     /// the theory lab's masked Hessian).

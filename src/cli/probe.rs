@@ -521,40 +521,41 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
 /// shard of it; or, computing nothing, its status or its report.
 #[derive(Args, Debug)]
 pub struct SweepArgs {
-    /// The spec file (TOML with kind = "sweep" and a [sweep] table).
-    spec: PathBuf,
+    /// The spec file (TOML with kind = "sweep" and a [sweep] table, or kind =
+    /// "training_sweep").
+    pub(super) spec: PathBuf,
     /// Output folder (cells cache, tables, figure, report); default runs/<spec name>.
     #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    pub(super) out: Option<PathBuf>,
     /// Run only shard I of N (1-based, as array jobs number their tasks): the cells
     /// a deterministic, cost-balanced split of the spec gives it, written to the
     /// shared cells/ folder. Writes no report: run --report once every shard is done.
     #[arg(long, value_name = "I/N")]
-    shard: Option<String>,
+    pub(super) shard: Option<String>,
     /// Print the cells done and missing, and the shard that owns each missing one
     /// (of --shards N); computes nothing.
     #[arg(long)]
-    status: bool,
+    pub(super) status: bool,
     /// Write the tables, figure, report and manifest from the cells on disk,
     /// computing none; missing cells are listed, and marked in the report.
     #[arg(long)]
-    report: bool,
+    pub(super) report: bool,
     /// With --status or --report: the N of the shards' --shard I/N, to name the
     /// shard that owns each missing cell (default 1: a single process).
     #[arg(long, value_name = "N")]
-    shards: Option<usize>,
+    pub(super) shards: Option<usize>,
     /// Overrides the spec's `device` (e.g. in a GPU array job). It is part of every
     /// cell's key: give --status and --report the same.
     #[arg(long, value_enum)]
-    device: Option<Device>,
+    pub(super) device: Option<Device>,
     /// Recompute the blocks' activations in the reverse sweep (the spec's
     /// `recompute = true`); not part of a cell's key (the products are the same).
     #[arg(long)]
-    recompute: bool,
+    pub(super) recompute: bool,
 }
 
 /// What `maskscape sweep` was asked to do.
-enum SweepMode {
+pub(super) enum SweepMode {
     /// Every cell (or one shard's), then, for the whole grid, the outputs.
     Run(Shard),
     /// With the shard count that owners are named for.
@@ -594,11 +595,14 @@ impl SweepArgs {
 pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
     let mode = args.mode()?;
     let spec = Spec::load(&args.spec)?;
+    if spec.kind == crate::experiment::training::RUNNER.kind {
+        return super::train_sweep::run(&args, &spec, mode);
+    }
     if spec.kind != "sweep" {
         return Err(Error::file(
             &args.spec,
             format!(
-                "has kind `{}`; maskscape sweep runs kind = \"sweep\"",
+                "has kind `{}`; maskscape sweep runs kind = \"sweep\" or \"training_sweep\"",
                 spec.kind
             ),
         )

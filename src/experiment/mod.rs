@@ -19,6 +19,7 @@
 
 pub mod network;
 pub mod theory;
+pub mod training;
 
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -140,6 +141,7 @@ pub const RUNNERS: &[Runner] = &[
     network::PROBE,
     network::LANDSCAPE,
     network::SWEEP,
+    training::RUNNER,
 ];
 
 /// The specs in `dir` (every `*.toml`), sorted by file name, each checked by its

@@ -12,7 +12,9 @@
 //!   one) during training, beside the stability thresholds;
 //! - [`trainer`]: one step (gradient, clipping, update in place);
 //! - [`state`]: what `--resume` continues from;
-//! - [`run`] the loop, [`output`] what a run writes, [`bench`] a step's timing.
+//! - [`run`] the loop, [`output`] what a run writes, [`bench`] a step's timing;
+//! - [`sweep`]: grids of runs (checkpoints x ratios x learning rates x seeds) with
+//!   the masked Hessian before and after each, cached and shardable.
 
 pub mod bench;
 pub mod data;
@@ -21,9 +23,10 @@ pub mod output;
 pub mod run;
 pub mod sharpness;
 pub mod state;
+pub mod sweep;
 pub mod trainer;
 
 pub use data::{BatchSize, TrainDataRequest};
 pub use optimizer::{OptimizerKind, OptimizerSettings};
-pub use run::{Length, TrainRequest, TrainRun, TrainSettings, run_train};
+pub use run::{Length, TrainRequest, TrainRun, TrainSettings, run_train, run_train_on};
 pub use sharpness::SharpnessSettings;

@@ -206,6 +206,23 @@ pub fn run_train(
     )
 }
 
+/// Runs `request` on an open backend whose scalar is the request's dtype (a
+/// training sweep runs its cells on one engine).
+pub fn run_train_on<T: Scalar, B: SpectralBackend<T>>(
+    backend: B,
+    request: &TrainRequest,
+    manifest: Manifest,
+    progress: &dyn Progress,
+) -> Result<TrainRun> {
+    request.settings.validate()?;
+    TrainJob {
+        request,
+        manifest,
+        progress,
+    }
+    .run::<T, B>(backend)
+}
+
 struct TrainJob<'a> {
     request: &'a TrainRequest,
     manifest: Manifest,
