@@ -143,7 +143,7 @@ fn corpus_holds_no_sst2_mini_sentence_and_fits_the_model() {
 }
 
 #[test]
-fn readme_commands_reproduce_the_bundled_model_byte_for_byte() {
+fn readme_commands_remake_the_bundled_model() {
     let commands = readme_commands();
     let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
     assert_eq!(names, ["tokenizer", "init", "train"]);
@@ -166,28 +166,66 @@ fn readme_commands_reproduce_the_bundled_model_byte_for_byte() {
         let (code, _, stderr) = maskscape(&args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
     }
-    for name in [
-        "vocab.json",
-        "merges.txt",
-        "tokenizer.json",
-        "config.json",
-        "model.safetensors",
-    ] {
-        let committed = std::fs::read(repo(MODEL).join(name)).unwrap();
-        let made = std::fs::read(model.join(name)).unwrap();
-        assert!(made == committed, "{name} differs from the committed file");
+    // The tokenizer and the architecture do not touch floating point: always the same.
+    for name in ["vocab.json", "merges.txt", "tokenizer.json", "config.json"] {
+        assert_same_file(&model, name);
     }
-    // The committed summary of the pretraining is this run's (wall times aside).
+    // The summary of the pretraining is this run's (wall times aside).
     let read = |path: &Path| -> serde_json::Value {
         let mut v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("timing");
         v
     };
-    assert_eq!(
+    let (made, committed) = (
         read(&runs.join("pretrain/summary.json")),
-        read(&repo(MODEL).join("pretraining.json"))
+        read(&repo(MODEL).join("pretraining.json")),
     );
+    if gemm_kernels() == MADE_WITH_KERNELS {
+        assert_same_file(&model, "model.safetensors");
+        assert_eq!(made, committed);
+    } else {
+        // faer's products run other SIMD kernels here, which round some sums
+        // differently; over 2,280 steps the weights drift apart, the model does not
+        let loss = |v: &serde_json::Value| v["best"]["dev_loss"].as_f64().unwrap();
+        let (got, want) = (loss(&made), loss(&committed));
+        eprintln!(
+            "{} GEMM kernels (the committed weights were made with {MADE_WITH_KERNELS}): \
+             held-out loss {got:.4} against the committed {want:.4}",
+            gemm_kernels()
+        );
+        assert!(
+            (got - want).abs() <= REMADE_LOSS_TOLERANCE,
+            "{got} against {want}"
+        );
+    }
+}
+
+/// The SIMD kernels faer's matrix products take on this CPU (faer 0.24's own
+/// choice in `linalg::matmul`: AVX-512 when present, else AVX2 with FMA).
+fn gemm_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2";
+        }
+    }
+    "portable"
+}
+
+/// The kernels of the machine that made the committed weights; elsewhere the
+/// remade model's held-out loss must agree within [`REMADE_LOSS_TOLERANCE`] nats.
+const MADE_WITH_KERNELS: &str = "avx512";
+const REMADE_LOSS_TOLERANCE: f64 = 0.05;
+
+fn assert_same_file(made_dir: &Path, name: &str) {
+    let committed = std::fs::read(repo(MODEL).join(name)).unwrap();
+    let made = std::fs::read(made_dir.join(name)).unwrap();
+    assert!(made == committed, "{name} differs from the committed file");
 }
 
 /// What `bundled/README.md` states about the pretrained model, as measured (f32, as
