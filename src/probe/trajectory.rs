@@ -130,7 +130,7 @@ pub fn principal_plane(points: &[Vec<f64>]) -> Result<PrincipalPlane> {
     // ascending: the last two are the largest
     let direction = |col: usize| -> Result<(Vec<f64>, f64)> {
         let sigma2 = values[col];
-        if !(sigma2 > 1e-12 * total) {
+        if sigma2.is_nan() || sigma2 <= 1e-12 * total {
             return Err(Error::Numerical(
                 "the path spans fewer than two directions: no plane to draw it on".into(),
             ));
