@@ -1,0 +1,867 @@
+//! Stability of full-batch gradient descent in a network: for masks at several
+//! trainable ratios, the largest stable learning rate of plain GD on the masked
+//! coordinates, measured by bisection ([`super::bisect`]), against the quadratic
+//! model's prediction `2 / lambda_max` of the masked Hessian at theta_0 (the
+//! paper's Prop. 5.2), and the edge-of-stability view: the sharpness along GD runs
+//! at a few multiples of that prediction, against their thresholds `2 / lr`.
+//!
+//! The grid has three kinds of cells, each cached as one JSON file under a cell
+//! folder and keyed by everything that determines it (model and data hashes,
+//! settings, program version), so a rerun resumes and the grid splits over
+//! processes like the probe sweep's ([`crate::shard`]):
+//! - `ratio-<r>-seed-<s>`: lambda_max at theta_0 (Lanczos, computed residual) and
+//!   the bisection's runs;
+//! - `scope`: lambda_max of the whole-scope Hessian, for the p-proportional line;
+//! - `edge/factor-<f>`: one GD run at `f x 2/lambda_max` with the sharpness every
+//!   few steps.
+//!
+//! Every run starts from the checkpoint on the same fixed batch (the spec's first
+//! `examples` of a seeded draw), with SGD without momentum, clipping, warm-up or
+//! weight decay: `theta <- theta - lr grad L(theta)` on the masked coordinates.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::bisect::{BisectOptions, RunOutcome, Threshold, bisect_threshold};
+use super::optimizer::{OptimizerKind, OptimizerSettings};
+use super::sharpness::{SharpnessSettings, measure};
+use super::trainer::{StepOutcome, Trainer};
+use crate::backend::Scalar;
+use crate::error::{Error, Result};
+use crate::mask::{Mask, MaskSpec, RatioOf, Sampling, Scope, Structure};
+use crate::model::{Batch, Objective, Opt, OptConfig};
+use crate::probe::Restriction;
+use crate::probe::device::{BackendJob, Device, Dtype, GpuOptions, SpectralBackend, dispatch};
+use crate::probe::inputs::{DataInputs, DataRequest, ModelIdentity, ModelInputs, data_spec};
+use crate::probe::inputs::{indices_hash, scope_indices};
+use crate::progress::{Progress, Silent};
+use crate::report::atomic;
+use crate::report::manifest::{sha256_bytes, sha256_file};
+use crate::shard::{CellState, GridStatus, Partition, Shard, Unit};
+
+/// The `[stability]` table of a `kind = "gd_stability"` spec. Paths are relative to
+/// the folder maskscape runs in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StabilitySpec {
+    /// The checkpoint folder (theta_0).
+    pub model: PathBuf,
+    /// A tokenizer folder for checkpoints that ship none.
+    pub tokenizer: Option<PathBuf>,
+    /// The dataset and its task, as the data flags describe them.
+    pub data: PathBuf,
+    pub task: Option<String>,
+    pub template: Option<String>,
+    pub candidates: Option<Vec<String>>,
+    pub columns: Vec<String>,
+    /// The fixed full batch: this many examples drawn from the file with `data_seed`.
+    pub examples: usize,
+    pub data_seed: u64,
+    /// Bernoulli masks over `scope` at each ratio (of all parameters unless
+    /// `ratio_of = "scope"`), one per mask seed.
+    pub scope: Scope,
+    pub ratio_of: RatioOf,
+    pub ratios: Vec<f64>,
+    pub seeds: Vec<u64>,
+    pub dtype: Dtype,
+    pub device: Device,
+    pub gpu: GpuOptions,
+    /// Lanczos's product budget and relative residual tolerance for lambda_max.
+    pub iters: usize,
+    pub tol: f64,
+    /// Seed of the Lanczos start vectors.
+    pub seed: u64,
+    /// GD steps per bisection run.
+    pub steps: usize,
+    /// Divergence levels, one bisection each: a run diverges at level `b` when a
+    /// loss exceeds `b` x the initial loss (or is not finite). On the quadratic
+    /// model every level gives the same threshold; a network's loss saturates, so
+    /// the levels tell a first rise (1) from a blow-up.
+    pub blowup: Vec<f64>,
+    /// The bisection stops when diverged / stable <= 1 + tolerance.
+    pub tolerance: f64,
+    /// The search gives up above `max_factor` x the prediction.
+    pub max_factor: f64,
+    /// The edge-of-stability runs (none when absent).
+    pub edge: Option<EdgeSpec>,
+}
+
+/// The edge-of-stability runs: one mask, GD at a few multiples of its prediction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSpec {
+    pub ratio: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Learning rates as multiples of the predicted threshold 2/lambda_max(theta_0).
+    pub factors: Vec<f64>,
+    pub steps: usize,
+    /// The sharpness is measured before the first step and after every this many.
+    pub sharpness_every: usize,
+}
+
+impl Default for StabilitySpec {
+    fn default() -> Self {
+        StabilitySpec {
+            model: PathBuf::new(),
+            tokenizer: None,
+            data: PathBuf::new(),
+            task: None,
+            template: None,
+            candidates: None,
+            columns: Vec::new(),
+            examples: 16,
+            data_seed: 0,
+            scope: Scope::Qv,
+            ratio_of: RatioOf::Total,
+            ratios: Vec::new(),
+            seeds: vec![0],
+            dtype: Dtype::F32,
+            device: Device::Cpu,
+            gpu: GpuOptions::default(),
+            iters: 40,
+            tol: 1e-4,
+            seed: 0,
+            steps: 40,
+            blowup: vec![1.0, 2.0],
+            tolerance: 0.05,
+            max_factor: 256.0,
+            edge: None,
+        }
+    }
+}
+
+/// Sequences per batch of the fixed batch (memory only: a step's gradient is the
+/// mean over all of its batches).
+const BATCH_ROWS: usize = 64;
+
+impl StabilitySpec {
+    /// Checks everything that needs no file; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.model.as_os_str().is_empty() {
+            return Err(Error::arg("model", "is required (a checkpoint folder)"));
+        }
+        if self.data.as_os_str().is_empty() {
+            return Err(Error::arg("data", "is required (a dataset file)"));
+        }
+        if self.examples == 0 {
+            return Err(Error::arg("examples", "must be at least 1"));
+        }
+        let ratio_ok = |r: f64| r.is_finite() && r > 0.0 && r <= 1.0;
+        if self.ratios.is_empty() || !self.ratios.iter().all(|&r| ratio_ok(r)) {
+            return Err(Error::arg(
+                "ratios",
+                format!(
+                    "must be a non-empty list of numbers in (0, 1], got {:?}",
+                    self.ratios
+                ),
+            ));
+        }
+        if self.seeds.is_empty() {
+            return Err(Error::arg("seeds", "must list at least one mask seed"));
+        }
+        if self.iters < 4 {
+            return Err(Error::arg("iters", "must be at least 4 products"));
+        }
+        if !(self.tol > 0.0 && self.tol < 1.0) {
+            return Err(Error::arg("tol", "must lie in (0, 1)"));
+        }
+        if self.steps == 0 {
+            return Err(Error::arg("steps", "must be at least 1"));
+        }
+        if self.blowup.is_empty() || !self.blowup.iter().all(|b| b.is_finite() && *b >= 1.0) {
+            return Err(Error::arg(
+                "blowup",
+                format!(
+                    "must be a non-empty list of numbers >= 1, got {:?}",
+                    self.blowup
+                ),
+            ));
+        }
+        if !(self.tolerance > 0.0 && self.tolerance < 1.0) {
+            return Err(Error::arg("tolerance", "must lie in (0, 1)"));
+        }
+        if !(self.max_factor.is_finite() && self.max_factor >= 2.0) {
+            return Err(Error::arg("max_factor", "must be at least 2"));
+        }
+        if let Some(edge) = &self.edge {
+            if !ratio_ok(edge.ratio) {
+                return Err(Error::arg("edge.ratio", "must be a number in (0, 1]"));
+            }
+            if edge.factors.is_empty() || !edge.factors.iter().all(|f| f.is_finite() && *f > 0.0) {
+                return Err(Error::arg(
+                    "edge.factors",
+                    "must be a non-empty list of positive numbers",
+                ));
+            }
+            if edge.steps == 0 {
+                return Err(Error::arg("edge.steps", "must be at least 1"));
+            }
+            if edge.sharpness_every == 0 {
+                return Err(Error::arg("edge.sharpness_every", "must be at least 1"));
+            }
+        }
+        self.data_request()?;
+        Ok(())
+    }
+
+    /// The fixed batch's dataset request.
+    pub fn data_request(&self) -> Result<DataRequest> {
+        Ok(DataRequest {
+            spec: data_spec(
+                &self.data,
+                self.task.as_deref(),
+                self.template.as_deref(),
+                self.candidates.as_deref(),
+                &self.columns,
+                Some(self.examples),
+                self.data_seed,
+            )?,
+            tokenizer: self.tokenizer.clone(),
+            batch_rows: BATCH_ROWS,
+        })
+    }
+
+    /// The Bernoulli mask of one ratio and seed.
+    pub fn mask_spec(&self, ratio: f64, seed: u64) -> MaskSpec {
+        MaskSpec {
+            scope: self.scope,
+            ratio,
+            ratio_of: self.ratio_of,
+            sampling: Sampling::Bernoulli,
+            structure: Structure::Elements,
+            seed,
+        }
+    }
+
+    /// The bisection's settings at each divergence level.
+    pub fn bisect_options(&self) -> Vec<BisectOptions> {
+        self.blowup
+            .iter()
+            .map(|&blowup| BisectOptions {
+                steps: self.steps,
+                blowup,
+                tolerance: self.tolerance,
+                max_factor: self.max_factor,
+            })
+            .collect()
+    }
+
+    /// Every cell, from the spec alone: ratio by ratio the seeds, the whole-scope
+    /// reference, then the edge runs. Costs are in GD steps (a Lanczos product
+    /// counted as two, a diverging run as half its budget), only for the balance
+    /// of shards.
+    pub fn grid(&self) -> Vec<StabilityCell> {
+        let bisect_runs = 2.0
+            + self.blowup.len() as f64 * (2.0f64.ln() / (1.0 + self.tolerance).ln()).log2().ceil();
+        let mut cells = Vec::new();
+        for &ratio in &self.ratios {
+            for &seed in &self.seeds {
+                cells.push(StabilityCell {
+                    kind: CellKind::Threshold { ratio, seed },
+                    id: format!("ratio-{ratio:e}-seed-{seed}"),
+                    cost: 2.0 * self.iters as f64 + 0.75 * bisect_runs * self.steps as f64,
+                });
+            }
+        }
+        cells.push(StabilityCell {
+            kind: CellKind::Scope,
+            id: "scope".to_string(),
+            cost: 2.0 * self.iters as f64,
+        });
+        if let Some(edge) = &self.edge {
+            for &factor in &edge.factors {
+                let measurements = (edge.steps / edge.sharpness_every + 1) as f64;
+                cells.push(StabilityCell {
+                    kind: CellKind::Edge { factor },
+                    id: format!("edge/factor-{factor}"),
+                    cost: edge.steps as f64 + 2.0 * self.iters as f64 * (measurements + 1.0),
+                });
+            }
+        }
+        cells
+    }
+
+    /// The cost-balanced split of [`Self::grid`] over `shards` processes.
+    pub fn partition(&self, shards: usize) -> Partition {
+        let units: Vec<Unit> = self.grid().iter().map(StabilityCell::unit).collect();
+        Partition::new(&units, shards)
+    }
+}
+
+/// What a cell computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CellKind {
+    Threshold { ratio: f64, seed: u64 },
+    Scope,
+    Edge { factor: f64 },
+}
+
+/// A cell of the grid before anything is computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StabilityCell {
+    pub kind: CellKind,
+    /// The cell's file under the cell folder without `.json`, and its id in a partition.
+    pub id: String,
+    pub cost: f64,
+}
+
+impl StabilityCell {
+    pub fn path(&self, cells_dir: &Path) -> PathBuf {
+        cells_dir.join(format!("{}.json", self.id))
+    }
+
+    pub fn unit(&self) -> Unit {
+        Unit {
+            id: self.id.clone(),
+            cost: self.cost,
+        }
+    }
+}
+
+/// An eigenvalue from Lanczos with its computed residual `‖H y - lambda y‖`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopEigen {
+    pub value: f64,
+    pub residual: f64,
+    pub converged: bool,
+}
+
+/// A threshold cell: the prediction at theta_0 and, per divergence level, the
+/// bisection's bracket and runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdRecord {
+    pub key: String,
+    pub ratio: f64,
+    pub seed: u64,
+    /// The probability with which each scoped entry is kept.
+    pub keep_probability: f64,
+    /// Trained coordinates (k).
+    pub dim: usize,
+    pub indices_sha256: String,
+    /// The loss at theta_0 on the fixed batch.
+    pub loss0: f64,
+    pub lambda_max: TopEigen,
+    /// 2 / lambda_max.
+    pub predicted: f64,
+    /// In the order of the spec's `blowup` levels.
+    pub thresholds: Vec<Threshold>,
+    /// Distinct GD runs made (the levels share the rates they both try).
+    pub gd_runs: usize,
+}
+
+impl ThresholdRecord {
+    /// The measured threshold at level `level` over the predicted one (`None` when
+    /// the bracket is open).
+    pub fn ratio_to_predicted(&self, level: usize) -> Option<f64> {
+        Some(self.thresholds[level].estimate()? / self.predicted)
+    }
+}
+
+/// The whole-scope reference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScopeRecord {
+    pub key: String,
+    pub dim: usize,
+    pub lambda_max: TopEigen,
+}
+
+/// One sharpness measurement along an edge run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharpnessPoint {
+    /// Updates made before it.
+    pub step: usize,
+    pub lambda_max: f64,
+    pub residual: f64,
+    pub converged: bool,
+}
+
+/// An edge-of-stability run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    pub key: String,
+    pub ratio: f64,
+    pub seed: u64,
+    pub factor: f64,
+    pub lr: f64,
+    pub predicted: f64,
+    /// `L(theta_0)`, `L(theta_1)`, ...: a diverging run ends early, at a loss 1e6 x
+    /// the first or before one that is not finite (JSON holds finite numbers only).
+    pub losses: Vec<f64>,
+    /// Whether the run stopped early as diverged.
+    pub diverged: bool,
+    pub sharpness: Vec<SharpnessPoint>,
+}
+
+/// The cells of a grid that are done (computed now or read from disk).
+#[derive(Clone, Debug, Default)]
+pub struct StabilityResult {
+    pub thresholds: Vec<ThresholdRecord>,
+    pub scope: Option<ScopeRecord>,
+    pub edges: Vec<EdgeRecord>,
+    /// Cells computed by this run, and found on disk.
+    pub computed: usize,
+    pub cached: usize,
+}
+
+/// A cell's record, whatever its kind.
+enum Record {
+    Threshold(ThresholdRecord),
+    Scope(ScopeRecord),
+    Edge(EdgeRecord),
+}
+
+impl StabilityResult {
+    fn add(&mut self, record: Record) {
+        match record {
+            Record::Threshold(r) => self.thresholds.push(r),
+            Record::Scope(r) => self.scope = Some(r),
+            Record::Edge(r) => self.edges.push(r),
+        }
+    }
+}
+
+/// Runs (or resumes) the cells `shard` owns, caching them under `cells_dir`.
+pub fn run_stability(
+    spec: &StabilitySpec,
+    cells_dir: &Path,
+    shard: Shard,
+    progress: &dyn Progress,
+) -> Result<StabilityResult> {
+    spec.validate()?;
+    dispatch(
+        spec.device,
+        spec.gpu,
+        spec.dtype,
+        StabilityJob {
+            spec,
+            cells_dir,
+            shard,
+            progress,
+        },
+    )
+}
+
+/// The cells of `spec` on disk, computing nothing: those done, and the state of
+/// every cell with its owner under a split into `shards`.
+pub fn stability_on_disk(
+    spec: &StabilitySpec,
+    cells_dir: &Path,
+    shards: usize,
+) -> Result<(StabilityResult, GridStatus)> {
+    spec.validate()?;
+    let keys = CellKeys::new(spec)?;
+    let grid = spec.grid();
+    let mut result = StabilityResult::default();
+    let mut states = Vec::with_capacity(grid.len());
+    for cell in &grid {
+        let (state, record) = keys.read(spec, cells_dir, cell);
+        if let Some(record) = record {
+            result.add(record);
+            result.cached += 1;
+        }
+        states.push(state);
+    }
+    let status = GridStatus::new(
+        grid.iter().map(StabilityCell::unit).collect(),
+        states,
+        shards,
+    );
+    Ok((result, status))
+}
+
+struct StabilityJob<'a> {
+    spec: &'a StabilitySpec,
+    cells_dir: &'a Path,
+    shard: Shard,
+    progress: &'a dyn Progress,
+}
+
+/// The checkpoint and the fixed batch every cell starts from.
+struct Start<'a, T: Scalar, B: SpectralBackend<T>> {
+    backend: B,
+    config: OptConfig,
+    params: Vec<T>,
+    layout: crate::model::ParamLayout,
+    batches: Vec<Batch>,
+    spec: &'a StabilitySpec,
+    progress: &'a dyn Progress,
+}
+
+impl BackendJob for StabilityJob<'_> {
+    type Output = StabilityResult;
+
+    fn run<T: Scalar, B: SpectralBackend<T>>(self, backend: B) -> Result<StabilityResult> {
+        let StabilityJob {
+            spec,
+            cells_dir,
+            shard,
+            progress,
+        } = self;
+        let grid = spec.grid();
+        let owned = spec.partition(shard.count()).units_of(shard);
+        progress.start(owned.len() as u64, "gd stability");
+        // Cached cells are recognised from the files' hashes: a rerun whose cells
+        // are all on disk never loads the weights.
+        let keys = CellKeys::new(spec)?;
+        let mut result = StabilityResult::default();
+        let mut todo = Vec::new();
+        for i in owned {
+            match keys.read(spec, cells_dir, &grid[i]) {
+                (CellState::Done, Some(record)) => {
+                    result.add(record);
+                    result.cached += 1;
+                    progress.advance(1);
+                }
+                _ => todo.push(i),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(result);
+        }
+        let mut model = ModelInputs::<T>::load(&spec.model, None)?;
+        let data = DataInputs::load(&spec.data_request()?, &spec.model, model.config())?;
+        let start = Start {
+            backend,
+            config: model.config().clone(),
+            layout: model.layout().clone(),
+            params: std::mem::take(&mut model.checkpoint.params),
+            batches: data.batches,
+            spec,
+            progress,
+        };
+        for i in todo {
+            progress.check()?;
+            let cell = &grid[i];
+            let key = keys.key(spec, cell);
+            let record = match cell.kind {
+                CellKind::Threshold { ratio, seed } => {
+                    let r = start.threshold_cell(ratio, seed, key)?;
+                    atomic::write_json(&cell.path(cells_dir), &r)?;
+                    Record::Threshold(r)
+                }
+                CellKind::Scope => {
+                    let r = start.scope_cell(key)?;
+                    atomic::write_json(&cell.path(cells_dir), &r)?;
+                    Record::Scope(r)
+                }
+                CellKind::Edge { factor } => {
+                    let r = start.edge_cell(factor, key)?;
+                    atomic::write_json(&cell.path(cells_dir), &r)?;
+                    Record::Edge(r)
+                }
+            };
+            result.add(record);
+            result.computed += 1;
+            progress.advance(1);
+        }
+        Ok(result)
+    }
+}
+
+impl<T: Scalar, B: SpectralBackend<T>> Start<'_, T, B> {
+    /// The mask of a ratio and seed: its indices and keep probability.
+    fn mask(&self, ratio: f64, seed: u64) -> Result<(Vec<u64>, f64)> {
+        let mask_spec = self.spec.mask_spec(ratio, seed);
+        let keep = mask_spec.keep_probability(&self.layout).map_err(|e| {
+            Error::arg(
+                "ratios",
+                format!("{ratio} in {}: {e}", self.spec.model.display()),
+            )
+        })?;
+        let mask = Mask::draw(&mask_spec, &self.layout)?;
+        if mask.is_empty() {
+            return Err(Error::arg(
+                "ratios",
+                format!(
+                    "{ratio} keeps no parameter with mask seed {seed} in {} (raise the ratio)",
+                    self.spec.model.display()
+                ),
+            ));
+        }
+        Ok((mask.indices().to_vec(), keep))
+    }
+
+    fn network(&self) -> Result<Opt<T, B>> {
+        Opt::new(self.backend.clone(), self.config.clone(), &self.params)
+    }
+
+    /// The sharpness settings of lambda_max on the fixed batch.
+    fn lanczos(&self) -> SharpnessSettings {
+        SharpnessSettings {
+            every: 1,
+            examples: self.spec.examples,
+            iters: self.spec.iters,
+            tol: self.spec.tol,
+            seed: self.spec.seed,
+        }
+    }
+
+    /// lambda_max of the Hessian over `indices` of `model` on the fixed batch.
+    fn top_eigen(&self, model: &Opt<T, B>, indices: &[u64]) -> Result<TopEigen> {
+        let restriction = Restriction::Indices(indices.to_vec());
+        let ((value, residual, converged), _) = measure(
+            model,
+            &self.batches,
+            &restriction,
+            None,
+            &self.lanczos(),
+            &Silent,
+        )?;
+        Ok(TopEigen {
+            value,
+            residual,
+            converged,
+        })
+    }
+
+    fn threshold_cell(&self, ratio: f64, seed: u64, key: String) -> Result<ThresholdRecord> {
+        let (indices, keep_probability) = self.mask(ratio, seed)?;
+        let network = self.network()?;
+        let lambda_max = self.top_eigen(&network, &indices)?;
+        let loss0 = Objective::new(&network, &self.batches)?.loss()?;
+        drop(network);
+        if lambda_max.value.is_nan() || lambda_max.value <= 0.0 {
+            return Err(Error::Numerical(format!(
+                "ratio {ratio}, seed {seed}: lambda_max at theta_0 is {} (not positive), so \
+                 2/lambda_max predicts no threshold",
+                lambda_max.value
+            )));
+        }
+        let predicted = 2.0 / lambda_max.value;
+        // One GD run per rate serves every level: it stops at the highest level's
+        // crossing, after every lower level's.
+        let highest = self.spec.blowup.iter().copied().fold(1.0, f64::max);
+        let mut made: Vec<(f64, Vec<f64>)> = Vec::new();
+        let mut thresholds = Vec::new();
+        for options in self.spec.bisect_options() {
+            let threshold = bisect_threshold(predicted, &options, |lr| {
+                if let Some((_, losses)) = made.iter().find(|(r, _)| *r == lr) {
+                    return Ok(RunOutcome::from_losses(lr, losses, &options));
+                }
+                self.progress.check()?;
+                let (losses, _) = self.gd(&indices, lr, options.steps, Some(highest), None)?;
+                let outcome = RunOutcome::from_losses(lr, &losses, &options);
+                made.push((lr, losses));
+                Ok(outcome)
+            })?;
+            thresholds.push(threshold);
+        }
+        Ok(ThresholdRecord {
+            key,
+            ratio,
+            seed,
+            keep_probability,
+            dim: indices.len(),
+            indices_sha256: indices_hash(&indices),
+            loss0,
+            lambda_max,
+            predicted,
+            thresholds,
+            gd_runs: made.len(),
+        })
+    }
+
+    fn scope_cell(&self, key: String) -> Result<ScopeRecord> {
+        let indices = scope_indices(self.spec.scope, &self.layout);
+        if indices.is_empty() {
+            return Err(Error::arg(
+                "scope",
+                format!(
+                    "scope `{}` holds no parameters in {}",
+                    self.spec.scope.name(),
+                    self.spec.model.display()
+                ),
+            ));
+        }
+        let network = self.network()?;
+        Ok(ScopeRecord {
+            key,
+            dim: indices.len(),
+            lambda_max: self.top_eigen(&network, &indices)?,
+        })
+    }
+
+    fn edge_cell(&self, factor: f64, key: String) -> Result<EdgeRecord> {
+        let edge = self
+            .spec
+            .edge
+            .as_ref()
+            .ok_or_else(|| Error::arg("edge", "absent"))?;
+        let (indices, _) = self.mask(edge.ratio, edge.seed)?;
+        let lambda_max = self.top_eigen(&self.network()?, &indices)?;
+        let predicted = 2.0 / lambda_max.value;
+        let lr = factor * predicted;
+        let (mut losses, sharpness) =
+            self.gd(&indices, lr, edge.steps, None, Some(edge.sharpness_every))?;
+        let diverged = losses.len() < edge.steps + 1;
+        losses.retain(|l| l.is_finite());
+        Ok(EdgeRecord {
+            key,
+            ratio: edge.ratio,
+            seed: edge.seed,
+            factor,
+            lr,
+            predicted,
+            losses,
+            diverged,
+            sharpness,
+        })
+    }
+
+    /// Plain full-batch GD on `indices` from theta_0 with rate `lr` for `steps`
+    /// steps: the losses `L(theta_0)`, ..., `L(theta_steps)`, stopping at the first
+    /// loss above `stop_above` x the first (or at the trainer's own divergence
+    /// test, whose loss may not be finite), and the sharpness every
+    /// `sharpness_every` steps.
+    fn gd(
+        &self,
+        indices: &[u64],
+        lr: f64,
+        steps: usize,
+        stop_above: Option<f64>,
+        sharpness_every: Option<usize>,
+    ) -> Result<(Vec<f64>, Vec<SharpnessPoint>)> {
+        let settings = OptimizerSettings {
+            kind: OptimizerKind::Sgd,
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            clip: None,
+            ..OptimizerSettings::default()
+        };
+        let mut trainer = Trainer::new(self.network()?, Some(indices), &settings)?;
+        let restriction = Restriction::Indices(indices.to_vec());
+        let mut losses = Vec::with_capacity(steps + 1);
+        let mut sharpness = Vec::new();
+        let mut measure_at = |trainer: &Trainer<T, B>, step: usize| -> Result<()> {
+            if sharpness_every.is_some_and(|n| step.is_multiple_of(n)) {
+                let ((lambda_max, residual, converged), _) = measure(
+                    trainer.model(),
+                    &self.batches,
+                    &restriction,
+                    None,
+                    &self.lanczos(),
+                    &Silent,
+                )?;
+                sharpness.push(SharpnessPoint {
+                    step,
+                    lambda_max,
+                    residual,
+                    converged,
+                });
+            }
+            Ok(())
+        };
+        for step in 0..steps {
+            measure_at(&trainer, step)?;
+            let loss = match trainer.step(&self.batches)? {
+                StepOutcome::Moved(stats) => stats.loss,
+                StepOutcome::Diverged { loss, .. } => {
+                    losses.push(loss);
+                    return Ok((losses, sharpness));
+                }
+            };
+            losses.push(loss);
+            if stop_above.is_some_and(|b| loss > b * losses[0]) {
+                return Ok((losses, sharpness));
+            }
+        }
+        measure_at(&trainer, steps)?;
+        losses.push(Objective::new(trainer.model(), &self.batches)?.loss()?);
+        Ok((losses, sharpness))
+    }
+}
+
+/// What identifies the grid's cells on disk: the hashes of the checkpoint and the
+/// data file, every setting that shapes a cell, and the program's version and commit.
+struct CellKeys {
+    base: serde_json::Value,
+}
+
+impl CellKeys {
+    fn new(spec: &StabilitySpec) -> Result<Self> {
+        let model = ModelIdentity::of(&spec.model, None)?;
+        let (data, _) = sha256_file(&spec.data)?;
+        Ok(CellKeys {
+            base: json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "commit": env!("MASKSCAPE_GIT_COMMIT"),
+                "model": model.sha256,
+                "tokenizer": spec.tokenizer,
+                "data": data,
+                "data_spec": {
+                    "task": spec.task, "template": spec.template, "candidates": spec.candidates,
+                    "columns": spec.columns, "examples": spec.examples,
+                    "data_seed": spec.data_seed,
+                },
+                "dtype": spec.dtype,
+                "device": spec.device,
+                "tf32": spec.gpu.tf32,
+                "lanczos": {"iters": spec.iters, "tol": spec.tol, "seed": spec.seed},
+            }),
+        })
+    }
+
+    /// The SHA-256 of everything that determines `cell`.
+    fn key(&self, spec: &StabilitySpec, cell: &StabilityCell) -> String {
+        let what = match cell.kind {
+            CellKind::Threshold { ratio, seed } => json!({
+                "mask": spec.mask_spec(ratio, seed), "bisect": spec.bisect_options(),
+            }),
+            CellKind::Scope => json!({"scope": spec.scope}),
+            CellKind::Edge { factor } => {
+                let edge = spec.edge.as_ref();
+                json!({
+                    "mask": edge.map(|e| spec.mask_spec(e.ratio, e.seed)), "factor": factor,
+                    "steps": edge.map(|e| e.steps),
+                    "sharpness_every": edge.map(|e| e.sharpness_every),
+                })
+            }
+        };
+        sha256_bytes(
+            json!({"base": self.base, "cell": what})
+                .to_string()
+                .as_bytes(),
+        )
+    }
+
+    /// The cell's record when its file holds this key: a missing file is missing;
+    /// an unreadable or damaged file, or one with another key, is stale.
+    fn read(
+        &self,
+        spec: &StabilitySpec,
+        cells_dir: &Path,
+        cell: &StabilityCell,
+    ) -> (CellState, Option<Record>) {
+        let text = match std::fs::read_to_string(cell.path(cells_dir)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (CellState::Missing, None);
+            }
+            Err(_) => return (CellState::Stale, None),
+        };
+        let key = self.key(spec, cell);
+        let record = match cell.kind {
+            CellKind::Threshold { .. } => serde_json::from_str::<ThresholdRecord>(&text)
+                .ok()
+                .filter(|r| r.key == key)
+                .map(Record::Threshold),
+            CellKind::Scope => serde_json::from_str::<ScopeRecord>(&text)
+                .ok()
+                .filter(|r| r.key == key)
+                .map(Record::Scope),
+            CellKind::Edge { .. } => serde_json::from_str::<EdgeRecord>(&text)
+                .ok()
+                .filter(|r| r.key == key)
+                .map(Record::Edge),
+        };
+        match record {
+            Some(r) => (CellState::Done, Some(r)),
+            None => (CellState::Stale, None),
+        }
+    }
+}
