@@ -10,6 +10,7 @@ mod probe;
 mod progress;
 mod reproduce;
 mod spectrum;
+mod stability;
 mod theory;
 mod tokenizer;
 mod train;
@@ -64,7 +65,8 @@ enum Command {
     /// Fine-tune a checkpoint on a random mask's coordinates (or every parameter) as
     /// the paper does, tracking the distance from the start and the sharpness.
     Train(Box<train::TrainArgs>),
-    /// Run a ratio x mask seed (x checkpoint) sweep spec, resuming cached cells.
+    /// Run a ratio x mask seed (x checkpoint) sweep spec, or a GD stability spec,
+    /// resuming cached cells.
     Sweep(probe::SweepArgs),
     /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
     /// the theory lab's masked Hessian).

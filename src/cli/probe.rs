@@ -508,7 +508,8 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
 /// shard of it; or, computing nothing, its status or its report.
 #[derive(Args, Debug)]
 pub struct SweepArgs {
-    /// The spec file (TOML with kind = "sweep" and a [sweep] table).
+    /// The spec file (TOML with kind = "sweep" and a [sweep] table, or kind =
+    /// "gd_stability" and a [stability] table).
     spec: PathBuf,
     /// Output folder (cells cache, tables, figure, report); default runs/<spec name>.
     #[arg(long, value_name = "DIR")]
@@ -537,7 +538,7 @@ pub struct SweepArgs {
 }
 
 /// What `maskscape sweep` was asked to do.
-enum SweepMode {
+pub(super) enum SweepMode {
     /// Every cell (or one shard's), then, for the whole grid, the outputs.
     Run(Shard),
     /// With the shard count that owners are named for.
@@ -577,12 +578,20 @@ impl SweepArgs {
 pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
     let mode = args.mode()?;
     let spec = Spec::load(&args.spec)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join(&spec.name));
+    if spec.kind == crate::experiment::stability::KIND {
+        return super::stability::run_sweep(&args.spec, &spec, mode, args.device, &out);
+    }
     if spec.kind != "sweep" {
         return Err(Error::file(
             &args.spec,
             format!(
-                "has kind `{}`; maskscape sweep runs kind = \"sweep\"",
-                spec.kind
+                "has kind `{}`; maskscape sweep runs kind = \"sweep\" or \"{}\"",
+                spec.kind,
+                crate::experiment::stability::KIND
             ),
         )
         .into());
@@ -591,10 +600,6 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(device) = args.device {
         sweep.device = device;
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("runs").join(&spec.name));
     let cells = out.join("cells");
     match mode {
         SweepMode::Status(shards) => {

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod network;
+pub mod stability;
 pub mod theory;
 
 use std::fmt::Write as _;
@@ -140,6 +141,7 @@ pub const RUNNERS: &[Runner] = &[
     network::PROBE,
     network::LANDSCAPE,
     network::SWEEP,
+    stability::RUNNER,
 ];
 
 /// The specs in `dir` (every `*.toml`), sorted by file name, each checked by its
