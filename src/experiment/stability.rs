@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use super::{Context, Runner, Section, Spec};
 use crate::error::{Error, Result};
+use crate::probe::inputs::ModelIdentity;
 use crate::report::table::{format_float, format_significant};
 use crate::report::{Axis, Chart, ErrorPoint, LegendPosition, Manifest, SeriesData, Table, plot};
 use crate::shard::Shard;
@@ -76,7 +77,9 @@ fn run_stability_spec(spec: &Spec, context: &Context<'_>) -> Result<Section> {
         &serde_json::json!({ "kind": spec.kind, "parameters": stability }),
     )?;
     manifest.add_input("spec", &spec.path)?;
-    manifest.add_input("model", &stability.model.join("model.safetensors"))?;
+    for (file, _, _) in ModelIdentity::of(&stability.model, None)?.files {
+        manifest.add_input("model", &file)?;
+    }
     manifest.add_input("data", &stability.data)?;
     manifest.add_outputs(&outputs);
     manifest.write(&tables_dir)?;
