@@ -313,15 +313,23 @@ fn ratio_rows(result: &StabilityResult, level: usize) -> Vec<RatioRow> {
                 .iter()
                 .filter_map(|c| c.thresholds[level].estimate())
                 .collect();
-            let (factor_lo, factor_hi) =
-                min_max(closed.iter().filter_map(|c| c.ratio_to_predicted(level)));
+            // NaN, not infinities, where no bracket closed: a table shows "NaN".
+            let (factor_lo, factor_hi, lo, hi) = if closed.is_empty() {
+                (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+            } else {
+                let (f_lo, f_hi) =
+                    min_max(closed.iter().filter_map(|c| c.ratio_to_predicted(level)));
+                let lo = min_max(closed.iter().filter_map(|c| c.thresholds[level].stable)).0;
+                let hi = min_max(closed.iter().filter_map(|c| c.thresholds[level].diverged)).1;
+                (f_lo, f_hi, lo, hi)
+            };
             RatioRow {
                 ratio,
                 keep_probability: here[0].keep_probability,
                 predicted: here.iter().map(|c| c.predicted).sum::<f64>() / here.len() as f64,
                 measured: estimates.iter().sum::<f64>() / estimates.len() as f64,
-                lo: min_max(closed.iter().filter_map(|c| c.thresholds[level].stable)).0,
-                hi: min_max(closed.iter().filter_map(|c| c.thresholds[level].diverged)).1,
+                lo,
+                hi,
                 factor_lo,
                 factor_hi,
                 open: here.len() - closed.len(),
@@ -761,14 +769,25 @@ fn edge_reading(edges: &[EdgeRecord]) -> Vec<String> {
             .filter(|p| (p.lambda_max / threshold - 1.0).abs() <= 0.2)
             .count();
         let rises = e.losses.windows(2).filter(|w| w[1] > w[0]).count();
+        // Where the sharpness first crossed 2/lr, from the side it started on.
+        let started_above = start.lambda_max > threshold;
+        let crossing = e
+            .sharpness
+            .iter()
+            .find(|p| (p.lambda_max > threshold) != started_above)
+            .map_or_else(
+                || "never crossed it".to_string(),
+                |p| format!("first crossed it at step {}", p.step),
+            );
         lines.push(format!(
-            "Edge run at {} x the prediction (lr {}, 2/lr = {}): sharpness {} at step 0, peak {}, \
-             {} at step {}; {} of {} measurements above 2/lr and {} within 20% of it; loss {} -> \
-             {} over {} steps{}, rising at {} of them.",
+            "Edge run at {} x the prediction (lr {}, 2/lr = {}): sharpness {} at step 0 ({} \
+             2/lr), peak {}, {} at step {}; it {crossing}; {} of {} measurements above 2/lr and \
+             {} within 20% of it; loss {} -> {} over {} steps{}, rising at {} of them.",
             format_significant(e.factor, 3),
             format_float(e.lr),
             format_float(threshold),
             format_float(start.lambda_max),
+            if started_above { "above" } else { "below" },
             format_float(peak),
             format_float(end.lambda_max),
             end.step,
@@ -787,4 +806,120 @@ fn edge_reading(edges: &[EdgeRecord]) -> Vec<String> {
         ));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::bisect::Threshold;
+    use crate::train::stability::TopEigen;
+
+    fn run(lr: f64, peak: f64, last: f64) -> RunOutcome {
+        RunOutcome {
+            lr,
+            peak_ratio: Some(peak),
+            final_ratio: Some(last),
+            diverged_at: (peak > 1.0).then_some(1),
+        }
+    }
+
+    /// A mask whose lambda_max is `lambda`, with brackets per level.
+    fn cell(ratio: f64, seed: u64, lambda: f64, levels: &[Option<(f64, f64)>]) -> ThresholdRecord {
+        let predicted = 2.0 / lambda;
+        ThresholdRecord {
+            key: String::new(),
+            ratio,
+            seed,
+            keep_probability: 10.0 * ratio,
+            dim: 100,
+            indices_sha256: String::new(),
+            loss0: 0.7,
+            lambda_max: TopEigen {
+                value: lambda,
+                residual: 1e-6,
+                converged: true,
+            },
+            predicted,
+            thresholds: levels
+                .iter()
+                .map(|bracket| match bracket {
+                    Some((lo, hi)) => Threshold {
+                        stable: Some(lo * predicted),
+                        diverged: Some(hi * predicted),
+                        runs: vec![run(predicted, 1.0, 0.1), run(hi * predicted, 2.5, 2.5)],
+                    },
+                    None => Threshold {
+                        stable: Some(8.0 * predicted),
+                        diverged: None,
+                        runs: vec![run(predicted, 1.0, 0.1), run(8.0 * predicted, 1.5, 0.2)],
+                    },
+                })
+                .collect(),
+            gd_runs: 2,
+        }
+    }
+
+    #[test]
+    fn rows_and_reading_follow_the_cells() {
+        let spec = StabilitySpec {
+            blowup: vec![1.0, 2.0],
+            ..StabilitySpec::default()
+        };
+        // lambda_max proportional to the ratio: thresholds scale as 1/ratio.
+        let result = StabilityResult {
+            thresholds: vec![
+                cell(0.01, 0, 1.0, &[Some((1.5, 2.0)), None]),
+                cell(0.1, 0, 10.0, &[Some((1.0, 1.21)), Some((4.0, 6.25))]),
+                cell(0.1, 1, 10.0, &[Some((1.21, 1.44)), Some((9.0, 16.0))]),
+            ],
+            ..StabilityResult::default()
+        };
+        let rows = ratio_rows(&result, 0);
+        assert_eq!(
+            rows.iter().map(|r| r.ratio).collect::<Vec<_>>(),
+            [0.1, 0.01]
+        );
+        // Geometric midpoints 1.1 and 1.32 x the prediction 0.2.
+        assert!((rows[0].measured - 0.2 * (1.1 + 1.32) / 2.0).abs() < 1e-12);
+        assert!(
+            (rows[0].factor_lo - 1.1).abs() < 1e-12 && (rows[0].factor_hi - 1.32).abs() < 1e-12
+        );
+        assert_eq!((rows[0].lo, rows[0].hi), (0.2, 0.2 * 1.44));
+        let open = &ratio_rows(&result, 1)[1];
+        assert_eq!(
+            (open.open, open.open_stable, open.measured.is_nan()),
+            (1, 16.0, true)
+        );
+
+        let text = reading(&result, &spec).join("\n");
+        assert!(
+            text.contains("level 1: measured 3.4641 (bracket 3 to 4), 1.73 x the prediction"),
+            "{text}"
+        );
+        assert!(
+            text.contains("level 2: 1 of 1 mask(s) never diverged, up to 16 (8 x the prediction)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("at level 1: the measured threshold is 1.1 to 1.73 x"),
+            "{text}"
+        );
+        assert!(
+            text.contains("at level 2: the measured threshold is 5 to 12 x"),
+            "{text}"
+        );
+        assert!(text.contains("and 1 mask(s) never diverged."), "{text}");
+        assert!(
+            text.contains("slope against the ratio: -1 for 2/λmax(θ₀)"),
+            "{text}"
+        );
+        // Of the runs above their prediction only the open bracket's (8 x, peak 1.5)
+        // stayed below the highest level, and it ended below the initial loss.
+        assert!(
+            text.contains(
+                "1 run(s) above their prediction stayed below 2 x the initial loss; 1 of them"
+            ),
+            "{text}"
+        );
+    }
 }
