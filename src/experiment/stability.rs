@@ -674,6 +674,33 @@ pub fn reading(result: &StabilityResult, spec: &StabilitySpec) -> Vec<String> {
             }
         ));
     }
+    // The bisection assumes one stable interval below the threshold; a run above a
+    // bracket that stayed below its level says the stable rates are not one.
+    for (level, &b) in spec.blowup.iter().enumerate() {
+        for c in &cells {
+            let Some(hi) = c.thresholds[level].diverged else {
+                continue;
+            };
+            let quiet: Vec<f64> = distinct_runs(c)
+                .into_iter()
+                .filter(|r| r.lr > hi && r.peak_ratio.is_some_and(|p| p <= b))
+                .map(|r| r.lr / c.predicted)
+                .collect();
+            if let (Some(lo), Some(hi)) = (quiet.first(), quiet.last()) {
+                lines.push(format!(
+                    "Not one interval at level {}: for ratio {} (seed {}), {} run(s) at {} x the \
+                     prediction, above the bracket, stayed below {} x the initial loss: the \
+                     bracket marks the first rate that diverges, and larger ones may not.",
+                    levels[level],
+                    format_significant(c.ratio, 3),
+                    c.seed,
+                    quiet.len(),
+                    range_text(*lo, *hi),
+                    levels[level]
+                ));
+            }
+        }
+    }
     let highest = spec.blowup.len() - 1;
     let above: Vec<&RunOutcome> = cells
         .iter()
