@@ -11,6 +11,7 @@ mod probe;
 mod progress;
 mod reproduce;
 mod spectrum;
+mod stability;
 mod theory;
 mod tokenizer;
 mod train;
@@ -67,8 +68,9 @@ enum Command {
     /// Fine-tune a checkpoint on a random mask's coordinates (or every parameter) as
     /// the paper does, tracking the distance from the start and the sharpness.
     Train(Box<train::TrainArgs>),
-    /// Run a sweep spec (a ratio x mask seed x checkpoint probe sweep, or a training
-    /// sweep), resuming cached cells; one shard of it; or its status or report.
+    /// Run a sweep spec (a ratio x mask seed x checkpoint probe sweep, a training
+    /// sweep or a GD stability spec), resuming cached cells; one shard of it; or its
+    /// status or report.
     Sweep(probe::SweepArgs),
     /// Eigenvalues, spectral density or trace of a dense symmetric matrix (or of
     /// the theory lab's masked Hessian).

@@ -522,7 +522,7 @@ pub fn run_landscape_command(args: LandscapeArgs) -> anyhow::Result<()> {
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     /// The spec file (TOML with kind = "sweep" and a [sweep] table, or kind =
-    /// "training_sweep").
+    /// "training_sweep", or kind = "gd_stability" and a [stability] table).
     pub(super) spec: PathBuf,
     /// Output folder (cells cache, tables, figure, report); default runs/<spec name>.
     #[arg(long, value_name = "DIR")]
@@ -595,15 +595,24 @@ impl SweepArgs {
 pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
     let mode = args.mode()?;
     let spec = Spec::load(&args.spec)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join(&spec.name));
     if spec.kind == crate::experiment::training::RUNNER.kind {
         return super::train_sweep::run(&args, &spec, mode);
+    }
+    if spec.kind == crate::experiment::stability::KIND {
+        return super::stability::run_sweep(&args.spec, &spec, mode, args.device, &out);
     }
     if spec.kind != "sweep" {
         return Err(Error::file(
             &args.spec,
             format!(
-                "has kind `{}`; maskscape sweep runs kind = \"sweep\" or \"training_sweep\"",
-                spec.kind
+                "has kind `{}`; maskscape sweep runs kind = \"sweep\", \"{}\" or \"{}\"",
+                spec.kind,
+                crate::experiment::training::RUNNER.kind,
+                crate::experiment::stability::KIND
             ),
         )
         .into());
@@ -613,10 +622,6 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
         sweep.device = device;
     }
     sweep.recompute |= args.recompute;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("runs").join(&spec.name));
     let cells = out.join("cells");
     match mode {
         SweepMode::Status(shards) => {

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod network;
+pub mod stability;
 pub mod theory;
 pub mod training;
 
@@ -142,6 +143,7 @@ pub const RUNNERS: &[Runner] = &[
     network::LANDSCAPE,
     network::SWEEP,
     training::RUNNER,
+    stability::RUNNER,
 ];
 
 /// The specs in `dir` (every `*.toml`), sorted by file name, each checked by its

@@ -12,16 +12,21 @@
 //!   one) during training, beside the stability thresholds;
 //! - [`trainer`]: one step (gradient, clipping, update in place);
 //! - [`state`]: what `--resume` continues from;
+//! - [`bisect`]: the divergence threshold of gradient descent, by bisection on the rate;
+//! - [`stability`]: that threshold in a network against 2/lambda_max, per mask, and
+//!   the sharpness along GD runs (cells cached like the probe sweep's);
 //! - [`run`] the loop, [`output`] what a run writes, [`bench`] a step's timing;
 //! - [`sweep`]: grids of runs (checkpoints x ratios x learning rates x seeds) with
 //!   the masked Hessian before and after each, cached and shardable.
 
 pub mod bench;
+pub mod bisect;
 pub mod data;
 pub mod optimizer;
 pub mod output;
 pub mod run;
 pub mod sharpness;
+pub mod stability;
 pub mod state;
 pub mod sweep;
 pub mod trainer;
