@@ -12,6 +12,7 @@ mod progress;
 mod reproduce;
 mod spectrum;
 mod stability;
+mod sweep_lines;
 mod theory;
 mod tokenizer;
 mod train;

@@ -1,6 +1,7 @@
 //! `maskscape probe`, `maskscape landscape` and `maskscape sweep`: parse the flags,
 //! call [`crate::probe`], write its outputs, print a summary.
 
+use super::sweep_lines::{no_cells, print_report, print_run, print_shard};
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args};
@@ -631,11 +632,7 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
         SweepMode::Report(shards) => {
             let (result, status) = sweep_on_disk(&sweep, &cells, shards)?;
             if status.done() == 0 {
-                return Err(Error::file(
-                    &cells,
-                    "holds no cell of this spec: run the sweep (or its shards) first",
-                )
-                .into());
+                return Err(no_cells(&cells).into());
             }
             let mut missing = status.markdown();
             for checkpoint in &sweep.checkpoints {
@@ -649,16 +646,7 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
             }
             let written = write_sweep_outputs(&args.spec, &spec, &sweep, &result, &missing, &out)?;
             print_reading(&result);
-            if !status.is_complete() {
-                print!("{}", status.text());
-            }
-            println!(
-                "{} of {} cells on disk; wrote {} files to {}",
-                status.done(),
-                status.total(),
-                written.len(),
-                out.display()
-            );
+            print_report(&status, written.len(), &out);
         }
         SweepMode::Run(shard) if shard == Shard::WHOLE => {
             let progress = super::BarProgress::new();
@@ -666,36 +654,20 @@ pub fn run_sweep_command(args: SweepArgs) -> anyhow::Result<()> {
             drop(progress);
             write_sweep_outputs(&args.spec, &spec, &sweep, &result, "", &out)?;
             print_reading(&result);
-            println!(
-                "{} cells computed ({} Hessian-vector products), {} reused from {}",
-                result.computed,
-                result.hvps_this_run,
-                result.cached,
-                cells.display()
-            );
+            let work = format!(" ({} Hessian-vector products)", result.hvps_this_run);
+            print_run(result.computed, &work, result.cached, &cells);
         }
         SweepMode::Run(shard) => {
             let progress = super::BarProgress::new();
             let result = run_sweep_shard(&sweep, &cells, shard, &progress)?;
             drop(progress);
-            let partition = sweep.partition(shard.count());
-            let total: f64 = (1..=shard.count()).map(|s| partition.load(s)).sum();
-            println!(
-                "shard {shard}: {} of the {} cells (expected cost {} of {}), {} computed ({} \
-                 Hessian-vector products), {} reused from {}",
-                result.computed + result.cached,
+            let work = format!(" ({} Hessian-vector products)", result.hvps_this_run);
+            print_shard(
+                shard,
+                &sweep.partition(shard.count()),
                 sweep.cell_count(),
-                format_float(partition.load(shard.index())),
-                format_float(total),
-                result.computed,
-                result.hvps_this_run,
-                result.cached,
-                cells.display()
-            );
-            println!(
-                "With the same spec and --out: `--status --shards {}` shows the whole grid, \
-                 `--report` writes the tables, figure and report once every shard is done",
-                shard.count()
+                (result.computed, &work, result.cached),
+                &cells,
             );
         }
     }

@@ -1,15 +1,15 @@
 //! `maskscape sweep` on a `kind = "gd_stability"` spec: the same modes as a probe
 //! sweep (all cells, one shard, `--status`, `--report`), on the stability grid.
 
+use super::sweep_lines::{no_cells, print_report, print_run, print_shard};
 use std::path::{Path, PathBuf};
 
 use super::probe::SweepMode;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::experiment::Spec;
 use crate::experiment::stability::{markdown, reading, stability_spec, write_stability};
 use crate::probe::Device;
 use crate::report::Manifest;
-use crate::report::table::format_float;
 use crate::shard::Shard;
 use crate::train::stability::{StabilityResult, StabilitySpec, run_stability, stability_on_disk};
 
@@ -34,11 +34,7 @@ pub(super) fn run_sweep(
         SweepMode::Report(shards) => {
             let (result, status) = stability_on_disk(&stability, &cells, shards)?;
             if status.done() == 0 {
-                return Err(Error::file(
-                    &cells,
-                    "holds no cell of this spec: run the sweep (or its shards) first",
-                )
-                .into());
+                return Err(no_cells(&cells).into());
             }
             let written = write_outputs(
                 spec_path,
@@ -49,16 +45,7 @@ pub(super) fn run_sweep(
                 out,
             )?;
             print_reading(&result, &stability);
-            if !status.is_complete() {
-                print!("{}", status.text());
-            }
-            println!(
-                "{} of {} cells on disk; wrote {} files to {}",
-                status.done(),
-                status.total(),
-                written.len(),
-                out.display()
-            );
+            print_report(&status, written.len(), out);
         }
         SweepMode::Run(shard) if shard == Shard::WHOLE => {
             let progress = super::BarProgress::new();
@@ -66,34 +53,18 @@ pub(super) fn run_sweep(
             drop(progress);
             write_outputs(spec_path, spec, &stability, &result, "", out)?;
             print_reading(&result, &stability);
-            println!(
-                "{} cells computed, {} reused from {}",
-                result.computed,
-                result.cached,
-                cells.display()
-            );
+            print_run(result.computed, "", result.cached, &cells);
         }
         SweepMode::Run(shard) => {
             let progress = super::BarProgress::new();
             let result = run_stability(&stability, &cells, shard, &progress)?;
             drop(progress);
-            let partition = stability.partition(shard.count());
-            let total: f64 = (1..=shard.count()).map(|s| partition.load(s)).sum();
-            println!(
-                "shard {shard}: {} of the {} cells (expected cost {} of {}), {} computed, {} \
-                 reused from {}",
-                result.computed + result.cached,
+            print_shard(
+                shard,
+                &stability.partition(shard.count()),
                 stability.grid().len(),
-                format_float(partition.load(shard.index())),
-                format_float(total),
-                result.computed,
-                result.cached,
-                cells.display()
-            );
-            println!(
-                "With the same spec and --out: `--status --shards {}` shows the whole grid, \
-                 `--report` writes the tables, figures and report once every shard is done",
-                shard.count()
+                (result.computed, "", result.cached),
+                &cells,
             );
         }
     }

@@ -1,14 +1,14 @@
 //! `maskscape sweep SPEC` for `kind = "training_sweep"`: run the grid (or one
 //! shard of it), print its status, or write its report from the cells on disk.
 
+use super::sweep_lines::{no_cells, print_report, print_run, print_shard};
 use std::path::Path;
 
 use super::probe::{SweepArgs, SweepMode};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::experiment::Spec;
 use crate::experiment::training::{OutputPaths, reading_markdown, train_sweep_spec, write_outputs};
 use crate::report::atomic;
-use crate::report::table::format_float;
 use crate::shard::Shard;
 use crate::train::sweep::{
     TrainSweepResult, run_train_sweep, run_train_sweep_shard, train_sweep_on_disk,
@@ -34,56 +34,28 @@ pub fn run(args: &SweepArgs, spec: &Spec, mode: SweepMode) -> anyhow::Result<()>
         SweepMode::Report(shards) => {
             let (result, status) = train_sweep_on_disk(&sweep, &cells, shards)?;
             if status.done() == 0 {
-                return Err(Error::file(
-                    &cells,
-                    "holds no cell of this spec: run the sweep (or its shards) first",
-                )
-                .into());
+                return Err(no_cells(&cells).into());
             }
             let written = write(spec, &result, &status.markdown(), &out)?;
-            if !status.is_complete() {
-                print!("{}", status.text());
-            }
-            println!(
-                "{} of {} cells on disk; wrote {written} files to {}",
-                status.done(),
-                status.total(),
-                out.display()
-            );
+            print_report(&status, written, &out);
         }
         SweepMode::Run(shard) if shard == Shard::WHOLE => {
             let progress = super::BarProgress::new();
             let result = run_train_sweep(&sweep, &cells, &progress)?;
             drop(progress);
             write(spec, &result, "", &out)?;
-            println!(
-                "{} cells computed, {} reused from {}",
-                result.computed,
-                result.cached,
-                cells.display()
-            );
+            print_run(result.computed, "", result.cached, &cells);
         }
         SweepMode::Run(shard) => {
             let progress = super::BarProgress::new();
             let result = run_train_sweep_shard(&sweep, &cells, shard, &progress)?;
             drop(progress);
-            let partition = sweep.partition(shard.count());
-            let total: f64 = (1..=shard.count()).map(|s| partition.load(s)).sum();
-            println!(
-                "shard {shard}: {} of the {} cells (expected cost {} of {}), {} computed, {} \
-                 reused from {}",
-                result.computed + result.cached,
+            print_shard(
+                shard,
+                &sweep.partition(shard.count()),
                 sweep.grid().len(),
-                format_float(partition.load(shard.index())),
-                format_float(total),
-                result.computed,
-                result.cached,
-                cells.display()
-            );
-            println!(
-                "With the same spec and --out: `--status --shards {}` shows the whole grid, \
-                 `--report` writes the tables, figures and report once every shard is done",
-                shard.count()
+                (result.computed, "", result.cached),
+                &cells,
             );
         }
     }
