@@ -150,6 +150,11 @@ struct State<'m, T: Scalar, B: Backend<T>> {
 }
 
 impl<'m, T: Scalar, B: Backend<T>> HessianOperator<'m, T, B> {
+    /// The network whose Hessian this is.
+    pub fn model(&self) -> &'m Opt<T, B> {
+        self.model
+    }
+
     /// The Hessian of `model`'s mean loss over `batches`, restricted to
     /// `restriction`, with the product path chosen automatically. Checks and
     /// uploads every batch.

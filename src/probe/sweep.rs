@@ -735,6 +735,60 @@ fn cell_indices(
     Ok((mask.indices().to_vec(), keep_probability))
 }
 
+/// What a λmax-and-trace probe may spend: Lanczos's relative tolerance and
+/// products, Hutch++'s products, and the seed whose streams 1 and 4 draw their
+/// probe vectors.
+pub struct PointBudget {
+    pub tol: f64,
+    pub iters: usize,
+    pub trace_products: usize,
+    pub seed: u64,
+}
+
+/// λmax of `op` by Lanczos (with its computed residual), its trace by Hutch++, and
+/// the loss on its batches: what a sweep's cell (and a training sweep's Hessian
+/// unit) measures.
+pub fn lambda_max_and_trace<T: Scalar, B: SpectralBackend<T>>(
+    op: &HessianOperator<'_, T, B>,
+    budget: &PointBudget,
+    progress: &dyn Progress,
+) -> Result<(RitzPair, TraceEstimate, f64)> {
+    let space = op.model().backend().space(op.dim())?;
+    let seed = |part: u64| rng::stream_id(&[budget.seed, part]);
+    let top = lanczos(
+        &OnBackend(op),
+        &space,
+        &LanczosOptions {
+            k: 1,
+            which: Which::Largest,
+            tol: budget.tol,
+            // a Krylov space of dimension d is exhausted after d products
+            max_products: budget.iters.min(op.dim().max(2)),
+            verify_multiplicity: false,
+            measure_orthogonality: false,
+            seed: seed(1),
+            ..LanczosOptions::default()
+        },
+        progress,
+    )?;
+    let trace = hutch_plus_plus(
+        &OnBackend(op),
+        &space,
+        budget.trace_products,
+        Distribution::Rademacher,
+        seed(4),
+        progress,
+    )?;
+    let loss = op.with_objective(|o| o.loss())??;
+    let lambda_max = RitzPair {
+        value: top.eigenvalues[0],
+        residual: top.residuals[0],
+        residual_converged: top.residual_converged[0],
+        converged: top.converged[0],
+    };
+    Ok((lambda_max, trace, loss))
+}
+
 /// Probes one cell: λmax by Lanczos and the trace by Hutch++ on the Hessian
 /// restricted to `indices`, and the loss.
 #[allow(clippy::too_many_arguments)]
@@ -759,32 +813,13 @@ fn compute_cell<T: Scalar, B: SpectralBackend<T>>(
         ProductPath::Auto,
         memory,
     )?;
-    let space = network.backend().space(op.dim())?;
-    let seed = |part: u64| rng::stream_id(&[spec.seed, part]);
-    let top = lanczos(
-        &OnBackend(&op),
-        &space,
-        &LanczosOptions {
-            k: 1,
-            which: Which::Largest,
-            tol: spec.tol,
-            max_products: iters,
-            verify_multiplicity: false,
-            measure_orthogonality: false,
-            seed: seed(1),
-            ..LanczosOptions::default()
-        },
-        progress,
-    )?;
-    let trace = hutch_plus_plus(
-        &OnBackend(&op),
-        &space,
+    let budget = PointBudget {
+        tol: spec.tol,
+        iters,
         trace_products,
-        Distribution::Rademacher,
-        seed(4),
-        progress,
-    )?;
-    let loss = op.with_objective(|o| o.loss())??;
+        seed: spec.seed,
+    };
+    let (lambda_max, trace, loss) = lambda_max_and_trace(&op, &budget, progress)?;
     Ok(CellRecord {
         key,
         checkpoint: spec.checkpoints[cell.checkpoint].name.clone(),
@@ -794,12 +829,7 @@ fn compute_cell<T: Scalar, B: SpectralBackend<T>>(
         keep_probability,
         dim: op.dim(),
         indices_sha256,
-        lambda_max: RitzPair {
-            value: top.eigenvalues[0],
-            residual: top.residuals[0],
-            residual_converged: top.residual_converged[0],
-            converged: top.converged[0],
-        },
+        lambda_max,
         trace,
         loss,
         hvps: op.products(),

@@ -17,19 +17,15 @@ use super::{GridUnit, UnitKind};
 use crate::backend::Scalar;
 use crate::error::{Error, Result};
 use crate::model::{Batch, Memory, Opt};
-use crate::probe::device::{BackendJob, OnBackend, SpectralBackend};
+use crate::probe::device::{BackendJob, SpectralBackend};
 use crate::probe::inputs::{HessianChoice, ModelInputs, indices_hash, scope_indices};
 use crate::probe::operator::ProductPath;
-use crate::probe::spectrum::RitzPair;
+use crate::probe::sweep::{PointBudget, lambda_max_and_trace};
 use crate::probe::{HessianOperator, Restriction};
 use crate::progress::Progress;
 use crate::report::manifest::sha256_bytes;
 use crate::report::{Manifest, atomic};
-use crate::rng;
 use crate::shard::{CellState, Shard};
-use crate::spectral::{
-    Distribution, LanczosOptions, LinearOperator, Which, hutch_plus_plus, lanczos,
-};
 use crate::train::data::{TrainData, TrainDataRequest};
 use crate::train::run::{TrainRequest, TrainRun, run_train_on};
 use crate::train::state;
@@ -339,39 +335,13 @@ fn hessian_point<T: Scalar, B: SpectralBackend<T>>(
     let memory = Memory::from_flag(spec.train.recompute);
     let op =
         HessianOperator::with_options(network, batches, restriction, ProductPath::Auto, memory)?;
-    let dim = LinearOperator::dim(&op);
-    let space = network.backend().space(dim)?;
-    let seed = |part: u64| rng::stream_id(&[spec.hessian.seed, part]);
-    let top = lanczos(
-        &OnBackend(&op),
-        &space,
-        &LanczosOptions {
-            k: 1,
-            which: Which::Largest,
-            tol: spec.tol(),
-            max_products: iters.min(dim.max(2)),
-            verify_multiplicity: false,
-            measure_orthogonality: false,
-            seed: seed(1),
-            ..LanczosOptions::default()
-        },
-        progress,
-    )?;
-    let trace = hutch_plus_plus(
-        &OnBackend(&op),
-        &space,
+    let budget = PointBudget {
+        tol: spec.tol(),
+        iters,
         trace_products,
-        Distribution::Rademacher,
-        seed(4),
-        progress,
-    )?;
-    let loss = op.with_objective(|o| o.loss())??;
-    let lambda_max = RitzPair {
-        value: top.eigenvalues[0],
-        residual: top.residuals[0],
-        residual_converged: top.residual_converged[0],
-        converged: top.converged[0],
+        seed: spec.hessian.seed,
     };
+    let (lambda_max, trace, loss) = lambda_max_and_trace(&op, &budget, progress)?;
     let values = [
         lambda_max.value,
         lambda_max.residual,
