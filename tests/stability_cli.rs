@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{assert_user_error, maskscape, path_str};
+use common::{assert_user_error, path_str, sweep};
 
 /// One mask, one divergence level, one edge run: three cells of a few GD steps.
 const SPEC: &str = "kind = \"gd_stability\"\ntitle = \"Tiny\"\n[stability]\n\
@@ -15,14 +13,6 @@ const SPEC: &str = "kind = \"gd_stability\"\ntitle = \"Tiny\"\n[stability]\n\
     task = \"sst2\"\nexamples = 2\nratios = [0.01]\nseeds = [0]\niters = 6\nsteps = 3\n\
     blowup = [1.0]\ntolerance = 0.5\nmax_factor = 4.0\n\
     [stability.edge]\nratio = 0.01\nfactors = [2.0]\nsteps = 4\nsharpness_every = 2\n";
-
-fn sweep(spec: &Path, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["sweep", path_str(spec), "--out", path_str(out)];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = maskscape(&args);
-    assert_eq!(code, 0, "{args:?}\n{stdout}\n{stderr}");
-    stdout
-}
 
 #[test]
 fn cells_are_cached_and_a_rerun_resumes_to_the_same_bits() {

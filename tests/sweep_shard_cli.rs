@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{assert_user_error, maskscape, path_str};
+use common::{assert_same_tree, assert_user_error, names, path_str, sweep, tree};
 
 /// Two checkpoint names for the bundled model (ten cells): each shard of two then
 /// owns one whole-scope reference and cells of both checkpoints.
@@ -27,14 +27,6 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (dir, spec)
 }
 
-fn sweep(spec: &Path, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["sweep", path_str(spec), "--out", path_str(out)];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = maskscape(&args);
-    assert_eq!(code, 0, "{args:?}\n{stdout}\n{stderr}");
-    stdout
-}
-
 fn spawn(spec: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_maskscape"))
         .args(["sweep", path_str(spec), "--out", path_str(out)])
@@ -45,40 +37,6 @@ fn spawn(spec: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Every file under `dir` by its relative path, with its bytes, sorted.
-fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, files);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.push((path.strip_prefix(root).unwrap().to_path_buf(), bytes));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    files.sort();
-    files
-}
-
-fn names(files: &[(PathBuf, Vec<u8>)]) -> Vec<String> {
-    files
-        .iter()
-        .map(|f| f.0.display().to_string())
-        .collect::<Vec<_>>()
-}
-
-fn assert_same_tree(one: &Path, other: &Path) {
-    let (a, b) = (tree(one), tree(other));
-    assert_eq!(names(&a), names(&b));
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{} differs", name.display());
-    }
 }
 
 #[test]

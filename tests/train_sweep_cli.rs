@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{assert_user_error, maskscape, path_str};
+use common::{assert_same_tree, assert_user_error, maskscape, names, path_str, sweep, tree};
 
 /// Seven units: the scope reference, then per arm (a random mask at ratio 0.01, and
 /// full fine-tuning) the start and two runs of SGD without clipping (four steps
@@ -31,45 +31,6 @@ fn setup(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let spec = common::write(dir.path(), "tiny.toml", text);
     (dir, spec)
-}
-
-fn sweep(spec: &Path, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["sweep", path_str(spec), "--out", path_str(out)];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = maskscape(&args);
-    assert_eq!(code, 0, "{args:?}\n{stdout}\n{stderr}");
-    stdout
-}
-
-/// Every file under `dir` by its relative path, with its bytes, sorted.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, files);
-            } else {
-                let name = path.strip_prefix(root).unwrap().display().to_string();
-                files.push((name, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    files.sort();
-    files
-}
-
-fn names(files: &[(String, Vec<u8>)]) -> Vec<&str> {
-    files.iter().map(|f| f.0.as_str()).collect()
-}
-
-fn assert_same_tree(one: &Path, other: &Path) {
-    let (a, b) = (tree(one), tree(other));
-    assert_eq!(names(&a), names(&b));
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{name} differs");
-    }
 }
 
 fn json(path: &Path) -> serde_json::Value {

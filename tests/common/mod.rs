@@ -78,3 +78,45 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .output()
         .expect("the maskscape binary runs")
 }
+
+/// `maskscape sweep SPEC --out OUT EXTRA...`, which must succeed; its stdout.
+pub fn sweep(spec: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["sweep", path_str(spec), "--out", path_str(out)];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = maskscape(&args);
+    assert_eq!(code, 0, "{args:?}\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Every file under `dir` by its relative path, with its bytes, sorted.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    files
+}
+
+/// The relative paths of a [`tree`].
+pub fn names(files: &[(String, Vec<u8>)]) -> Vec<&str> {
+    files.iter().map(|f| f.0.as_str()).collect()
+}
+
+/// The two folders hold the same files, byte for byte.
+pub fn assert_same_tree(one: &Path, other: &Path) {
+    let (a, b) = (tree(one), tree(other));
+    assert_eq!(names(&a), names(&b));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs");
+    }
+}
