@@ -553,4 +553,26 @@ pub trait Backend<T: Scalar>: Sync {
         rows: usize,
         vocab: usize,
     );
+
+    /// The LM head `logits = x weight^T` and `logprob_forward` in one walk over
+    /// `weight` (`vocab x width`), for a value pass whose reverse sweep wants the
+    /// adjoint of `x` and not of `weight`: writes `lp` as `logprob_forward` would and
+    /// `jac[r] = d lp[r] / d x[r] = weight[t_r] - sum_v softmax(logits[r])_v weight[v]`
+    /// (`rows x width`; 0 without a target), with `scratch` (`rows x vocab`, what the
+    /// unfused head's logits would fill) as its working space and the logits never
+    /// formed whole. Returns whether it ran: a backend that does not fuse (or finds
+    /// `scratch` too small) writes nothing, and the caller runs the head unfused.
+    #[allow(clippy::too_many_arguments)]
+    fn logprob_head_forward(
+        &self,
+        lp: Self::ViewMut<'_>,
+        jac: Self::ViewMut<'_>,
+        scratch: Self::ViewMut<'_>,
+        x: Self::View<'_>,
+        weight: Self::View<'_>,
+        targets: &Self::Index,
+        rows: usize,
+        width: usize,
+        vocab: usize,
+    ) -> bool;
 }

@@ -144,7 +144,7 @@ impl PassShape {
 /// - streams: `(L + 1) p r h`, final LayerNorm `p r h + 2r`, projections `2 p r e`;
 /// - adjoints: `p r (7h + 2f)` (+ `p r e` with projections);
 /// - head: `R (p e + p V + V + p)`, and `R (p e + p V + p)` more with a reverse
-///   sweep.
+///   sweep (`R e` more in a value pass: the fused head's `d lp / d x`).
 pub fn workspace_elements(
     c: &OptConfig,
     shape: PassShape,
@@ -177,6 +177,9 @@ pub fn workspace_elements(
     if reverse {
         n += p * r * (7 * h + 2 * f) + if proj { p * r * e } else { 0 };
         n += hr * (p * e + p * v + p);
+        if !dual {
+            n += hr * e;
+        }
     }
     n
 }

@@ -10,6 +10,7 @@ mod elementwise;
 mod embedding;
 mod exp;
 pub(crate) mod gemm;
+mod head;
 mod layernorm;
 mod logprob;
 mod reduce;
@@ -545,5 +546,20 @@ impl<T: CpuScalar> Backend<T> for Cpu {
             rows,
             vocab,
         );
+    }
+
+    fn logprob_head_forward(
+        &self,
+        lp: &mut [T],
+        jac: &mut [T],
+        scratch: &mut [T],
+        x: &[T],
+        weight: &[T],
+        targets: &Vec<u32>,
+        rows: usize,
+        width: usize,
+        vocab: usize,
+    ) -> bool {
+        head::forward(lp, jac, scratch, x, weight, targets, rows, width, vocab)
     }
 }

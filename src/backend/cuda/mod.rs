@@ -587,4 +587,22 @@ impl<T: CudaScalar> Backend<T> for Cuda {
             vocab,
         );
     }
+
+    /// Not fused on a GPU: the unfused head's `rows x vocab` logits make a round trip
+    /// through device memory that costs little beside its two products, and a walk
+    /// over the vocabulary in cache-sized chunks would be launch-bound there.
+    fn logprob_head_forward(
+        &self,
+        _lp: DeviceViewMut<'_, T>,
+        _jac: DeviceViewMut<'_, T>,
+        _scratch: DeviceViewMut<'_, T>,
+        _x: DeviceView<'_, T>,
+        _weight: DeviceView<'_, T>,
+        _targets: &CudaSlice<u32>,
+        _rows: usize,
+        _width: usize,
+        _vocab: usize,
+    ) -> bool {
+        false
+    }
 }

@@ -9,8 +9,10 @@
 //!   `p' = p (logits'[r] - p . logits'[r])`.
 //!
 //! Rows whose target is [`NO_TARGET`](crate::backend::NO_TARGET) are not scored.
+//!
+//! [`HeadLogProb`] is the same with the LM head folded in, for value passes only.
 
-use crate::backend::{Backend, Scalar};
+use crate::backend::{Backend, Gemm, Scalar};
 
 /// Log-probabilities of one target token per row over a vocabulary.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +79,53 @@ impl LogProb {
             self.rows,
             self.vocab,
         );
+    }
+}
+
+/// The LM head `logits = x W^T` and [`LogProb`] as one op of `x`, for a value pass
+/// whose reverse sweep wants the adjoint of `x` but not of `W` (a masked gradient
+/// that leaves the embeddings out): the forward keeps each row's `jac = d lp / d x
+/// = W[t] - sum_v softmax(logits)_v W[v]` instead of the `rows x vocab` softmax, and
+/// the VJP is `xb[r] = lpb[r] jac[r]`, so the logits are never formed whole and the
+/// weight is read once (see `Backend::logprob_head_forward`).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLogProb {
+    pub rows: usize,
+    /// Width of `x`.
+    pub width: usize,
+    pub vocab: usize,
+}
+
+impl HeadLogProb {
+    /// `lp` and `jac`, with `scratch` (`rows x vocab`) as working space; false when
+    /// the backend does not fuse, and nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward<T: Scalar, B: Backend<T>>(
+        &self,
+        b: &B,
+        lp: B::ViewMut<'_>,
+        jac: B::ViewMut<'_>,
+        scratch: B::ViewMut<'_>,
+        x: B::View<'_>,
+        weight: B::View<'_>,
+        targets: &B::Index,
+    ) -> bool {
+        let (rows, width, vocab) = (self.rows, self.width, self.vocab);
+        b.logprob_head_forward(lp, jac, scratch, x, weight, targets, rows, width, vocab)
+    }
+
+    /// Writes `dx[r] = dlp[r] jac[r]`: a batch of `1 x 1` by `1 x width` products,
+    /// one per row, which every backend's GEMM already runs.
+    pub fn backward<T: Scalar, B: Backend<T>>(
+        &self,
+        b: &B,
+        dx: B::ViewMut<'_>,
+        jac: B::View<'_>,
+        dlp: B::View<'_>,
+    ) {
+        let w = self.width;
+        let rows_scaled = Gemm::nn(1, w, 1).batched(self.rows, 1, w, w);
+        b.gemm(&rows_scaled, dlp, jac, dx);
     }
 }
 

@@ -415,7 +415,13 @@ impl<'a, T: Scalar, B: Backend<T>> OptPass<'a, T, B> {
             .reserve(b, head, rows.n, self.p.pair_len(), reverse)?;
         let x_live = self.forward(&mut ws.stored, batch);
         let x = ws.stored.head_input(&self.m.config);
-        self.p.head_forward(head, &mut ws.head, x, x_live, &rows);
+        // The head may fuse with the log-probabilities when the reverse sweep needs
+        // the adjoint of its input and nothing of its weight.
+        let fuse = outs.as_deref().is_some_and(|o| {
+            o.lowest_stage() <= self.d.layers + 1 && !o.wants(Some(head.weight.w))
+        });
+        self.p
+            .head_forward(head, &mut ws.head, x, x_live, &rows, fuse);
         let scalars = self.p.loss(&mut ws.head, batch, &rows, scale, reverse)?;
         if let Some(outs) = outs {
             ws.stored.adjoints(b, &self.m.config, self.d, self.p.dual)?;

@@ -10,7 +10,7 @@ use super::{Lin, Outputs, Pass, PassScalars};
 use crate::backend::{Backend, Scalar};
 use crate::error::Result;
 use crate::model::ops::linear::Linear;
-use crate::model::ops::logprob::LogProb;
+use crate::model::ops::logprob::{HeadLogProb, LogProb};
 
 /// The LM head: `logits = x W^T` (W the tied token embedding or `lm_head`).
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +36,9 @@ pub(crate) struct HeadBuffers<Buf> {
     lp: Buf,
     /// The reverse sweep's, allocated with the other adjoints.
     adj: Option<HeadAdjoints<Buf>>,
+    /// Whether the last forward ran the head fused with the log-probabilities
+    /// ([`HeadLogProb`]): its reverse then reads `jac`, not the softmax.
+    fused: bool,
     /// Every row's log-probability from the last loss evaluation (0 where nothing
     /// is scored), as the loss head read them.
     pub row_lp: Vec<f64>,
@@ -46,6 +49,8 @@ struct HeadAdjoints<Buf> {
     x: Buf,
     logits: Buf,
     lp: Buf,
+    /// `d lp / d x` at each head row, from a fused forward (value passes only).
+    jac: Buf,
 }
 
 impl<Buf> HeadBuffers<Buf> {
@@ -57,6 +62,7 @@ impl<Buf> HeadBuffers<Buf> {
             probs: b.zeros(0)?,
             lp: b.zeros(0)?,
             adj: None,
+            fused: false,
             row_lp: Vec::new(),
         })
     }
@@ -68,14 +74,15 @@ impl<Buf> HeadBuffers<Buf> {
             f(buf);
         }
         if let Some(a) = &self.adj {
-            for buf in [&a.x, &a.logits, &a.lp] {
+            for buf in [&a.x, &a.logits, &a.lp, &a.jac] {
                 f(buf);
             }
         }
     }
 
     /// Makes the buffers hold `rows` rows of pairs of `pair` halves (and their
-    /// adjoints when `reverse`), growing them when they are too small.
+    /// adjoints when `reverse`, with the fused head's `jac` in a value pass), growing
+    /// them when they are too small.
     pub fn reserve<T: Scalar, B: Backend<T, Buf = Buf>>(
         &mut self,
         b: &B,
@@ -102,6 +109,7 @@ impl<Buf> HeadBuffers<Buf> {
                 x: b.zeros(pair * n * e)?,
                 logits: b.zeros(pair * n * v)?,
                 lp: b.zeros(pair * n)?,
+                jac: b.zeros(if pair == 1 { n * e } else { 0 })?,
             });
         }
         Ok(())
@@ -143,8 +151,9 @@ fn scatter_add_rows<T: Scalar, B: Backend<T>>(
 
 impl<T: Scalar, B: Backend<T>> Pass<'_, T, B> {
     /// The LM head and the targets' log-probabilities on the head rows, from `x`,
-    /// the head's input at every row. Returns whether the logits' tangent may be
-    /// nonzero.
+    /// the head's input at every row; fused into one [`HeadLogProb`] when `fuse` (a
+    /// value pass whose reverse sweep wants no output of the head's weight) and the
+    /// backend fuses. Returns whether the logits' tangent may be nonzero.
     pub fn head_forward(
         &self,
         head: LmHead,
@@ -152,10 +161,12 @@ impl<T: Scalar, B: Backend<T>> Pass<'_, T, B> {
         x: &B::Buf,
         x_live: bool,
         rows: &HeadRows<'_, B::Index>,
+        fuse: bool,
     ) -> bool {
         let b = self.b;
         let (e, v) = (head.embed, head.vocab);
         let n = rows.n;
+        bufs.fused = false;
         if n == 0 {
             return false;
         }
@@ -174,6 +185,22 @@ impl<T: Scalar, B: Backend<T>> Pass<'_, T, B> {
                 b.sub(b.view(&bufs.x), 0..p * n * e)
             }
         };
+        if fuse && !self.dual && head.weight.b.is_none() {
+            let op = HeadLogProb {
+                rows: n,
+                width: e,
+                vocab: v,
+            };
+            let adj = bufs.adj.as_mut().expect("head adjoints"); // invariant: reserved by the pass when the reverse sweep follows
+            let lp = b.sub_mut(b.view_mut(&mut bufs.lp), 0..n);
+            let jac = b.sub_mut(b.view_mut(&mut adj.jac), 0..n * e);
+            let scratch = b.sub_mut(b.view_mut(&mut bufs.logits), 0..n * v);
+            let w = self.weight(head.weight.w);
+            bufs.fused = op.forward(b, lp, jac, scratch, x, w, rows.targets);
+            if bufs.fused {
+                return false;
+            }
+        }
         let lin = Linear {
             rows: n,
             in_dim: e,
@@ -290,6 +317,15 @@ impl<T: Scalar, B: Backend<T>> Pass<'_, T, B> {
         }
         let p = self.pair_len();
         let adj = bufs.adj.as_mut().expect("head adjoints"); // invariant: reserved by the pass when the reverse sweep follows
+        if bufs.fused {
+            let op = HeadLogProb {
+                rows: n,
+                width: e,
+                vocab: v,
+            };
+            self.fused_head_backward(op, adj, dx, rows);
+            return;
+        }
         let lp = LogProb { rows: n, vocab: v };
         let probs = b.sub(b.view(&bufs.probs), 0..n * v);
         let dlp = b.view(&adj.lp);
@@ -326,5 +362,28 @@ impl<T: Scalar, B: Backend<T>> Pass<'_, T, B> {
             let src = b.sub(b.view(&adj.x), half * n * e..(half + 1) * n * e);
             scatter_add_rows(b, dst, src, idx, n, e);
         }
+    }
+
+    /// [`Pass::head_backward`] after a fused forward: `dx` at the head rows is each
+    /// row's `d lp / d x` scaled by the adjoint of its log-probability.
+    fn fused_head_backward(
+        &self,
+        op: HeadLogProb,
+        adj: &mut HeadAdjoints<B::Buf>,
+        dx: &mut B::Buf,
+        rows: &HeadRows<'_, B::Index>,
+    ) {
+        let b = self.b;
+        let (n, e) = (op.rows, op.width);
+        let jac = b.sub(b.view(&adj.jac), 0..n * e);
+        let dlp = b.sub(b.view(&adj.lp), 0..n);
+        let Some(idx) = rows.gather else {
+            op.backward(b, b.view_mut(dx), jac, dlp);
+            return;
+        };
+        op.backward(b, b.sub_mut(b.view_mut(&mut adj.x), 0..n * e), jac, dlp);
+        b.zero(b.view_mut(dx));
+        let src = b.sub(b.view(&adj.x), 0..n * e);
+        scatter_add_rows(b, b.view_mut(dx), src, idx, n, e);
     }
 }
