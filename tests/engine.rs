@@ -8,6 +8,8 @@ use maskscape::backend::{Backend, Cpu, Scalar};
 use maskscape::data::{ClassificationExample, Dataset, LmExample};
 use maskscape::mask::{Mask, MaskSpec, RatioOf, Scope};
 use maskscape::model::batch::{Padding, batches};
+use maskscape::model::bench::random_batch;
+use maskscape::model::presets::preset;
 use maskscape::model::{Batch, Checkpoint, Objective, Opt};
 use maskscape::probe::verify::{Reference, rel_error, verify};
 use maskscape::progress::Silent;
@@ -251,6 +253,74 @@ fn masked_gradient_equals_the_dense_gradient_at_random_masks_of_every_scope() {
                 (masked_loss - loss).abs() <= 1e-15 * loss.abs(),
                 "{ctx}: loss"
             );
+        }
+    }
+}
+
+/// A vocabulary wide enough for the CPU's fused LM head (`backend/cpu/head.rs`: two
+/// groups of 4096 at least), with small blocks: pre-LN, and post-LN with projections.
+fn wide_vocabulary_models() -> Vec<Opt<f64, Cpu>> {
+    let mut pre = preset("opt-mini").unwrap();
+    (pre.vocab_size, pre.hidden_size, pre.ffn_dim) = (9001, 32, 48);
+    (pre.num_hidden_layers, pre.num_attention_heads) = (2, 4);
+    let mut post = preset("opt-350m").unwrap();
+    (post.vocab_size, post.hidden_size, post.ffn_dim) = (8500, 24, 40);
+    (post.word_embed_proj_dim, post.num_hidden_layers) = (16, 2);
+    post.num_attention_heads = 4;
+    [pre, post]
+        .into_iter()
+        .map(|config| {
+            let params = Checkpoint::<f64>::random(config.clone(), 3).params;
+            Opt::new(Cpu, config, &params).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn masked_gradient_through_the_fused_head_equals_the_dense_gradient() {
+    // A q/v or LayerNorm mask leaves the head's weight alone, so the CPU fuses the
+    // head with the log-probabilities (no logits formed whole); a mask over
+    // everything wants the embedding's gradient and runs the unfused head. Both
+    // against the dense gradient, on next-token and choice batches (all rows and
+    // gathered rows).
+    for m in wide_vocabulary_models() {
+        let vocab = m.config().vocab_size as u32;
+        let lm = vec![random_batch(m.config(), 2, 9, 4).unwrap()];
+        let choice = batches(&choice_dataset(vocab), 2, 1, Padding::Right).unwrap();
+        let draw = |scope| {
+            let spec = MaskSpec {
+                scope,
+                ratio: 0.1,
+                ratio_of: RatioOf::Scope,
+                ..MaskSpec::paper(0.1, 5)
+            };
+            Mask::draw(&spec, m.layout()).unwrap().indices().to_vec()
+        };
+        let layer_norms: Vec<u64> = m
+            .layout()
+            .entries()
+            .iter()
+            .filter(|e| e.name.contains("layer_norm"))
+            .flat_map(|e| e.range().map(|i| i as u64))
+            .collect();
+        let masks = [
+            ("qv", draw(Scope::Qv)),
+            ("LayerNorms", layer_norms),
+            ("all", draw(Scope::All)),
+        ];
+        for (what, data) in [("next-token", lm), ("choice", choice)] {
+            let mut obj = Objective::new(&m, &data).unwrap();
+            let (loss, dense) = obj.gradient().unwrap();
+            for (label, mask) in &masks {
+                obj.set_mask(mask).unwrap();
+                let (masked_loss, got) = obj.masked_gradient().unwrap();
+                let want: Vec<f64> = mask.iter().map(|&i| dense[i as usize]).collect();
+                let e = rel_error(&got, &want);
+                let ctx = format!("vocabulary {vocab}, {what}, {label}");
+                assert!(e < 1e-12, "{ctx}: relative error {e:.1e}");
+                let loss_error = (masked_loss - loss).abs() / loss.abs();
+                assert!(loss_error <= 1e-13, "{ctx}: loss");
+            }
         }
     }
 }
