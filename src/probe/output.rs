@@ -3,16 +3,16 @@
 //! computed before the first file is written, and every file is written atomically,
 //! so an interrupted probe leaves nothing behind.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors};
 
 use super::history::HistoryPoint;
 use super::session::{Eigenvectors, ProbeReport, ProbeRun};
 use super::spectrum::{RitzPair, SpectrumReport};
 use crate::error::{Error, Result};
 use crate::report::table::format_float;
+use crate::report::tensors::{Tensor, Values, write_tensors};
 use crate::report::{Axis, Chart, LegendPosition, Manifest, SeriesData, Table, atomic, plot};
 use crate::spectral::verdict::{residual_note, trace_text};
 
@@ -396,47 +396,27 @@ fn short(text: &str) -> &str {
 
 /// Writes unit eigenvectors as safetensors: `eigenvectors` (m x k, f64),
 /// `eigenvalues` (m), `mask_idx` (k, int64: the flat index of each coordinate),
-/// with the indices' and the model's SHA-256 in the metadata.
+/// with the indices' and the model's SHA-256 in the metadata; the header's keys are
+/// sorted, so a rerun writes the same bytes.
 pub fn write_eigenvectors(path: &Path, e: &Eigenvectors) -> Result<()> {
-    let m = e.vectors.len();
-    let k = e.indices.len();
-    let vectors: Vec<u8> = e
-        .vectors
-        .iter()
-        .flatten()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let values: Vec<u8> = e.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let indices: Vec<u8> = e
-        .indices
-        .iter()
-        .flat_map(|&i| (i as i64).to_le_bytes())
-        .collect();
-    fn view<'d>(
-        path: &Path,
-        dtype: StDtype,
-        shape: Vec<usize>,
-        data: &'d [u8],
-    ) -> Result<TensorView<'d>> {
-        TensorView::new(dtype, shape, data)
-            .map_err(|err| Error::file(path, format!("cannot build tensor: {err}")))
-    }
-    let tensors = vec![
-        (
-            EIGENVECTORS,
-            view(path, StDtype::F64, vec![m, k], &vectors)?,
-        ),
-        (EIGENVALUES, view(path, StDtype::F64, vec![m], &values)?),
-        (INDICES, view(path, StDtype::I64, vec![k], &indices)?),
+    let (m, k) = (e.vectors.len(), e.indices.len());
+    let vectors = e.vectors.iter().flatten().copied().collect();
+    let indices = e.indices.iter().map(|&i| i as i64).collect();
+    let tensors = [
+        Tensor {
+            name: EIGENVECTORS.to_string(),
+            shape: vec![m, k],
+            values: Values::F64(vectors),
+        },
+        Tensor::vector(EIGENVALUES, Values::F64(e.values.clone())),
+        Tensor::vector(INDICES, Values::I64(indices)),
     ];
-    let metadata = HashMap::from([
-        ("format".to_string(), "maskscape-eigenvectors".to_string()),
-        ("indices_sha256".to_string(), e.indices_sha256.clone()),
-        ("model_sha256".to_string(), e.model_sha256.clone()),
-    ]);
-    let bytes = safetensors::tensor::serialize(tensors, Some(metadata))
-        .map_err(|err| Error::file(path, format!("cannot serialise: {err}")))?;
-    atomic::write_bytes(path, &bytes)
+    let metadata = [
+        ("format", "maskscape-eigenvectors".to_string()),
+        ("indices_sha256", e.indices_sha256.clone()),
+        ("model_sha256", e.model_sha256.clone()),
+    ];
+    write_tensors(path, &tensors, &metadata)
 }
 
 /// Reads a file written by [`write_eigenvectors`].
@@ -500,4 +480,36 @@ pub fn read_eigenvectors(path: &Path) -> Result<Eigenvectors> {
         indices_sha256: meta.get("indices_sha256").cloned().unwrap_or_default(),
         model_sha256: meta.get("model_sha256").cloned().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eigenvector_files_are_the_same_bytes_every_time_and_read_back() {
+        let e = Eigenvectors {
+            values: vec![2.5, -0.75],
+            vectors: vec![vec![0.6, 0.8, 0.0], vec![0.0, 0.0, -1.0]],
+            indices: vec![3, 17, 40],
+            indices_sha256: "ab".repeat(32),
+            model_sha256: "cd".repeat(32),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // a header written from a hash map came out in one of 3! orders per write
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                let path = dir.path().join(format!("e{i}.safetensors"));
+                write_eigenvectors(&path, &e).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]));
+        let back = read_eigenvectors(&dir.path().join("e0.safetensors")).unwrap();
+        assert_eq!(
+            (back.values, back.vectors, back.indices),
+            (e.values, e.vectors, e.indices)
+        );
+        assert_eq!(back.model_sha256, e.model_sha256);
+    }
 }
