@@ -447,7 +447,7 @@ impl<'m, T: Scalar, B: Backend<T>> Objective<'m, T, B> {
 mod tests {
     use super::*;
     use crate::backend::Cpu;
-    use crate::mask::{Mask, MaskSpec};
+    use crate::mask::{Mask, MaskSpec, RatioOf, Scope};
     use crate::model::Checkpoint;
     use crate::model::bench::random_batch;
     use crate::model::memory::workspace_elements;
@@ -460,6 +460,58 @@ mod tests {
         ws.stored.for_each_buf(|b| n += b.len());
         ws.head.for_each_buf(|b| n += b.len());
         n
+    }
+
+    /// The head fuses with the log-probabilities exactly in value passes whose
+    /// reverse sweep wants nothing of the head's weight, on a vocabulary of two
+    /// groups or more (`backend/cpu/head.rs`); the values are checked in
+    /// `tests/engine.rs`, this checks which path ran.
+    #[test]
+    fn the_head_fuses_only_where_its_weight_is_left_alone() {
+        let mut wide = preset("opt-mini").unwrap();
+        (wide.vocab_size, wide.hidden_size, wide.ffn_dim) = (8200, 16, 32);
+        (wide.num_hidden_layers, wide.num_attention_heads) = (1, 2);
+        let mut narrow = wide.clone();
+        narrow.vocab_size = 8191;
+        for (config, wide) in [(wide, true), (narrow, false)] {
+            let params = Checkpoint::<f32>::random(config.clone(), 1).params;
+            let model = Opt::new(Cpu, config.clone(), &params).unwrap();
+            let data = [random_batch(&config, 2, 7, 2).unwrap()];
+            let mut o = Objective::new(&model, &data).unwrap();
+            let fused = |o: &mut Objective<'_, f32, Cpu>, mask: &Mask| {
+                o.set_mask(mask.indices()).unwrap();
+                let ws = |o: &Objective<'_, f32, Cpu>| {
+                    o.buffers
+                        .workspace
+                        .as_ref()
+                        .expect("a pass ran")
+                        .head
+                        .fused()
+                };
+                o.masked_gradient().unwrap();
+                let masked_gradient = ws(o);
+                o.masked_hvp(&vec![0.5; mask.len()]).unwrap();
+                let masked_hvp = ws(o);
+                o.gradient().unwrap();
+                (masked_gradient, masked_hvp, ws(o))
+            };
+            let draw = |scope| {
+                let spec = MaskSpec {
+                    scope,
+                    ratio: 0.1,
+                    ratio_of: RatioOf::Scope,
+                    ..MaskSpec::paper(0.1, 0)
+                };
+                Mask::draw(&spec, model.layout()).unwrap()
+            };
+            let (qv, all) = (draw(Scope::Qv), draw(Scope::All));
+            assert_eq!(fused(&mut o, &qv), (wide, false, false), "q/v, {config:?}");
+            assert_eq!(
+                fused(&mut o, &all),
+                (false, false, false),
+                "all, {config:?}"
+            );
+        }
     }
 
     /// `workspace_elements` (the README's formula) counts exactly what a pass

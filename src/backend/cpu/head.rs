@@ -23,8 +23,9 @@ use rayon::prelude::*;
 
 use super::CpuScalar;
 use super::gemm::gemm;
+use super::logprob::target;
 use super::reduce::sum;
-use crate::backend::{Gemm, NO_TARGET};
+use crate::backend::Gemm;
 
 /// Vocabulary rows per step: OPT-125m's 256 x 768 f32 chunk of the weight (768 KiB)
 /// stays in L2 between its two products (128 to 1024 measured alike).
@@ -123,12 +124,11 @@ pub fn forward<T: CpuScalar>(
         .zip(jac[..rows * width].par_chunks_mut(width))
         .enumerate()
         .for_each(|(r, (lp, jac))| {
-            let t = targets[r];
-            if t == NO_TARGET {
+            let Some(t) = target(targets, r) else {
                 *lp = T::ZERO;
                 jac.fill(T::ZERO);
                 return;
-            }
+            };
             let max = parts.iter().fold(parts[0].max[r], |m, p| m.max(p.max[r]));
             let (mut total, mut target_logit) = (T::ZERO, T::ZERO);
             jac.fill(T::ZERO);
@@ -143,7 +143,6 @@ pub fn forward<T: CpuScalar>(
                     .for_each(|(j, &w)| *j += scale * w);
             }
             let inv = T::ONE / total;
-            let t = t as usize;
             let target_row = &weight[t * width..(t + 1) * width];
             jac.iter_mut()
                 .zip(target_row)
@@ -200,6 +199,7 @@ fn walk<T: CpuScalar>(
 mod tests {
     use super::super::logprob;
     use super::*;
+    use crate::backend::NO_TARGET;
 
     /// The unfused head: logits, `logprob::forward`, and `w[t] - probs w`.
     fn unfused(x: &[f64], w: &[f64], targets: &[u32], width: usize) -> (Vec<f64>, Vec<f64>) {

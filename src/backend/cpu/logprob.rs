@@ -10,7 +10,8 @@ use super::CpuScalar;
 use super::reduce::{dot, sum};
 use crate::backend::NO_TARGET;
 
-fn target(targets: &[u32], r: usize) -> Option<usize> {
+/// Row `r`'s target, if it has one.
+pub(super) fn target(targets: &[u32], r: usize) -> Option<usize> {
     let t = targets[r];
     (t != NO_TARGET).then_some(t as usize)
 }

@@ -115,6 +115,12 @@ impl<Buf> HeadBuffers<Buf> {
         Ok(())
     }
 
+    /// Whether the last forward ran the head fused with the log-probabilities.
+    #[cfg(test)]
+    pub(crate) fn fused(&self) -> bool {
+        self.fused
+    }
+
     /// The logits of the first `n` elements (a pass over every row: `rows x vocab`).
     pub fn logits<'a, T: Scalar, B: Backend<T, Buf = Buf>>(
         &'a self,
